@@ -1,0 +1,2 @@
+//! Write benchmark.
+fn main() {}

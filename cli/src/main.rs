@@ -1,0 +1,2 @@
+//! The smdfs command.
+fn main() {}

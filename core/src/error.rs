@@ -1,0 +1,123 @@
+//! The crate's one error type. Every variant names the file, field or shard it concerns and
+//! what was expected, so a user can act on the message alone.
+
+use std::path::PathBuf;
+
+/// Result with the crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong writing or reading a run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An I/O error on a named file.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A field path breaks the naming rules.
+    #[error("field path {path:?} is invalid: {why}")]
+    BadPath {
+        /// The offending path (escaped).
+        path: String,
+        /// Which rule it breaks.
+        why: String,
+    },
+    /// An event's value disagrees with the field's dtype, shape or kind fixed at first sight.
+    #[error("field {field:?}: expected {expected}, got {given}")]
+    SchemaMismatch {
+        /// The field path.
+        field: String,
+        /// What the field was first seen as.
+        expected: String,
+        /// What this event gave.
+        given: String,
+    },
+    /// A value is malformed in itself (data length does not match the shape, bad fill).
+    #[error("field {field:?}: {why}")]
+    BadValue {
+        /// The field path.
+        field: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// A shard's server stopped (I/O error, or it panicked); the shard's committed prefix is intact.
+    #[error("shard {shard}: server failed: {why}")]
+    ServerFailed {
+        /// Shard index.
+        shard: usize,
+        /// The server's error.
+        why: String,
+    },
+    /// A file is not in the expected format (bad magic, version, checksum of committed data, …).
+    #[error("{path}: corrupt at byte {offset}: {why}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Byte offset of the problem.
+        offset: u64,
+        /// What was expected.
+        why: String,
+    },
+    /// The directory is not an smdfs run.
+    #[error("{path} is not an smdfs run: {why}")]
+    NotARun {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
+    /// A format version this build cannot read.
+    #[error("{path}: format version {found} is not supported (this build reads {supported})")]
+    Version {
+        /// The file.
+        path: PathBuf,
+        /// Version found.
+        found: u32,
+        /// Version supported.
+        supported: u32,
+    },
+    /// A field, group or summary name that does not exist.
+    #[error("no {what} named {name:?} in this run")]
+    NotFound {
+        /// "field", "group", "summary value" or "reduction".
+        what: &'static str,
+        /// The name asked for.
+        name: String,
+    },
+    /// A row or event id out of range.
+    #[error("{what} {index} is out of range (len {len})")]
+    OutOfRange {
+        /// "row" or "event id".
+        what: &'static str,
+        /// The index asked for.
+        index: u64,
+        /// The length.
+        len: u64,
+    },
+    /// Misuse of the API (wrong type requested, clients alive at done, …).
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl Error {
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+        Error::Io { path: path.into(), source }
+    }
+}
+
+/// Adds a path to `std::io::Result`s.
+pub(crate) trait IoContext<T> {
+    fn at(self, path: &std::path::Path) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn at(self, path: &std::path::Path) -> Result<T> {
+        self.map_err(|e| Error::io(path, e))
+    }
+}

@@ -1,0 +1,424 @@
+//! The global index: for each alignment group, the run's rows in event-id order, each
+//! mapped to (shard, row).
+//!
+//! Two encodings, whichever is smaller, both memory-mappable arrays of u64:
+//! *dense* — one word per row, `shard << 48 | row`; *runs* — three words per run of
+//! consecutive rows from one shard: `global_start, shard << 48 | row_start, len`.
+//! Round-robin dealing (runs of length 1) costs 8 bytes per event; one client per server
+//! costs 24 bytes per shard. Built at `done()` by sorting each shard's event ids (rayon,
+//! stable: duplicates keep arrival order) and k-way merging; built the same way in memory
+//! when a run has no index on disk (crashed or still writing).
+
+use std::collections::BinaryHeap;
+use std::cmp::Reverse;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+use memmap2::Mmap;
+use rayon::prelude::*;
+
+use crate::error::{Error, IoContext, Result};
+use crate::format::{Role, FORMAT_VERSION};
+use crate::manifest::{GroupIndexInfo, IndexManifest, Manifest, RaggedIndexInfo, INDEX_DIR};
+use crate::shard::Shard;
+
+/// Magic of a group index file.
+pub const INDEX_MAGIC: &[u8; 8] = b"SMDFSIDX";
+/// Magic of a ragged offsets file.
+pub const OFFSETS_MAGIC: &[u8; 8] = b"SMDFSOFF";
+/// Header bytes of index and offsets files: magic, version u32, kind u32, rows u64, words u64.
+pub const INDEX_HEADER_LEN: usize = 32;
+/// Kind code: dense encoding.
+pub const KIND_DENSE: u32 = 1;
+/// Kind code: runs encoding.
+pub const KIND_RUNS: u32 = 2;
+const SHARD_SHIFT: u32 = 48;
+const ROW_MASK: u64 = (1 << SHARD_SHIFT) - 1;
+
+/// A location: row `row` of shard `shard`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Loc {
+    /// Shard index.
+    pub shard: usize,
+    /// Row within the shard's group.
+    pub row: u64,
+}
+
+/// u64 words, owned or mapped from an index file.
+#[derive(Debug)]
+enum Words {
+    Owned(Vec<u64>),
+    Mapped(Mmap),
+}
+
+impl Words {
+    fn get(&self) -> &[u64] {
+        match self {
+            Words::Owned(v) => v,
+            Words::Mapped(m) => bytemuck::try_cast_slice(&m[INDEX_HEADER_LEN..]).unwrap_or(&[]),
+        }
+    }
+}
+
+/// One group's global index.
+#[derive(Debug)]
+pub struct GroupIndex {
+    rows: u64,
+    runs: bool,
+    words: Words,
+}
+
+impl GroupIndex {
+    /// Number of rows.
+    pub fn len(&self) -> u64 {
+        self.rows
+    }
+
+    /// True if the group has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// Number of runs (rows for the dense encoding).
+    pub fn entries(&self) -> u64 {
+        if self.runs {
+            self.words.get().len() as u64 / 3
+        } else {
+            self.rows
+        }
+    }
+
+    /// True for the runs encoding.
+    pub fn is_runs(&self) -> bool {
+        self.runs
+    }
+
+    /// Where global row `i` lives.
+    pub fn locate(&self, i: u64) -> Option<Loc> {
+        if i >= self.rows {
+            return None;
+        }
+        let w = self.words.get();
+        if !self.runs {
+            return w.get(i as usize).map(|&e| unpack(e));
+        }
+        let k = self.run_of(i)?;
+        let l = unpack(w[3 * k + 1]);
+        Some(Loc { shard: l.shard, row: l.row + (i - w[3 * k]) })
+    }
+
+    fn run_of(&self, i: u64) -> Option<usize> {
+        let w = self.words.get();
+        let n = w.len() / 3;
+        // Last run whose start <= i.
+        let (mut lo, mut hi) = (0usize, n);
+        while hi - lo > 1 {
+            let mid = (lo + hi) / 2;
+            if w[3 * mid] <= i {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        (n > 0).then_some(lo)
+    }
+
+    /// Calls `f(loc, n)` for each maximal stretch of global rows `start..end` that are
+    /// consecutive rows of one shard, in order. This is the batched gather.
+    pub fn for_each_segment(&self, start: u64, end: u64, mut f: impl FnMut(Loc, u64)) {
+        let end = end.min(self.rows);
+        if start >= end {
+            return;
+        }
+        let w = self.words.get();
+        if self.runs {
+            let Some(mut k) = self.run_of(start) else { return };
+            let mut i = start;
+            while i < end && 3 * k + 2 < w.len() {
+                let (gs, l, len) = (w[3 * k], unpack(w[3 * k + 1]), w[3 * k + 2]);
+                let off = i - gs;
+                let n = (len - off).min(end - i);
+                f(Loc { shard: l.shard, row: l.row + off }, n);
+                i += n;
+                k += 1;
+            }
+        } else {
+            let s = &w[start as usize..end as usize];
+            let mut j = 0;
+            while j < s.len() {
+                let first = s[j];
+                let mut n = 1;
+                while j + n < s.len() && s[j + n] == first + n as u64 {
+                    n += 1;
+                }
+                f(unpack(first), n as u64);
+                j += n;
+            }
+        }
+    }
+
+    /// Loads an index file, checking its header and size.
+    pub fn load(path: &Path) -> Result<GroupIndex> {
+        let file = File::open(path).at(path)?;
+        // SAFETY: index files are written once at done() and never modified.
+        let map = unsafe { Mmap::map(&file) }.at(path)?;
+        let bad = |why: String| Error::Corrupt { path: path.into(), offset: 0, why };
+        if map.len() < INDEX_HEADER_LEN || &map[..8] != INDEX_MAGIC {
+            return Err(bad("not an smdfs index file".into()));
+        }
+        let u32_at = |o: usize| u32::from_le_bytes(map[o..o + 4].try_into().expect("4 bytes"));
+        let u64_at = |o: usize| u64::from_le_bytes(map[o..o + 8].try_into().expect("8 bytes"));
+        if u32_at(8) != FORMAT_VERSION {
+            return Err(Error::Version { path: path.into(), found: u32_at(8), supported: FORMAT_VERSION });
+        }
+        let (kind, rows, words) = (u32_at(12), u64_at(16), u64_at(24));
+        let want_words = match kind {
+            KIND_DENSE => rows,
+            KIND_RUNS if words % 3 == 0 => words,
+            _ => return Err(bad(format!("unknown index kind {kind}"))),
+        };
+        if words != want_words || (map.len() - INDEX_HEADER_LEN) as u64 != words * 8 {
+            return Err(bad(format!("header says {words} words, file has {} bytes", map.len())));
+        }
+        Ok(GroupIndex { rows, runs: kind == KIND_RUNS, words: Words::Mapped(map) })
+    }
+}
+
+fn pack(shard: usize, row: u64) -> u64 {
+    ((shard as u64) << SHARD_SHIFT) | row
+}
+
+fn unpack(e: u64) -> Loc {
+    Loc { shard: (e >> SHARD_SHIFT) as usize, row: e & ROW_MASK }
+}
+
+/// Rows of one group in stable event-id order, from per-shard event-id columns.
+/// Returns dense entries, duplicate count and the first duplicated ids.
+fn merge_group(ids: &[&[u64]]) -> (Vec<u64>, u64, Vec<u64>) {
+    // Per shard: the row order sorting its ids (None when already sorted).
+    let perms: Vec<Option<Vec<u64>>> = ids
+        .par_iter()
+        .map(|ts| {
+            if ts.windows(2).all(|w| w[0] <= w[1]) {
+                None
+            } else {
+                let mut p: Vec<u64> = (0..ts.len() as u64).collect();
+                p.par_sort_by_key(|&r| ts[r as usize]);
+                Some(p)
+            }
+        })
+        .collect();
+    let row_at = |s: usize, k: usize| perms[s].as_ref().map_or(k as u64, |p| p[k]);
+    let total: usize = ids.iter().map(|t| t.len()).sum();
+    let mut out = Vec::with_capacity(total);
+    let mut heap = BinaryHeap::with_capacity(ids.len());
+    for (s, ts) in ids.iter().enumerate() {
+        if !ts.is_empty() {
+            heap.push(Reverse((ts[row_at(s, 0) as usize], s, 0usize)));
+        }
+    }
+    let (mut dups, mut dup_ids, mut last) = (0u64, Vec::new(), None);
+    while let Some(Reverse((id, s, k))) = heap.pop() {
+        let row = row_at(s, k);
+        out.push(pack(s, row));
+        if last == Some(id) {
+            dups += 1;
+            if dup_ids.len() < 16 && dup_ids.last() != Some(&id) {
+                dup_ids.push(id);
+            }
+        }
+        last = Some(id);
+        if k + 1 < ids[s].len() {
+            heap.push(Reverse((ids[s][row_at(s, k + 1) as usize], s, k + 1)));
+        }
+    }
+    (out, dups, dup_ids)
+}
+
+/// Number of runs of consecutive rows from one shard in dense entries.
+fn count_runs(dense: &[u64]) -> usize {
+    if dense.is_empty() {
+        return 0;
+    }
+    1 + dense.windows(2).filter(|w| w[1] != w[0] + 1).count()
+}
+
+fn to_runs(dense: &[u64]) -> Vec<u64> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < dense.len() {
+        let mut n = 1;
+        while i + n < dense.len() && dense[i + n] == dense[i] + n as u64 {
+            n += 1;
+        }
+        out.extend_from_slice(&[i as u64, dense[i], n as u64]);
+        i += n;
+    }
+    out
+}
+
+/// Builds one group's index in memory, choosing the smaller encoding.
+pub fn build_group(shards: &[Shard], group: &str) -> (GroupIndex, u64, Vec<u64>) {
+    let ids: Vec<&[u64]> =
+        shards.iter().map(|s| s.column(group, None, Role::Ts).map_or(&[][..], |c| s.u64s(c))).collect();
+    let (dense, dups, dup_ids) = merge_group(&ids);
+    let rows = dense.len() as u64;
+    let idx = if count_runs(&dense) * 3 < dense.len() {
+        GroupIndex { rows, runs: true, words: Words::Owned(to_runs(&dense)) }
+    } else {
+        GroupIndex { rows, runs: false, words: Words::Owned(dense) }
+    };
+    (idx, dups, dup_ids)
+}
+
+/// Global element offsets of a ragged field (`rows + 1` entries) in index order.
+pub fn ragged_offsets(shards: &[Shard], index: &GroupIndex, group: &str, field: &str) -> Vec<u64> {
+    let lens: Vec<&[u64]> =
+        shards.iter().map(|s| s.column(group, Some(field), Role::Len).map_or(&[][..], |c| s.u64s(c))).collect();
+    let mut out = Vec::with_capacity(index.len() as usize + 1);
+    let mut acc = 0u64;
+    out.push(0);
+    index.for_each_segment(0, index.len(), |loc, n| {
+        let l = lens[loc.shard];
+        for r in loc.row..loc.row + n {
+            acc += l.get(r as usize).copied().unwrap_or(0);
+            out.push(acc);
+        }
+    });
+    out
+}
+
+fn write_words(path: &Path, magic: &[u8; 8], kind: u32, rows: u64, words: &[u64]) -> Result<()> {
+    let f = File::create(path).at(path)?;
+    let mut w = BufWriter::with_capacity(1 << 20, f);
+    let mut h = [0u8; INDEX_HEADER_LEN];
+    h[..8].copy_from_slice(magic);
+    h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[12..16].copy_from_slice(&kind.to_le_bytes());
+    h[16..24].copy_from_slice(&rows.to_le_bytes());
+    h[24..32].copy_from_slice(&(words.len() as u64).to_le_bytes());
+    w.write_all(&h).at(path)?;
+    w.write_all(bytemuck::cast_slice(words)).at(path)?;
+    let f = w.into_inner().map_err(|e| Error::io(path, e.into_error()))?;
+    f.sync_all().at(path)
+}
+
+/// Loads a ragged offsets file.
+pub fn load_offsets(path: &Path, rows: u64) -> Result<OffsetsMap> {
+    let file = File::open(path).at(path)?;
+    // SAFETY: offsets files are written once at done() and never modified.
+    let map = unsafe { Mmap::map(&file) }.at(path)?;
+    if map.len() != INDEX_HEADER_LEN + 8 * (rows as usize + 1) || &map[..8] != OFFSETS_MAGIC {
+        return Err(Error::Corrupt { path: path.into(), offset: 0, why: format!("expected offsets for {rows} rows") });
+    }
+    Ok(OffsetsMap::Mapped(map))
+}
+
+/// Global offsets of a ragged field, owned or mapped.
+#[derive(Debug)]
+pub enum OffsetsMap {
+    /// Computed at open.
+    Owned(Vec<u64>),
+    /// Mapped from `index/`.
+    Mapped(Mmap),
+}
+
+impl OffsetsMap {
+    /// The `rows + 1` offsets.
+    pub fn get(&self) -> &[u64] {
+        match self {
+            OffsetsMap::Owned(v) => v,
+            OffsetsMap::Mapped(m) => bytemuck::try_cast_slice(&m[INDEX_HEADER_LEN..]).unwrap_or(&[]),
+        }
+    }
+}
+
+/// Per group, what building the index found.
+#[derive(Clone, Debug)]
+pub struct IndexReport {
+    /// Group name (`""` is the run).
+    pub group: String,
+    /// Rows.
+    pub rows: u64,
+    /// Rows whose event id repeats the previous row's.
+    pub duplicates: u64,
+    /// Up to 16 duplicated ids.
+    pub duplicate_ids: Vec<u64>,
+}
+
+/// Builds and stores the global index of a closed run (called by `done()`).
+pub(crate) fn build_global_index(
+    dir: &Path,
+    m: &Manifest,
+    close_offsets: Vec<u64>,
+) -> Result<(IndexManifest, Vec<IndexReport>)> {
+    let shards: Vec<Shard> = (0..m.shards)
+        .into_par_iter()
+        .map(|i| Shard::load(dir, i, close_offsets.get(i).copied()))
+        .collect::<Result<_>>()?;
+    let idx_dir = dir.join(INDEX_DIR);
+    std::fs::create_dir_all(&idx_dir).at(&idx_dir)?;
+    let built: Vec<(GroupIndex, u64, Vec<u64>)> =
+        m.schema.groups.par_iter().map(|g| build_group(&shards, &g.name)).collect();
+    let mut groups = Vec::new();
+    let mut reports = Vec::new();
+    for (gi, (g, (idx, dups, dup_ids))) in m.schema.groups.iter().zip(&built).enumerate() {
+        let file = format!("{INDEX_DIR}/g{gi:05}.idx");
+        let kind = if idx.runs { KIND_RUNS } else { KIND_DENSE };
+        write_words(&dir.join(&file), INDEX_MAGIC, kind, idx.rows, idx.words.get())?;
+        groups.push(GroupIndexInfo {
+            group: g.name.clone(),
+            file,
+            rows: idx.rows,
+            shard_rows: shards.iter().map(|s| s.group_rows(&g.name)).collect(),
+            duplicates: *dups,
+            duplicate_ids: dup_ids.clone(),
+        });
+        reports.push(IndexReport { group: g.name.clone(), rows: idx.rows, duplicates: *dups, duplicate_ids: dup_ids.clone() });
+    }
+    let mut ragged = Vec::new();
+    for (fi, f) in m.schema.fields.iter().enumerate().filter(|(_, f)| f.kind.is_ragged()) {
+        let Some(gi) = m.schema.groups.iter().position(|g| g.name == f.group) else { continue };
+        let offs = ragged_offsets(&shards, &built[gi].0, &f.group, &f.path);
+        let file = format!("{INDEX_DIR}/f{fi:05}.off");
+        write_words(&dir.join(&file), OFFSETS_MAGIC, KIND_DENSE, built[gi].0.rows, &offs)?;
+        ragged.push(RaggedIndexInfo { field: f.path.clone(), file });
+    }
+    crate::manifest::sync_dir(&idx_dir)?;
+    Ok((IndexManifest { groups, ragged, close_offsets }, reports))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_is_stable_and_counts_duplicates() {
+        let a = [5u64, 1, 3];
+        let b = [2u64, 3, 9];
+        let (d, dups, ids) = merge_group(&[&a, &b]);
+        let locs: Vec<_> = d.iter().map(|&e| unpack(e)).map(|l| (l.shard, l.row)).collect();
+        assert_eq!(locs, vec![(0, 1), (1, 0), (0, 2), (1, 1), (0, 0), (1, 2)]);
+        assert_eq!((dups, ids), (1, vec![3]));
+    }
+
+    #[test]
+    fn runs_and_dense_encodings_locate_and_segment_alike() {
+        let dense: Vec<u64> = vec![pack(0, 0), pack(0, 1), pack(0, 2), pack(1, 0), pack(0, 3), pack(1, 1), pack(1, 2)];
+        let d = GroupIndex { rows: 7, runs: false, words: Words::Owned(dense.clone()) };
+        let r = GroupIndex { rows: 7, runs: true, words: Words::Owned(to_runs(&dense)) };
+        for i in 0..7 {
+            assert_eq!(d.locate(i), r.locate(i));
+        }
+        for s in 0..7 {
+            for e in s..=7 {
+                let (mut a, mut b) = (vec![], vec![]);
+                d.for_each_segment(s, e, |l, n| a.push((l, n)));
+                r.for_each_segment(s, e, |l, n| b.push((l, n)));
+                assert_eq!(a, b, "{s}..{e}");
+                assert_eq!(a.iter().map(|x| x.1).sum::<u64>(), e - s);
+            }
+        }
+    }
+}

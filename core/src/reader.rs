@@ -1,0 +1,583 @@
+//! [`Run`]: a read-only snapshot of a run — complete, crashed or still being written — with
+//! row access in event-id order, event-id lookup, zero-copy shard slices, shard-wise
+//! (optionally shuffled) iteration, and per-field readers.
+//!
+//! Opening a complete run maps its index files and reads one close record per shard:
+//! O(shards + datasets). A run without a global index (crashed, writing) is indexed at open.
+
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+
+use crate::dtype::{Dtype, Element};
+use crate::error::{Error, Result};
+use crate::format::Role;
+use crate::index::{build_group, load_offsets, ragged_offsets, GroupIndex, Loc, OffsetsMap};
+use crate::manifest::{writer_alive, Manifest, RunState, SummaryValue};
+use crate::schema::{FieldSpec, GroupSpec, Schema, StatsMap};
+use crate::shard::Shard;
+use crate::value::Kind;
+
+/// One alignment group as read.
+#[derive(Debug)]
+pub struct GroupData {
+    /// The group.
+    pub spec: GroupSpec,
+    /// Its rows in event-id order.
+    pub index: GroupIndex,
+    /// Rows whose id repeats the previous row's.
+    pub duplicates: u64,
+    /// Up to 16 duplicated ids.
+    pub duplicate_ids: Vec<u64>,
+    /// Per shard: the event-id column.
+    ts: Vec<Option<u32>>,
+}
+
+/// Per shard: the columns of one field.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FieldColumns {
+    /// Values.
+    pub data: Option<u32>,
+    /// Presence bytes (aligned fields).
+    pub present: Option<u32>,
+    /// Ragged: element counts.
+    pub len: Option<u32>,
+    /// Ragged: element offsets.
+    pub offs: Option<u32>,
+}
+
+/// One field as read.
+#[derive(Debug)]
+pub struct FieldData {
+    /// The field.
+    pub spec: FieldSpec,
+    /// Index of its group in [`Run::groups`].
+    pub group: usize,
+    /// Per shard: its columns (all `None` where a shard never saw the field).
+    pub columns: Vec<FieldColumns>,
+    /// Ragged: global offsets (`rows + 1`).
+    pub offsets: Option<OffsetsMap>,
+    /// Rows where the event lacked the field (aligned fields).
+    pub missing: u64,
+}
+
+/// A read-only snapshot of a run.
+#[derive(Debug)]
+pub struct Run {
+    dir: PathBuf,
+    state: RunState,
+    manifest: Manifest,
+    schema: Schema,
+    shards: Vec<Shard>,
+    groups: Vec<GroupData>,
+    fields: Vec<FieldData>,
+    stats: StatsMap,
+}
+
+impl Run {
+    /// Opens the run in `dir`.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Run> {
+        let dir = dir.as_ref().to_path_buf();
+        let manifest = Manifest::load(&dir)?;
+        let state = match manifest.state {
+            RunState::Complete => RunState::Complete,
+            _ if writer_alive(&dir) => RunState::Writing,
+            _ => RunState::Crashed,
+        };
+        let index = manifest.index.as_ref().filter(|_| state == RunState::Complete);
+        let shards: Vec<Shard> = (0..manifest.shards)
+            .into_par_iter()
+            .map(|i| Shard::load(&dir, i, index.and_then(|x| x.close_offsets.get(i).copied())))
+            .collect::<Result<_>>()?;
+
+        // The schema: the manifest's when complete, else the union of the shards'.
+        let mut schema = if state == RunState::Complete { manifest.schema.clone() } else { Schema::new() };
+        for s in &shards {
+            for f in &s.fields {
+                let aligned = s.groups.iter().find(|g| g.name == f.group).is_none_or(|g| g.aligned);
+                schema.merge_field(f, aligned).map_err(|e| Error::Corrupt {
+                    path: s.dir.clone(),
+                    offset: 0,
+                    why: format!("shards disagree on a field: {e}"),
+                })?;
+            }
+            for g in &s.groups {
+                if schema.group(&g.name).is_none() {
+                    schema.groups.push(g.clone());
+                }
+            }
+        }
+
+        let mut groups = Vec::with_capacity(schema.groups.len());
+        for g in &schema.groups {
+            let stored = index.and_then(|x| x.groups.iter().find(|i| i.group == g.name)).filter(|i| {
+                i.shard_rows.len() == shards.len() && shards.iter().zip(&i.shard_rows).all(|(s, &r)| s.group_rows(&g.name) == r)
+            });
+            let (idx, duplicates, duplicate_ids) = match stored {
+                Some(i) => (GroupIndex::load(&dir.join(&i.file))?, i.duplicates, i.duplicate_ids.clone()),
+                None => build_group(&shards, &g.name),
+            };
+            let ts = shards.iter().map(|s| s.column(&g.name, None, Role::Ts)).collect();
+            groups.push(GroupData { spec: g.clone(), index: idx, duplicates, duplicate_ids, ts });
+        }
+
+        let mut fields = Vec::with_capacity(schema.fields.len());
+        for f in &schema.fields {
+            let gi = schema.groups.iter().position(|g| g.name == f.group).ok_or_else(|| Error::Corrupt {
+                path: dir.clone(),
+                offset: 0,
+                why: format!("field {:?} names unknown group {:?}", f.path, f.group),
+            })?;
+            let columns: Vec<FieldColumns> = shards
+                .iter()
+                .map(|s| {
+                    let c = |r| s.column(&f.group, Some(&f.path), r);
+                    FieldColumns { data: c(Role::Data), present: c(Role::Present), len: c(Role::Len), offs: c(Role::Offs) }
+                })
+                .collect();
+            let g = &groups[gi];
+            let offsets = if f.kind.is_ragged() {
+                let stored = index.and_then(|x| x.ragged.iter().find(|r| r.field == f.path));
+                match stored {
+                    Some(r) if g.index.len() > 0 || true => match load_offsets(&dir.join(&r.file), g.index.len()) {
+                        Ok(o) => Some(o),
+                        Err(_) => Some(OffsetsMap::Owned(ragged_offsets(&shards, &g.index, &f.group, &f.path))),
+                    },
+                    _ => Some(OffsetsMap::Owned(ragged_offsets(&shards, &g.index, &f.group, &f.path))),
+                }
+            } else {
+                None
+            };
+            let missing = if g.spec.aligned {
+                shards
+                    .iter()
+                    .zip(&columns)
+                    .map(|(s, c)| match c.present {
+                        Some(p) => s.bytes(p).iter().filter(|&&b| b == 0).count() as u64,
+                        None => s.group_rows(&f.group),
+                    })
+                    .sum()
+            } else {
+                0
+            };
+            fields.push(FieldData { spec: f.clone(), group: gi, columns, offsets, missing });
+        }
+        let stats = if state == RunState::Complete { manifest.stats.clone() } else { StatsMap::new() };
+        Ok(Run { dir, state, manifest, schema, shards, groups, fields, stats })
+    }
+
+    /// The run directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Writing, complete or crashed.
+    pub fn state(&self) -> RunState {
+        self.state
+    }
+
+    /// The schema.
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    /// The manifest as read.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The loaded shards.
+    pub fn shards(&self) -> &[Shard] {
+        &self.shards
+    }
+
+    /// Groups, in schema order (index 0 is the run).
+    pub fn groups(&self) -> &[GroupData] {
+        &self.groups
+    }
+
+    /// Fields, in schema order.
+    pub fn fields(&self) -> &[FieldData] {
+        &self.fields
+    }
+
+    /// Summary values.
+    pub fn summary(&self) -> &[SummaryValue] {
+        &self.manifest.summary
+    }
+
+    /// A summary value by name.
+    pub fn summary_value(&self, name: &str) -> Result<&SummaryValue> {
+        self.manifest.summary.iter().find(|s| s.path == name).ok_or_else(|| Error::NotFound { what: "summary value", name: name.into() })
+    }
+
+    /// Statistics of numeric scalar fields (complete runs).
+    pub fn stats(&self) -> &StatsMap {
+        &self.stats
+    }
+
+    /// Number of events in the run's aligned group.
+    pub fn len(&self) -> u64 {
+        self.groups.first().map_or(0, |g| g.index.len())
+    }
+
+    /// True if the run has no events.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A group by name (`""` is the run, an unaligned field's group is its path).
+    pub fn group(&self, name: &str) -> Result<&GroupData> {
+        self.groups.iter().find(|g| g.spec.name == name).ok_or_else(|| Error::NotFound { what: "group", name: name.into() })
+    }
+
+    fn group_index(&self, name: &str) -> Result<usize> {
+        self.groups.iter().position(|g| g.spec.name == name).ok_or_else(|| Error::NotFound { what: "group", name: name.into() })
+    }
+
+    /// The event id at a location of a group.
+    pub fn id_at(&self, group: usize, loc: Loc) -> u64 {
+        let g = &self.groups[group];
+        g.ts[loc.shard].map_or(0, |c| self.shards[loc.shard].u64s(c).get(loc.row as usize).copied().unwrap_or(0))
+    }
+
+    /// The event id of a group's global row.
+    pub fn event_id(&self, group: &str, row: u64) -> Result<u64> {
+        let gi = self.group_index(group)?;
+        let g = &self.groups[gi];
+        let loc = g.index.locate(row).ok_or(Error::OutOfRange { what: "row", index: row, len: g.index.len() })?;
+        Ok(self.id_at(gi, loc))
+    }
+
+    /// A group's event ids in order into `out` (rows `start..start + out.len()`).
+    pub fn read_ids(&self, group: &str, start: u64, out: &mut [u64]) -> Result<()> {
+        let gi = self.group_index(group)?;
+        let g = &self.groups[gi];
+        check_range(start, out.len() as u64, g.index.len())?;
+        let mut pos = 0usize;
+        g.index.for_each_segment(start, start + out.len() as u64, |loc, n| {
+            let ids = g.ts[loc.shard].map_or(&[][..], |c| self.shards[loc.shard].u64s(c));
+            let n = n as usize;
+            match ids.get(loc.row as usize..loc.row as usize + n) {
+                Some(s) => out[pos..pos + n].copy_from_slice(s),
+                None => out[pos..pos + n].fill(0),
+            }
+            pos += n;
+        });
+        Ok(())
+    }
+
+    /// The first global row of `group` whose event id is `id` (binary search).
+    pub fn row_of(&self, group: &str, id: u64) -> Result<Option<u64>> {
+        let gi = self.group_index(group)?;
+        let g = &self.groups[gi];
+        let (mut lo, mut hi) = (0u64, g.index.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let loc = g.index.locate(mid).expect("mid < len");
+            if self.id_at(gi, loc) < id {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok((lo < g.index.len() && self.id_at(gi, g.index.locate(lo).expect("lo < len")) == id).then_some(lo))
+    }
+
+    /// A field reader by path.
+    pub fn field(&self, path: &str) -> Result<FieldReader<'_>> {
+        let i = self.fields.iter().position(|f| f.spec.path == path).ok_or_else(|| Error::NotFound { what: "field", name: path.into() })?;
+        Ok(FieldReader { run: self, f: &self.fields[i], g: &self.groups[self.fields[i].group] })
+    }
+
+    /// The group's rows shard by shard (shards in order, rows in shard order), or, with a
+    /// seed, shards in a random order and rows shuffled within each shard — the access
+    /// pattern that keeps reads local while decorrelating samples.
+    pub fn shardwise(&self, group: &str, seed: Option<u64>) -> Result<ShardwiseIter> {
+        let gi = self.group_index(group)?;
+        let mut order: Vec<(usize, u64)> = self.shards.iter().map(|s| (s.index, s.group_rows(&self.groups[gi].spec.name))).collect();
+        let mut rng = seed.map(SplitMix::new);
+        if let Some(r) = rng.as_mut() {
+            shuffle(&mut order, r);
+        }
+        Ok(ShardwiseIter { order, next_shard: 0, rows: Vec::new(), pos: 0, rng })
+    }
+}
+
+fn check_range(start: u64, n: u64, len: u64) -> Result<()> {
+    if start.checked_add(n).is_none_or(|e| e > len) {
+        return Err(Error::OutOfRange { what: "row", index: start.saturating_add(n), len });
+    }
+    Ok(())
+}
+
+/// Reads one field: rows in event-id order, fill where absent.
+#[derive(Clone, Copy)]
+pub struct FieldReader<'r> {
+    run: &'r Run,
+    f: &'r FieldData,
+    g: &'r GroupData,
+}
+
+impl<'r> FieldReader<'r> {
+    /// The field's spec.
+    pub fn spec(&self) -> &'r FieldSpec {
+        &self.f.spec
+    }
+
+    /// Everything known about the field.
+    pub fn data(&self) -> &'r FieldData {
+        self.f
+    }
+
+    /// Rows (the group's).
+    pub fn rows(&self) -> u64 {
+        self.g.index.len()
+    }
+
+    /// Bytes of one row (fixed fields).
+    pub fn row_bytes(&self) -> usize {
+        self.f.spec.row_bytes()
+    }
+
+    fn fixed(&self) -> Result<()> {
+        if self.f.spec.kind != Kind::Fixed {
+            return Err(Error::Usage(format!("field {:?} is {}, not fixed-shape", self.f.spec.path, self.f.spec.describe())));
+        }
+        Ok(())
+    }
+
+    /// Copies rows `start..start + out.len() / row_bytes` into `out` (fill where absent).
+    pub fn read_rows(&self, start: u64, out: &mut [u8]) -> Result<()> {
+        self.fixed()?;
+        let rb = self.row_bytes();
+        if rb == 0 || out.len() % rb != 0 {
+            return Err(Error::Usage(format!("buffer of {} bytes is not whole rows of {rb} bytes", out.len())));
+        }
+        let n = (out.len() / rb) as u64;
+        check_range(start, n, self.rows())?;
+        let fill = self.f.spec.fill.repeat(self.f.spec.elements_per_row());
+        let mut pos = 0usize;
+        self.g.index.for_each_segment(start, start + n, |loc, k| {
+            let len = k as usize * rb;
+            let dst = &mut out[pos..pos + len];
+            let src = self.f.columns[loc.shard].data.map(|c| self.run.shards[loc.shard].bytes(c));
+            let from = loc.row as usize * rb;
+            match src.and_then(|s| s.get(from..from + len)) {
+                Some(s) => dst.copy_from_slice(s),
+                None => {
+                    for row in dst.chunks_exact_mut(rb) {
+                        row.copy_from_slice(&fill);
+                    }
+                }
+            }
+            pos += len;
+        });
+        Ok(())
+    }
+
+    /// Reads presence bytes (1 present, 0 absent) for rows `start..start + out.len()`.
+    pub fn read_present(&self, start: u64, out: &mut [u8]) -> Result<()> {
+        check_range(start, out.len() as u64, self.rows())?;
+        let mut pos = 0usize;
+        self.g.index.for_each_segment(start, start + out.len() as u64, |loc, k| {
+            let k = k as usize;
+            let dst = &mut out[pos..pos + k];
+            match self.f.columns[loc.shard].present {
+                Some(c) => match self.run.shards[loc.shard].bytes(c).get(loc.row as usize..loc.row as usize + k) {
+                    Some(s) => dst.copy_from_slice(s),
+                    None => dst.fill(0),
+                },
+                // Unaligned fields are present in every row of their group.
+                None => dst.fill(u8::from(!self.g.spec.aligned)),
+            }
+            pos += k;
+        });
+        Ok(())
+    }
+
+    /// The whole field as a vector of `T` (fixed fields; `T` must match the dtype).
+    pub fn read_all<T: Element>(&self) -> Result<Vec<T>> {
+        self.check_type::<T>()?;
+        let mut buf = vec![0u8; self.rows() as usize * self.row_bytes()];
+        self.read_rows(0, &mut buf)?;
+        Ok(T::from_bytes(&buf))
+    }
+
+    fn check_type<T: Element>(&self) -> Result<()> {
+        if T::DTYPE != self.f.spec.dtype {
+            return Err(Error::SchemaMismatch {
+                field: self.f.spec.path.clone(),
+                expected: self.f.spec.dtype.to_string(),
+                given: format!("read as {}", T::DTYPE),
+            });
+        }
+        Ok(())
+    }
+
+    /// One row's elements (fixed: the row; ragged kinds: the row's values).
+    pub fn row<T: Element>(&self, i: u64) -> Result<Vec<T>> {
+        self.check_type::<T>()?;
+        if self.f.spec.kind == Kind::Fixed {
+            let mut buf = vec![0u8; self.row_bytes()];
+            self.read_rows(i, &mut buf)?;
+            Ok(T::from_bytes(&buf))
+        } else {
+            Ok(T::from_bytes(self.ragged_row(i)?))
+        }
+    }
+
+    /// Where global row `i` lives.
+    pub fn locate(&self, i: u64) -> Result<Loc> {
+        self.g.index.locate(i).ok_or(Error::OutOfRange { what: "row", index: i, len: self.rows() })
+    }
+
+    /// A ragged row's bytes, zero-copy from the shard's map (empty where absent).
+    pub fn ragged_row(&self, i: u64) -> Result<&'r [u8]> {
+        self.ragged_at(self.locate(i)?)
+    }
+
+    /// A ragged value at a shard location, zero-copy.
+    pub fn ragged_at(&self, loc: Loc) -> Result<&'r [u8]> {
+        if !self.f.spec.kind.is_ragged() {
+            return Err(Error::Usage(format!("field {:?} is not ragged", self.f.spec.path)));
+        }
+        let c = self.f.columns[loc.shard];
+        let shard = &self.run.shards[loc.shard];
+        let (Some(d), Some(l), Some(o)) = (c.data, c.len, c.offs) else { return Ok(&[]) };
+        let r = loc.row as usize;
+        let (Some(&len), Some(&off)) = (shard.u64s(l).get(r), shard.u64s(o).get(r)) else { return Ok(&[]) };
+        let es = self.f.spec.dtype.size() as u64;
+        let (a, b) = (off.saturating_mul(es), off.saturating_add(len).saturating_mul(es));
+        shard.bytes(d).get(a as usize..b as usize).ok_or_else(|| Error::Corrupt {
+            path: shard.dir.clone(),
+            offset: a,
+            why: format!("ragged field {:?} row {r} points past its committed values", self.f.spec.path),
+        })
+    }
+
+    /// A fixed row at a shard location (fill where the shard lacks the field).
+    pub fn read_at(&self, loc: Loc, out: &mut [u8]) -> Result<()> {
+        self.fixed()?;
+        let rb = self.row_bytes();
+        let src = self.f.columns[loc.shard].data.map(|c| self.run.shards[loc.shard].bytes(c));
+        match src.and_then(|s| s.get(loc.row as usize * rb..(loc.row as usize + 1) * rb)) {
+            Some(s) => out.copy_from_slice(s),
+            None => out.copy_from_slice(&self.f.spec.fill.repeat(self.f.spec.elements_per_row())),
+        }
+        Ok(())
+    }
+
+    /// Global element offsets (`rows + 1`) of a ragged field.
+    pub fn offsets(&self) -> Option<&'r [u64]> {
+        self.f.offsets.as_ref().map(|o| o.get())
+    }
+
+    /// Each shard's committed rows of this field, zero-copy, in shard (arrival) order.
+    pub fn shard_slices<T: Element + bytemuck::Pod>(&self) -> Result<Vec<&'r [T]>> {
+        self.check_type::<T>()?;
+        self.fixed()?;
+        Ok(self
+            .f
+            .columns
+            .iter()
+            .zip(&self.run.shards)
+            .map(|(c, s)| c.data.map_or(&[][..], |d| bytemuck::try_cast_slice(s.bytes(d)).unwrap_or(&[])))
+            .collect())
+    }
+
+    /// The whole field as one zero-copy slice in event-id order, when its rows are one
+    /// contiguous stretch of one shard (one server, or events that arrived in order).
+    pub fn as_slice<T: Element + bytemuck::Pod>(&self) -> Result<Option<&'r [T]>> {
+        self.check_type::<T>()?;
+        self.fixed()?;
+        let mut segs = Vec::new();
+        self.g.index.for_each_segment(0, self.rows(), |l, n| {
+            if segs.len() < 2 {
+                segs.push((l, n))
+            }
+        });
+        if self.rows() == 0 {
+            return Ok(Some(&[]));
+        }
+        let [(loc, n)] = segs[..] else { return Ok(None) };
+        let Some(d) = self.f.columns[loc.shard].data else { return Ok(None) };
+        let rb = self.row_bytes();
+        let bytes = self.run.shards[loc.shard].bytes(d).get(loc.row as usize * rb..(loc.row + n) as usize * rb);
+        Ok(bytes.and_then(|b| bytemuck::try_cast_slice(b).ok()))
+    }
+
+    /// The element type.
+    pub fn dtype(&self) -> Dtype {
+        self.f.spec.dtype
+    }
+
+    /// The run.
+    pub fn run(&self) -> &'r Run {
+        self.run
+    }
+}
+
+/// Iterates a group's rows shard by shard, optionally shuffled. Yields [`Loc`]s; read them
+/// with [`FieldReader::read_at`] / [`FieldReader::ragged_at`].
+pub struct ShardwiseIter {
+    order: Vec<(usize, u64)>,
+    next_shard: usize,
+    rows: Vec<u64>,
+    pos: usize,
+    rng: Option<SplitMix>,
+}
+
+impl Iterator for ShardwiseIter {
+    type Item = Loc;
+    fn next(&mut self) -> Option<Loc> {
+        loop {
+            if self.pos < self.rows.len() {
+                let (shard, _) = self.order[self.next_shard - 1];
+                self.pos += 1;
+                return Some(Loc { shard, row: self.rows[self.pos - 1] });
+            }
+            let &(_, n) = self.order.get(self.next_shard)?;
+            self.next_shard += 1;
+            self.rows.clear();
+            self.rows.extend(0..n);
+            if let Some(r) = self.rng.as_mut() {
+                shuffle(&mut self.rows, r);
+            }
+            self.pos = 0;
+        }
+    }
+}
+
+/// splitmix64: a small, fast, seedable generator for shuffling.
+#[derive(Clone, Debug)]
+pub struct SplitMix(u64);
+
+impl SplitMix {
+    /// A generator from a seed.
+    pub fn new(seed: u64) -> SplitMix {
+        SplitMix(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
+    }
+}
+
+/// Fisher–Yates shuffle.
+pub fn shuffle<T>(v: &mut [T], rng: &mut SplitMix) {
+    for i in (1..v.len()).rev() {
+        let j = rng.below(i as u64 + 1) as usize;
+        v.swap(i, j);
+    }
+}
