@@ -29,6 +29,7 @@ pub mod demo;
 pub mod dtype;
 pub mod error;
 pub mod format;
+pub mod h5skeleton;
 pub mod index;
 pub mod manifest;
 pub mod path;

@@ -1,0 +1,1 @@
+//! HDF5 skeleton builder (being written; see the helper's task).
