@@ -31,6 +31,7 @@ pub mod error;
 pub mod format;
 pub mod h5skeleton;
 pub mod index;
+pub mod info;
 pub mod manifest;
 pub mod path;
 pub mod reader;

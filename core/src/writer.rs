@@ -407,9 +407,14 @@ impl Drop for SmallData {
     fn drop(&mut self) {
         // Without done(): stop the servers so their threads end; the manifest stays
         // `writing`, which readers see as `crashed` once the lock is released.
+        // Clients still alive hold senders: their servers end when the last one drops, so
+        // joining here would wait on user code. Detach instead.
         self.senders.clear();
-        for h in std::mem::take(&mut self.servers) {
-            let _ = h.join();
+        let servers = std::mem::take(&mut self.servers);
+        if self.shared.live_clients.load(Ordering::Acquire) == 0 {
+            for h in servers {
+                let _ = h.join();
+            }
         }
     }
 }

@@ -1,1 +1,4 @@
-//! Integration tests.
+//! Integration tests across the smdfs crates, one module per area, all on real files.
+
+mod reader;
+mod writer;
