@@ -193,35 +193,63 @@ fn unpack(e: u64) -> Loc {
     Loc { shard: (e >> SHARD_SHIFT) as usize, row: e & ROW_MASK }
 }
 
-/// Rows of one group in stable event-id order, from per-shard event-id columns.
-/// Returns dense entries, duplicate count and the first duplicated ids.
-fn merge_group(ids: &[&[u64]]) -> (Vec<u64>, u64, Vec<u64>) {
-    // Per shard: the row order sorting its ids (None when already sorted).
-    let perms: Vec<Option<Vec<u64>>> = ids
+/// Most sorted stretches the streaming merge takes per shard before it sorts a permutation.
+const MAX_STRETCHES: usize = 1 << 16;
+
+/// Merges one group's rows into stable event-id order (ties: shard, then row), calling
+/// `emit(packed_entry)` per row. Each shard's event ids are mostly sorted already (every
+/// client batch is), so the merge runs a heap over those sorted stretches and needs memory
+/// only per stretch; a shard with too many stretches (ids in random order) gets a sorted
+/// permutation instead. Returns the duplicate count and the first duplicated ids.
+fn merge_group(ids: &[&[u64]], mut emit: impl FnMut(u64)) -> (u64, Vec<u64>) {
+    // Per shard: sorted stretches [start, end) of rows, or a full sort order.
+    type Plan = std::result::Result<Vec<(u64, u64)>, Vec<u64>>;
+    let plans: Vec<Plan> = ids
         .par_iter()
         .map(|ts| {
-            if ts.windows(2).all(|w| w[0] <= w[1]) {
-                None
-            } else {
-                let mut p: Vec<u64> = (0..ts.len() as u64).collect();
-                p.par_sort_by_key(|&r| ts[r as usize]);
-                Some(p)
+            let mut stretches = Vec::new();
+            let mut start = 0usize;
+            for i in 1..ts.len() {
+                if ts[i] < ts[i - 1] {
+                    stretches.push((start as u64, i as u64));
+                    start = i;
+                    if stretches.len() > MAX_STRETCHES {
+                        let mut p: Vec<u64> = (0..ts.len() as u64).collect();
+                        p.par_sort_by_key(|&r| ts[r as usize]);
+                        return Err(p);
+                    }
+                }
             }
+            if !ts.is_empty() {
+                stretches.push((start as u64, ts.len() as u64));
+            }
+            Ok(stretches)
         })
         .collect();
-    let row_at = |s: usize, k: usize| perms[s].as_ref().map_or(k as u64, |p| p[k]);
-    let total: usize = ids.iter().map(|t| t.len()).sum();
-    let mut out = Vec::with_capacity(total);
-    let mut heap = BinaryHeap::with_capacity(ids.len());
-    for (s, ts) in ids.iter().enumerate() {
-        if !ts.is_empty() {
-            heap.push(Reverse((ts[row_at(s, 0) as usize], s, 0usize)));
+    // Heap items: (id, shard, position, end); a position is a row (stretches) or an index
+    // into the permutation, so equal ids pop in shard, then row order.
+    let mut heap = BinaryHeap::new();
+    for (s, plan) in plans.iter().enumerate() {
+        match plan {
+            Ok(st) => {
+                for &(a, b) in st {
+                    heap.push(Reverse((ids[s][a as usize], s, a, b)));
+                }
+            }
+            Err(p) => {
+                if let Some(&r) = p.first() {
+                    heap.push(Reverse((ids[s][r as usize], s, 0, p.len() as u64)));
+                }
+            }
         }
     }
+    let row_of = |s: usize, pos: u64| match &plans[s] {
+        Ok(_) => pos,
+        Err(p) => p[pos as usize],
+    };
     let (mut dups, mut dup_ids, mut last) = (0u64, Vec::new(), None);
-    while let Some(Reverse((id, s, k))) = heap.pop() {
-        let row = row_at(s, k);
-        out.push(pack(s, row));
+    while let Some(Reverse((id, s, pos, end))) = heap.pop() {
+        emit(pack(s, row_of(s, pos)));
         if last == Some(id) {
             dups += 1;
             if dup_ids.len() < 16 && dup_ids.last() != Some(&id) {
@@ -229,45 +257,71 @@ fn merge_group(ids: &[&[u64]]) -> (Vec<u64>, u64, Vec<u64>) {
             }
         }
         last = Some(id);
-        if k + 1 < ids[s].len() {
-            heap.push(Reverse((ids[s][row_at(s, k + 1) as usize], s, k + 1)));
+        if pos + 1 < end {
+            heap.push(Reverse((ids[s][row_of(s, pos + 1) as usize], s, pos + 1, end)));
         }
     }
-    (out, dups, dup_ids)
+    (dups, dup_ids)
 }
 
-/// Number of runs of consecutive rows from one shard in dense entries.
-fn count_runs(dense: &[u64]) -> usize {
-    if dense.is_empty() {
-        return 0;
+/// The runs encoding is kept when runs average at least this many rows.
+const MIN_AVG_RUN: u64 = 16;
+
+/// Collects merged entries: always dense (through `dense`), and runs while they stay few.
+struct IndexSink<W> {
+    dense: W,
+    runs: Option<Vec<u64>>,
+    rows: u64,
+    max_runs: u64,
+}
+
+impl<W: FnMut(u64)> IndexSink<W> {
+    fn new(dense: W, total: u64) -> Self {
+        IndexSink { dense, runs: Some(Vec::new()), rows: 0, max_runs: total / MIN_AVG_RUN }
     }
-    1 + dense.windows(2).filter(|w| w[1] != w[0] + 1).count()
+
+    fn push(&mut self, e: u64) {
+        (self.dense)(e);
+        if let Some(r) = self.runs.as_mut() {
+            let n = r.len();
+            if n >= 3 && r[n - 2] + r[n - 1] == e {
+                r[n - 1] += 1;
+            } else if (n / 3) as u64 >= self.max_runs {
+                self.runs = None;
+            } else {
+                r.extend_from_slice(&[self.rows, e, 1]);
+            }
+        }
+        self.rows += 1;
+    }
 }
 
+fn shard_ids<'a>(shards: &'a [Shard], group: &str) -> Vec<&'a [u64]> {
+    shards.iter().map(|s| s.column(group, None, Role::Ts).map_or(&[][..], |c| s.u64s(c))).collect()
+}
+
+#[cfg(test)]
 fn to_runs(dense: &[u64]) -> Vec<u64> {
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < dense.len() {
-        let mut n = 1;
-        while i + n < dense.len() && dense[i + n] == dense[i] + n as u64 {
-            n += 1;
-        }
-        out.extend_from_slice(&[i as u64, dense[i], n as u64]);
-        i += n;
+    let mut sink = IndexSink::new(|_| {}, dense.len() as u64 * MIN_AVG_RUN);
+    for &e in dense {
+        sink.push(e);
     }
-    out
+    sink.runs.expect("runs kept")
 }
 
-/// Builds one group's index in memory, choosing the smaller encoding.
+/// Builds one group's index in memory (runs without a stored index), choosing the smaller
+/// encoding. Returns it with the duplicate count and the first duplicated ids.
 pub fn build_group(shards: &[Shard], group: &str) -> (GroupIndex, u64, Vec<u64>) {
-    let ids: Vec<&[u64]> =
-        shards.iter().map(|s| s.column(group, None, Role::Ts).map_or(&[][..], |c| s.u64s(c))).collect();
-    let (dense, dups, dup_ids) = merge_group(&ids);
-    let rows = dense.len() as u64;
-    let idx = if count_runs(&dense) * 3 < dense.len() {
-        GroupIndex { rows, runs: true, words: Words::Owned(to_runs(&dense)) }
-    } else {
-        GroupIndex { rows, runs: false, words: Words::Owned(dense) }
+    let ids = shard_ids(shards, group);
+    let total: u64 = ids.iter().map(|t| t.len() as u64).sum();
+    let mut dense = Vec::with_capacity(total as usize);
+    let mut sink = IndexSink::new(|e| dense.push(e), total);
+    let (dups, dup_ids) = merge_group(&ids, |e| sink.push(e));
+    let runs = sink.runs.take();
+    drop(sink);
+    let idx = match runs {
+        Some(r) => GroupIndex { rows: total, runs: true, words: Words::Owned(r) },
+        None => GroupIndex { rows: total, runs: false, words: Words::Owned(dense) },
     };
     (idx, dups, dup_ids)
 }
@@ -289,19 +343,58 @@ pub fn ragged_offsets(shards: &[Shard], index: &GroupIndex, group: &str, field: 
     out
 }
 
-fn write_words(path: &Path, magic: &[u8; 8], kind: u32, rows: u64, words: &[u64]) -> Result<()> {
-    let f = File::create(path).at(path)?;
-    let mut w = BufWriter::with_capacity(1 << 20, f);
+fn index_header(magic: &[u8; 8], kind: u32, rows: u64, words: u64) -> [u8; INDEX_HEADER_LEN] {
     let mut h = [0u8; INDEX_HEADER_LEN];
     h[..8].copy_from_slice(magic);
     h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
     h[12..16].copy_from_slice(&kind.to_le_bytes());
     h[16..24].copy_from_slice(&rows.to_le_bytes());
-    h[24..32].copy_from_slice(&(words.len() as u64).to_le_bytes());
-    w.write_all(&h).at(path)?;
+    h[24..32].copy_from_slice(&words.to_le_bytes());
+    h
+}
+
+fn write_words(path: &Path, magic: &[u8; 8], kind: u32, rows: u64, words: &[u64]) -> Result<()> {
+    let f = File::create(path).at(path)?;
+    let mut w = BufWriter::with_capacity(1 << 20, f);
+    w.write_all(&index_header(magic, kind, rows, words.len() as u64)).at(path)?;
     w.write_all(bytemuck::cast_slice(words)).at(path)?;
     let f = w.into_inner().map_err(|e| Error::io(path, e.into_error()))?;
     f.sync_all().at(path)
+}
+
+/// Merges one group and streams its dense index to `path` without holding it in memory;
+/// the runs encoding replaces it when runs are long.
+fn store_group(path: &Path, shards: &[Shard], group: &str) -> Result<(u64, u64, Vec<u64>)> {
+    let ids = shard_ids(shards, group);
+    let total: u64 = ids.iter().map(|t| t.len() as u64).sum();
+    let f = File::create(path).at(path)?;
+    let mut w = BufWriter::with_capacity(1 << 20, f);
+    let mut err = w.write_all(&index_header(INDEX_MAGIC, KIND_DENSE, total, total)).err();
+    let mut sink = IndexSink::new(
+        |e: u64| {
+            if err.is_none() {
+                err = w.write_all(&e.to_le_bytes()).err();
+            }
+        },
+        total,
+    );
+    let (dups, dup_ids) = merge_group(&ids, |e| sink.push(e));
+    let runs = sink.runs.take();
+    drop(sink);
+    if let Some(e) = err {
+        return Err(Error::io(path, e));
+    }
+    match runs {
+        Some(r) => {
+            drop(w);
+            write_words(path, INDEX_MAGIC, KIND_RUNS, total, &r)?;
+        }
+        None => {
+            let f = w.into_inner().map_err(|e| Error::io(path, e.into_error()))?;
+            f.sync_all().at(path)?;
+        }
+    }
+    Ok((total, dups, dup_ids))
 }
 
 /// Loads a ragged offsets file.
@@ -359,30 +452,29 @@ pub(crate) fn build_global_index(
         .collect::<Result<_>>()?;
     let idx_dir = dir.join(INDEX_DIR);
     std::fs::create_dir_all(&idx_dir).at(&idx_dir)?;
-    let built: Vec<(GroupIndex, u64, Vec<u64>)> =
-        m.schema.groups.par_iter().map(|g| build_group(&shards, &g.name)).collect();
     let mut groups = Vec::new();
     let mut reports = Vec::new();
-    for (gi, (g, (idx, dups, dup_ids))) in m.schema.groups.iter().zip(&built).enumerate() {
+    let mut loaded = Vec::new();
+    for (gi, g) in m.schema.groups.iter().enumerate() {
         let file = format!("{INDEX_DIR}/g{gi:05}.idx");
-        let kind = if idx.runs { KIND_RUNS } else { KIND_DENSE };
-        write_words(&dir.join(&file), INDEX_MAGIC, kind, idx.rows, idx.words.get())?;
+        let (rows, dups, dup_ids) = store_group(&dir.join(&file), &shards, &g.name)?;
+        loaded.push(GroupIndex::load(&dir.join(&file))?);
         groups.push(GroupIndexInfo {
             group: g.name.clone(),
             file,
-            rows: idx.rows,
+            rows,
             shard_rows: shards.iter().map(|s| s.group_rows(&g.name)).collect(),
-            duplicates: *dups,
+            duplicates: dups,
             duplicate_ids: dup_ids.clone(),
         });
-        reports.push(IndexReport { group: g.name.clone(), rows: idx.rows, duplicates: *dups, duplicate_ids: dup_ids.clone() });
+        reports.push(IndexReport { group: g.name.clone(), rows, duplicates: dups, duplicate_ids: dup_ids });
     }
     let mut ragged = Vec::new();
     for (fi, f) in m.schema.fields.iter().enumerate().filter(|(_, f)| f.kind.is_ragged()) {
         let Some(gi) = m.schema.groups.iter().position(|g| g.name == f.group) else { continue };
-        let offs = ragged_offsets(&shards, &built[gi].0, &f.group, &f.path);
+        let offs = ragged_offsets(&shards, &loaded[gi], &f.group, &f.path);
         let file = format!("{INDEX_DIR}/f{fi:05}.off");
-        write_words(&dir.join(&file), OFFSETS_MAGIC, KIND_DENSE, built[gi].0.rows, &offs)?;
+        write_words(&dir.join(&file), OFFSETS_MAGIC, KIND_DENSE, loaded[gi].rows, &offs)?;
         ragged.push(RaggedIndexInfo { field: f.path.clone(), file });
     }
     crate::manifest::sync_dir(&idx_dir)?;
@@ -397,10 +489,32 @@ mod tests {
     fn merge_is_stable_and_counts_duplicates() {
         let a = [5u64, 1, 3];
         let b = [2u64, 3, 9];
-        let (d, dups, ids) = merge_group(&[&a, &b]);
+        let mut d = Vec::new();
+        let (dups, ids) = merge_group(&[&a, &b], |e| d.push(e));
         let locs: Vec<_> = d.iter().map(|&e| unpack(e)).map(|l| (l.shard, l.row)).collect();
         assert_eq!(locs, vec![(0, 1), (1, 0), (0, 2), (1, 1), (0, 0), (1, 2)]);
         assert_eq!((dups, ids), (1, vec![3]));
+    }
+
+    #[test]
+    fn ids_in_random_order_merge_through_a_permutation_like_sorted_stretches() {
+        // Far more descents than MAX_STRETCHES: the permutation path.
+        let mut rng = crate::reader::SplitMix::new(3);
+        let a: Vec<u64> = (0..300_000).map(|_| rng.below(1_000_000)).collect();
+        let b: Vec<u64> = (0..1000).collect();
+        let mut d = Vec::new();
+        merge_group(&[&a, &b], |e| d.push(e));
+        let idv: Vec<u64> = d.iter().map(|&e| unpack(e)).map(|l| if l.shard == 0 { a[l.row as usize] } else { b[l.row as usize] }).collect();
+        assert_eq!(idv.len(), 301_000);
+        assert!(idv.windows(2).all(|w| w[0] <= w[1]));
+        // Stability: equal ids keep shard, then row order.
+        for w in d.windows(2) {
+            let (x, y) = (unpack(w[0]), unpack(w[1]));
+            let (ix, iy) = (if x.shard == 0 { a[x.row as usize] } else { b[x.row as usize] }, if y.shard == 0 { a[y.row as usize] } else { b[y.row as usize] });
+            if ix == iy {
+                assert!((x.shard, x.row) < (y.shard, y.row));
+            }
+        }
     }
 
     #[test]
