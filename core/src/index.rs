@@ -402,7 +402,10 @@ pub fn load_offsets(path: &Path, rows: u64) -> Result<OffsetsMap> {
     let file = File::open(path).at(path)?;
     // SAFETY: offsets files are written once at done() and never modified.
     let map = unsafe { Mmap::map(&file) }.at(path)?;
-    if map.len() != INDEX_HEADER_LEN + 8 * (rows as usize + 1) || &map[..8] != OFFSETS_MAGIC {
+    let header_ok = map.len() >= INDEX_HEADER_LEN
+        && &map[..8] == OFFSETS_MAGIC
+        && map[8..INDEX_HEADER_LEN] == index_header(OFFSETS_MAGIC, KIND_DENSE, rows, rows + 1)[8..];
+    if !header_ok || map.len() as u64 != INDEX_HEADER_LEN as u64 + 8 * (rows + 1) {
         return Err(Error::Corrupt { path: path.into(), offset: 0, why: format!("expected offsets for {rows} rows") });
     }
     Ok(OffsetsMap::Mapped(map))

@@ -2,8 +2,9 @@
 //!
 //! The manifest is replaced atomically: written to a temporary file, fsynced, renamed over
 //! the old one, and the directory fsynced, so a reader sees the old or the new manifest,
-//! never a mix. A run is *writing* while a process holds an exclusive `flock` on
-//! `writer.lock`; a manifest that says `writing` with no lock holder is a *crashed* run.
+//! never a mix. A run is *writing* while a process holds an exclusive lock on
+//! `writer.lock`; a manifest that says `writing` with no lock holder is a *crashed* run. The lock is an
+//! open-file-description (`F_OFD_SETLK`) write lock, tested by readers with `F_OFD_GETLK`.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -212,8 +213,7 @@ impl WriterLock {
     pub fn acquire(dir: &Path) -> Result<WriterLock> {
         let path = dir.join(LOCK_FILE);
         let mut f = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path).at(&path)?;
-        // SAFETY: flock on a file descriptor we own.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        if ofd_lock(&f, libc::F_OFD_SETLK, libc::F_WRLCK as libc::c_short).is_err() {
             let holder = fs::read_to_string(&path).unwrap_or_default();
             return Err(Error::Usage(format!(
                 "{}: another writer holds this run ({})",
@@ -233,16 +233,26 @@ impl WriterLock {
     }
 }
 
+/// Issues an open-file-description lock command over the whole file. OFD locks belong to
+/// the open file (not the process), vanish when the writer dies, and can be *tested*
+/// (`F_OFD_GETLK`) without being taken, so a reader's probe never blocks a writer.
+fn ofd_lock(f: &File, cmd: libc::c_int, kind: libc::c_short) -> std::io::Result<libc::flock> {
+    // SAFETY: a zeroed `flock` is a valid value; we set the fields fcntl reads.
+    let mut l: libc::flock = unsafe { std::mem::zeroed() };
+    l.l_type = kind;
+    l.l_whence = libc::SEEK_SET as libc::c_short;
+    // SAFETY: fcntl with a valid descriptor and a pointer to a live `flock`.
+    if unsafe { libc::fcntl(f.as_raw_fd(), cmd, &mut l) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(l)
+}
+
 /// True if a live process (on this host) holds the run's writer lock.
 pub fn writer_alive(dir: &Path) -> bool {
     let Ok(f) = File::open(dir.join(LOCK_FILE)) else { return false };
-    // SAFETY: flock on a file descriptor we own; a shared lock we release at once.
-    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
-    if r == 0 {
-        // SAFETY: as above.
-        unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_UN) };
-        false
-    } else {
-        true
+    match ofd_lock(&f, libc::F_OFD_GETLK, libc::F_RDLCK as libc::c_short) {
+        Ok(l) => l.l_type != libc::F_UNLCK as libc::c_short,
+        Err(_) => false,
     }
 }

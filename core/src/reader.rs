@@ -138,13 +138,9 @@ impl Run {
             let g = &groups[gi];
             let offsets = if f.kind.is_ragged() {
                 let stored = index.and_then(|x| x.ragged.iter().find(|r| r.field == f.path));
-                match stored {
-                    Some(r) if g.index.len() > 0 || true => match load_offsets(&dir.join(&r.file), g.index.len()) {
-                        Ok(o) => Some(o),
-                        Err(_) => Some(OffsetsMap::Owned(ragged_offsets(&shards, &g.index, &f.group, &f.path))),
-                    },
-                    _ => Some(OffsetsMap::Owned(ragged_offsets(&shards, &g.index, &f.group, &f.path))),
-                }
+                // A stored offsets file that does not match the index is recomputed.
+                let loaded = stored.and_then(|r| load_offsets(&dir.join(&r.file), g.index.len()).ok());
+                Some(loaded.unwrap_or_else(|| OffsetsMap::Owned(ragged_offsets(&shards, &g.index, &f.group, &f.path))))
             } else {
                 None
             };

@@ -19,6 +19,8 @@ pub type FieldId = u32;
 /// Index of an alignment group in the run's schema; 0 is the run's own group.
 pub type GroupId = u32;
 
+/// Id of the run's aligned group.
+pub const RUN_GROUP_ID: GroupId = 0;
 /// Name of the run's aligned group.
 pub const RUN_GROUP: &str = "";
 
@@ -238,9 +240,11 @@ impl Registry {
 pub struct Stats {
     /// Number of present values.
     pub count: u64,
-    /// Minimum (NaN ignored).
+    /// Minimum (NaN ignored; +inf when there are none).
+    #[serde(with = "nonfinite")]
     pub min: f64,
-    /// Maximum (NaN ignored).
+    /// Maximum (NaN ignored; -inf when there are none).
+    #[serde(with = "nonfinite")]
     pub max: f64,
     /// Sum, for the mean.
     pub sum: f64,
@@ -283,6 +287,32 @@ impl Stats {
     }
 }
 
+/// JSON has no infinities or NaN: they are stored as strings ("inf", "-inf", "nan").
+mod nonfinite {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(x: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if x.is_finite() {
+            s.serialize_f64(*x)
+        } else {
+            s.serialize_str(&x.to_string())
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum F {
+            N(f64),
+            S(String),
+        }
+        match F::deserialize(d)? {
+            F::N(x) => Ok(x),
+            F::S(s) => s.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
 /// Per-field statistics by path.
 pub type StatsMap = BTreeMap<String, Stats>;
 
@@ -300,6 +330,15 @@ mod tests {
         r.resolve("energy", &Value::from(1.0f64)).unwrap();
         let e = r.resolve("energy", &Value::from(1.0f32)).unwrap_err().to_string();
         assert!(e.contains("energy") && e.contains("f64 scalar") && e.contains("f32 scalar"), "{e}");
+    }
+
+    #[test]
+    fn empty_statistics_survive_json() {
+        let st = Stats::default();
+        let j = serde_json::to_string(&st).unwrap();
+        let back: Stats = serde_json::from_str(&j).unwrap();
+        assert_eq!(back.min, f64::INFINITY);
+        assert_eq!(back.max, f64::NEG_INFINITY);
     }
 
     #[test]

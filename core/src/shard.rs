@@ -25,6 +25,9 @@ pub struct LogReplay {
     pub columns: Vec<ColumnDef>,
     /// Committed length of each column, by id.
     pub lens: Vec<u64>,
+    /// Whether any commit has named each column (a column defined by a schema record whose
+    /// batch never committed does not exist yet).
+    pub committed: Vec<bool>,
     /// Groups the shard defines.
     pub groups: Vec<GroupSpec>,
     /// Fields the shard defines.
@@ -54,17 +57,16 @@ pub fn replay_log(path: &Path, log: &[u8], keep_segments: bool) -> Result<LogRep
         let ok = match kind {
             REC_SCHEMA => match serde_json::from_slice::<SchemaRecord>(body) {
                 Ok(rec) => {
-                    let mut good = true;
-                    for c in rec.columns {
-                        if c.id as usize != r.columns.len() {
-                            good = false;
-                            break;
-                        }
-                        r.columns.push(c);
-                        r.lens.push(0);
+                    // All or nothing: a record whose column ids do not continue the log's
+                    // ends the log without being applied.
+                    let good = rec.columns.iter().enumerate().all(|(k, c)| c.id as usize == r.columns.len() + k);
+                    if good {
+                        r.lens.extend(std::iter::repeat_n(0, rec.columns.len()));
+                        r.committed.extend(std::iter::repeat_n(false, rec.columns.len()));
+                        r.columns.extend(rec.columns);
+                        r.groups.extend(rec.groups);
+                        r.fields.extend(rec.fields);
                     }
-                    r.groups.extend(rec.groups);
-                    r.fields.extend(rec.fields);
                     good
                 }
                 Err(_) => false,
@@ -81,6 +83,7 @@ pub fn replay_log(path: &Path, log: &[u8], keep_segments: bool) -> Result<LogRep
                                 r.segments.push((e.column, start, e.len, e.crc));
                             }
                             r.lens[e.column as usize] = e.len;
+                            r.committed[e.column as usize] = true;
                         }
                         r.commits += 1;
                     }
@@ -173,7 +176,9 @@ impl Shard {
             from_close = read_close(&log_path, off)?;
         }
         let (columns, lens, groups, fields, stats, torn) = match from_close {
-            Some(c) if c.columns.len() == c.lens.len() => (c.columns, c.lens, c.groups, c.fields, Some(c.stats), 0),
+            Some(c) if c.columns.len() == c.lens.len() && c.columns.iter().enumerate().all(|(k, d)| d.id as usize == k) => {
+                (c.columns, c.lens, c.groups, c.fields, Some(c.stats), 0)
+            }
             _ => {
                 let log = match std::fs::read(&log_path) {
                     Ok(l) => l,
@@ -185,15 +190,20 @@ impl Shard {
                     (vec![], vec![], vec![], vec![], None, 0)
                 } else {
                     let r = replay_log(&log_path, &log, false)?;
-                    (r.columns, r.lens, r.groups, r.fields, r.close.map(|c| c.stats), r.torn_bytes)
+                    // Only columns some commit named exist; fields and groups without a
+                    // committed column were announced by a batch that never committed.
+                    let columns: Vec<ColumnDef> = r.columns.into_iter().filter(|c| r.committed[c.id as usize]).collect();
+                    let fields = r.fields.into_iter().filter(|f| columns.iter().any(|c| c.field.as_deref() == Some(&f.path))).collect();
+                    let groups = r.groups.into_iter().filter(|g| columns.iter().any(|c| c.role == Role::Ts && c.group == g.name)).collect();
+                    (columns, r.lens, groups, fields, r.close.map(|c| c.stats), r.torn_bytes)
                 }
             }
         };
-        let mut maps = Vec::with_capacity(columns.len());
-        for (c, &len) in columns.iter().zip(&lens) {
+        let mut maps: Vec<Option<Mmap>> = (0..lens.len()).map(|_| None).collect();
+        for c in &columns {
+            let len = lens[c.id as usize];
             let path = dir.join(column_file_name(c.id));
             if len == 0 {
-                maps.push(None);
                 continue;
             }
             let file = File::open(&path).at(&path)?;
@@ -209,7 +219,7 @@ impl Shard {
                 .map_err(|_| Error::Corrupt { path: path.clone(), offset: 0, why: "column too large".into() })?;
             // SAFETY: the mapped prefix is committed and append-only: no writer modifies it.
             let map = unsafe { MmapOptions::new().len(len_usize).map(&file) }.at(&path)?;
-            maps.push(Some(map));
+            maps[c.id as usize] = Some(map);
         }
         let shard = Shard { index, dir, columns, lens, groups, fields, stats, torn_bytes: torn, maps };
         shard.check_row_counts()?;

@@ -117,6 +117,14 @@ impl ShardWriter {
     }
 
     fn write_frame(&mut self) -> Result<()> {
+        if self.payload.len() > crate::format::MAX_FRAME_PAYLOAD as usize {
+            return Err(Error::Usage(format!(
+                "shard {}: a log record of {} bytes exceeds the format's {} byte limit",
+                self.index,
+                self.payload.len(),
+                crate::format::MAX_FRAME_PAYLOAD
+            )));
+        }
         self.frame.clear();
         encode_frame(&self.payload, &mut self.frame);
         self.log.write_all_at(&self.frame, self.log_len).at(&self.log_path)?;
@@ -203,6 +211,10 @@ impl ShardWriter {
             self.groups.get_mut(&gid).expect("group created above").fields.push(f.field);
         }
         if !rec.columns.is_empty() {
+            if self.sync {
+                // New column files must be durable before a commit names them.
+                crate::manifest::sync_dir(&self.dir)?;
+            }
             self.payload.clear();
             self.payload.push(REC_SCHEMA);
             serde_json::to_writer(&mut self.payload, &rec).map_err(|e| Error::Usage(format!("schema encoding: {e}")))?;

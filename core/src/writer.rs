@@ -501,10 +501,12 @@ impl Client {
         for cb in &self.shared.callbacks {
             cb(id, fields);
         }
-        // Each group the event touches gets one row.
+        // Each group the event touches gets one row; an event with no fields is a row of
+        // the run group (every aligned field filled).
         self.touched.clear();
-        for &mi in &self.resolved {
-            let g = self.metas[mi].group;
+        let run_group = [crate::schema::RUN_GROUP_ID];
+        let groups: &[GroupId] = if self.resolved.is_empty() { &run_group } else { &[] };
+        for g in groups.iter().copied().chain(self.resolved.iter().map(|&mi| self.metas[mi].group)) {
             if !self.touched.iter().any(|&(t, _)| t == g) {
                 let slot = match self.batch.groups.iter().position(|r| r.group == g) {
                     Some(s) => s,

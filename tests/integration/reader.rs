@@ -143,3 +143,47 @@ fn a_run_without_done_is_indexed_at_open_identically() {
         assert_eq!(run.field("s").unwrap().ragged_row(i).unwrap(), format!("{i}").as_bytes());
     }
 }
+
+#[test]
+fn a_schema_record_whose_batch_never_committed_is_ignored() {
+    use smdfs::format::{encode_frame, ColumnDef, Role, SchemaRecord, REC_SCHEMA};
+    let dir = tempfile::tempdir().unwrap();
+    let smd = SmallData::builder(dir.path()).servers(1).build().unwrap();
+    let mut c = smd.client();
+    for i in 0..10u64 {
+        c.event(i, fields! { "x" => i }).unwrap();
+    }
+    c.event(10, []).unwrap();
+    drop(c);
+    drop(smd);
+    // The writer died after announcing a new aligned field but before its batch committed.
+    let log = dir.path().join("shard-00000").join("log");
+    let rec = SchemaRecord {
+        groups: vec![],
+        fields: vec![smdfs::FieldSpec {
+            path: "late".into(),
+            kind: smdfs::Kind::Fixed,
+            dtype: smdfs::Dtype::F64,
+            shape: vec![],
+            group: String::new(),
+            fill: f64::NAN.to_le_bytes().to_vec(),
+        }],
+        columns: vec![
+            ColumnDef { id: 2, group: String::new(), field: Some("late".into()), role: Role::Data },
+            ColumnDef { id: 3, group: String::new(), field: Some("late".into()), role: Role::Present },
+        ],
+    };
+    let mut payload = vec![REC_SCHEMA];
+    payload.extend(serde_json::to_vec(&rec).unwrap());
+    let mut frame = Vec::new();
+    encode_frame(&payload, &mut frame);
+    let mut bytes = std::fs::read(&log).unwrap();
+    bytes.extend(frame);
+    std::fs::write(&log, bytes).unwrap();
+    let run = Run::open(dir.path()).unwrap();
+    assert_eq!(run.len(), 11, "the empty event is a row too");
+    assert!(run.field("late").is_err());
+    let x = run.field("x").unwrap().read_all::<u64>().unwrap();
+    assert_eq!(&x[..10], &(0..10).collect::<Vec<_>>()[..]);
+    assert_eq!(x[10], u64::MAX, "fill for the empty event");
+}
