@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The whole test suite: install what the tests need (system libraries, a Python venv with
+# h5py and numpy), then formatting, lints, and every test in release mode (one build,
+# reused by the integration tests and the benchmarks' compile check).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export SMDFS_PYTHON="$PWD/.venv/bin/python"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --release -- -D warnings
+cargo test --workspace --release
