@@ -40,12 +40,12 @@ pub fn count(i: u64) -> i64 {
 
 /// `maybe` of event `i`, if present.
 pub fn maybe(i: u64) -> Option<f32> {
-    (i % 2 == 0).then_some(i as f32)
+    i.is_multiple_of(2).then_some(i as f32)
 }
 
 /// `unaligned_hits` of event `i`, if present.
 pub fn hits(i: u64) -> Option<u32> {
-    (i % 5 == 0).then_some(i as u32)
+    i.is_multiple_of(5).then_some(i as u32)
 }
 
 /// `tag` of event `i`.

@@ -347,7 +347,7 @@ impl<'r> FieldReader<'r> {
     pub fn read_rows(&self, start: u64, out: &mut [u8]) -> Result<()> {
         self.fixed()?;
         let rb = self.row_bytes();
-        if rb == 0 || out.len() % rb != 0 {
+        if rb == 0 || !out.len().is_multiple_of(rb) {
             return Err(Error::Usage(format!("buffer of {} bytes is not whole rows of {rb} bytes", out.len())));
         }
         let n = (out.len() / rb) as u64;
