@@ -1,1 +1,13 @@
-//! The view of a run (a pure model of files as extents) and its FUSE adapter. See issue 4.
+//! The smdfs view: a run shown as one read-only directory — a real HDF5 file (`run.h5`) and
+//! `.npy` arrays — whose bytes come from the shards in event-id order.
+//!
+//! [`View`] is a pure, immutable model (a tree of files, each a list of extents) tested
+//! without mounting; [`mount`] is the thin `fuser` adapter over it.
+
+pub mod error;
+pub mod mount;
+pub mod npy;
+pub mod view;
+
+pub use error::ViewError;
+pub use view::{Attr, DirEntry, FileKind, Ino, View, ViewOptions, ROOT_INO};

@@ -1,0 +1,1 @@
+//! .npy headers (being written).
