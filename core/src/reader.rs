@@ -263,6 +263,36 @@ impl Run {
         Ok(())
     }
 
+    /// Gathers rows `start..start + out.len() / row_bytes` of a group through its index from
+    /// one fixed-width column per shard (`columns[shard]`, `None` where a shard lacks it, which
+    /// reads as `fill`). One copy per stretch of consecutive rows: the batched gather.
+    pub fn gather(&self, group: usize, columns: &[Option<u32>], row_bytes: usize, fill: &[u8], start: u64, out: &mut [u8]) -> Result<()> {
+        let g = &self.groups[group];
+        if row_bytes == 0 || out.len() % row_bytes != 0 || fill.len() != row_bytes {
+            return Err(Error::Usage(format!("gather of {} bytes in rows of {row_bytes}", out.len())));
+        }
+        let n = (out.len() / row_bytes) as u64;
+        check_range(start, n, g.index.len())?;
+        let mut pos = 0usize;
+        g.index.for_each_segment(start, start + n, |loc, k| {
+            let len = k as usize * row_bytes;
+            let dst = &mut out[pos..pos + len];
+            let from = loc.row as usize * row_bytes;
+            let src = columns.get(loc.shard).copied().flatten().map(|c| self.shards[loc.shard].bytes(c));
+            match src.and_then(|s| s.get(from..from + len)) {
+                Some(s) => dst.copy_from_slice(s),
+                None => dst.chunks_exact_mut(row_bytes).for_each(|r| r.copy_from_slice(fill)),
+            }
+            pos += len;
+        });
+        Ok(())
+    }
+
+    /// Per shard: the event-id column of a group.
+    pub fn id_columns(&self, group: usize) -> &[Option<u32>] {
+        &self.groups[group].ts
+    }
+
     /// The first global row of `group` whose event id is `id` (binary search).
     pub fn row_of(&self, group: &str, id: u64) -> Result<Option<u64>> {
         let gi = self.group_index(group)?;
@@ -353,23 +383,8 @@ impl<'r> FieldReader<'r> {
         let n = (out.len() / rb) as u64;
         check_range(start, n, self.rows())?;
         let fill = self.f.spec.fill.repeat(self.f.spec.elements_per_row());
-        let mut pos = 0usize;
-        self.g.index.for_each_segment(start, start + n, |loc, k| {
-            let len = k as usize * rb;
-            let dst = &mut out[pos..pos + len];
-            let src = self.f.columns[loc.shard].data.map(|c| self.run.shards[loc.shard].bytes(c));
-            let from = loc.row as usize * rb;
-            match src.and_then(|s| s.get(from..from + len)) {
-                Some(s) => dst.copy_from_slice(s),
-                None => {
-                    for row in dst.chunks_exact_mut(rb) {
-                        row.copy_from_slice(&fill);
-                    }
-                }
-            }
-            pos += len;
-        });
-        Ok(())
+        let cols: Vec<Option<u32>> = self.f.columns.iter().map(|c| c.data).collect();
+        self.run.gather(self.f.group, &cols, rb, &fill, start, out)
     }
 
     /// Reads presence bytes (1 present, 0 absent) for rows `start..start + out.len()`.

@@ -1,10 +1,27 @@
 //! The View: an immutable snapshot of a run as a tree of directories and files, each file a
-//! list of extents. (Being written.)
+//! sorted list of extents — skeleton bytes, literal bytes, or a dataset's bytes gathered from
+//! the shards in event-id order. [`View::read_into`] is the whole read path; it is tested
+//! without mounting.
+//!
+//! `run.h5` is a real HDF5 file: its metadata comes from a skeleton libhdf5 writes (see
+//! `smdfs::h5skeleton`), and every byte inside a dataset's extent is served from the run.
+//! `arrays/<path>.npy` serve the same dataset bytes behind an `.npy` header. Layout:
+//! `/timestamp`, `/<path>` per aligned field, `/<G>/timestamp` + `/<G>/<path>` for a named
+//! aligned group, `/<P>` + `/<P>_timestamp` for an unaligned field, ragged `x` as `/x` (flat
+//! values) + `/x_len` + `/x_offsets`, `/_present/<path>` for aligned fields with missing
+//! rows, `/summary/<name>`.
 
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::SystemTime;
 
+use memmap2::Mmap;
+use smdfs::h5skeleton::{build_skeleton, text_dataset, AttrValue, DatasetPlan};
+use smdfs::{Dtype, Kind, Run};
+
 use crate::error::ViewError;
+use crate::npy;
 
 /// Inode number (root is [`ROOT_INO`]).
 pub type Ino = u64;
@@ -59,28 +76,575 @@ impl Default for ViewOptions {
     }
 }
 
+/// Where a dataset's bytes come from.
+#[derive(Clone, Debug)]
+enum Source {
+    /// Fixed-width rows of a per-shard column gathered through a group's index.
+    Gather { group: usize, columns: Vec<Option<u32>>, row_bytes: usize, fill: Vec<u8> },
+    /// A ragged field's global offsets (u64, rows + 1).
+    Offsets { field: usize },
+    /// A ragged field's flat values.
+    RaggedValues { field: usize, elem: usize },
+    /// Literal bytes written into the skeleton (summary values).
+    InSkeleton,
+}
+
+/// A dataset of the view.
+#[derive(Clone, Debug)]
+struct Dataset {
+    /// Path in the HDF5 file, without the leading `/`.
+    path: String,
+    dtype: Dtype,
+    shape: Vec<u64>,
+    source: Source,
+    /// Whether an `.npy` is served for it.
+    npy: bool,
+    /// Offset in the skeleton, and byte size.
+    offset: u64,
+    size: u64,
+}
+
+/// A piece of a file.
+#[derive(Clone, Debug)]
+enum Piece {
+    /// Bytes of the skeleton starting at this offset.
+    Skeleton(u64),
+    /// Literal bytes.
+    Literal(Arc<[u8]>),
+    /// Bytes of dataset `usize` starting at this byte offset within it.
+    Data(usize, u64),
+}
+
+#[derive(Clone, Debug)]
+struct Extent {
+    start: u64,
+    len: u64,
+    piece: Piece,
+}
+
+enum Node {
+    Dir { children: BTreeMap<String, Ino> },
+    File { size: u64, extents: Vec<Extent> },
+}
+
 /// An immutable snapshot of a run's view.
-pub struct View {}
+pub struct View {
+    run: Run,
+    datasets: Vec<Dataset>,
+    nodes: Vec<Node>,
+    skeleton: Option<Mmap>,
+    mtime: SystemTime,
+}
+
+impl std::fmt::Debug for View {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("View").field("run", &self.run.dir()).field("nodes", &self.nodes.len()).finish()
+    }
+}
+
+fn fixed_source(run: &Run, group: usize, columns: Vec<Option<u32>>, row_bytes: usize, fill: Vec<u8>) -> Source {
+    let _ = run;
+    Source::Gather { group, columns, row_bytes, fill }
+}
+
+/// The datasets of a run's view, in HDF5 order, with their skeleton plans.
+fn plan(run: &Run) -> (Vec<Dataset>, Vec<DatasetPlan>) {
+    let mut ds: Vec<Dataset> = Vec::new();
+    let mut plans: Vec<DatasetPlan> = Vec::new();
+    let mut add = |d: Dataset, fill: Option<Vec<u8>>, attrs: Vec<(String, AttrValue)>, data: Option<Vec<u8>>| {
+        plans.push(DatasetPlan { path: format!("/{}", d.path), dtype: d.dtype, shape: d.shape.clone(), fill, data, attrs });
+        ds.push(d);
+    };
+    let groups = run.groups();
+    // Event-id columns: the run's, each named aligned group's, each unaligned field's.
+    for (gi, g) in groups.iter().enumerate() {
+        let path = if g.spec.name.is_empty() {
+            "timestamp".to_string()
+        } else if g.spec.aligned {
+            format!("{}/timestamp", g.spec.name)
+        } else {
+            format!("{}_timestamp", g.spec.name)
+        };
+        let rows = g.index.len();
+        let src = fixed_source(run, gi, run.id_columns(gi).to_vec(), 8, vec![0; 8]);
+        let attrs = vec![("description".into(), AttrValue::Str("event ids, ascending".into()))];
+        add(Dataset { path, dtype: Dtype::U64, shape: vec![rows], source: src, npy: true, offset: 0, size: 0 }, None, attrs, None);
+    }
+    for (fi, f) in run.fields().iter().enumerate() {
+        let g = &groups[f.group];
+        let rows = g.index.len();
+        let base = if g.spec.aligned && !g.spec.name.is_empty() { format!("{}/{}", g.spec.name, f.spec.path) } else { f.spec.path.clone() };
+        let mut attrs = vec![
+            ("dtype".into(), AttrValue::Str(f.spec.dtype.name().into())),
+            ("kind".into(), AttrValue::Str(format!("{:?}", f.spec.kind).to_lowercase())),
+            ("aligned".into(), AttrValue::I64(i64::from(g.spec.aligned))),
+            ("missing".into(), AttrValue::U64(f.missing)),
+        ];
+        if let Some(st) = run.stats().get(&f.spec.path) {
+            attrs.push(("count".into(), AttrValue::U64(st.count)));
+            if st.count > 0 {
+                attrs.push(("min".into(), AttrValue::F64(st.min)));
+                attrs.push(("max".into(), AttrValue::F64(st.max)));
+                attrs.push(("mean".into(), AttrValue::F64(st.mean())));
+            }
+        }
+        let data_cols: Vec<Option<u32>> = f.columns.iter().map(|c| c.data).collect();
+        if f.spec.kind == Kind::Fixed {
+            let rb = f.spec.row_bytes();
+            let mut shape = vec![rows];
+            shape.extend(f.spec.shape.iter().map(|&d| d as u64));
+            let fill_row = f.spec.fill.repeat(f.spec.elements_per_row());
+            let src = fixed_source(run, f.group, data_cols, rb, fill_row);
+            let fill = g.spec.aligned.then(|| f.spec.fill.clone());
+            add(Dataset { path: base.clone(), dtype: f.spec.dtype, shape, source: src, npy: true, offset: 0, size: 0 }, fill, attrs, None);
+        } else {
+            let elems = f.offsets.as_ref().map_or(0, |o| o.get().last().copied().unwrap_or(0));
+            let src = Source::RaggedValues { field: fi, elem: f.spec.dtype.size() };
+            attrs.push(("ragged".into(), AttrValue::Str(format!("row i is {base}[{base}_offsets[i]:{base}_offsets[i+1]]"))));
+            add(Dataset { path: base.clone(), dtype: f.spec.dtype, shape: vec![elems], source: src, npy: true, offset: 0, size: 0 }, None, attrs, None);
+            let len_cols: Vec<Option<u32>> = f.columns.iter().map(|c| c.len).collect();
+            let src = fixed_source(run, f.group, len_cols, 8, vec![0; 8]);
+            add(Dataset { path: format!("{base}_len"), dtype: Dtype::U64, shape: vec![rows], source: src, npy: true, offset: 0, size: 0 }, None, vec![], None);
+            let src = Source::Offsets { field: fi };
+            add(Dataset { path: format!("{base}_offsets"), dtype: Dtype::U64, shape: vec![rows + 1], source: src, npy: true, offset: 0, size: 0 }, None, vec![], None);
+        }
+        if g.spec.aligned && f.missing > 0 {
+            let pres: Vec<Option<u32>> = f.columns.iter().map(|c| c.present).collect();
+            let src = fixed_source(run, f.group, pres, 1, vec![0]);
+            let path = format!("_present/{base}");
+            add(Dataset { path, dtype: Dtype::Bool, shape: vec![rows], source: src, npy: true, offset: 0, size: 0 }, None, vec![], None);
+        }
+    }
+    for s in run.summary() {
+        let path = format!("summary/{}", s.path);
+        let (dtype, shape, data) = match s.kind {
+            Kind::Fixed => (s.dtype, s.shape.iter().map(|&d| d as u64).collect(), s.data()),
+            _ => {
+                let p = text_dataset(&format!("/{path}"), &String::from_utf8_lossy(&s.data()));
+                (p.dtype, p.shape, s.data())
+            }
+        };
+        add(Dataset { path, dtype, shape, source: Source::InSkeleton, npy: false, offset: 0, size: 0 }, None, vec![], Some(data));
+    }
+    (ds, plans)
+}
 
 impl View {
-    /// Opens the run in `dir` and builds its view.
-    pub fn open(_dir: &Path, _opts: &ViewOptions) -> Result<View, ViewError> {
-        Err(ViewError::Mount("view not built yet".into()))
+    /// Opens the run in `dir` and builds its view: O(datasets), independent of events.
+    pub fn open(dir: &Path, opts: &ViewOptions) -> Result<View, ViewError> {
+        let run = Run::open(dir)?;
+        View::from_run(run, opts)
     }
+
+    /// Builds the view of an opened run.
+    pub fn from_run(run: Run, opts: &ViewOptions) -> Result<View, ViewError> {
+        if opts.h5_name.is_empty() || opts.h5_name.contains('/') || opts.h5_name == "arrays" {
+            return Err(ViewError::Mount(format!("invalid HDF5 file name {:?}", opts.h5_name)));
+        }
+        let mtime = std::fs::metadata(run.dir().join(smdfs::manifest::MANIFEST_FILE))
+            .and_then(|m| m.modified())
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let (mut datasets, plans) = plan(&run);
+        let tmp = tempfile::Builder::new()
+            .prefix("smdfs-skeleton-")
+            .suffix(".h5")
+            .tempfile()
+            .map_err(|e| ViewError::Io { what: "creating the HDF5 skeleton file".into(), source: e })?;
+        let root_attrs = vec![
+            ("smdfs_format_version".to_string(), AttrValue::U64(u64::from(smdfs::format::FORMAT_VERSION))),
+            ("events".to_string(), AttrValue::U64(run.len())),
+            ("state".to_string(), AttrValue::Str(run.state().to_string())),
+        ];
+        let layout = build_skeleton(tmp.path(), &plans, &root_attrs)?;
+        let file = std::fs::File::open(tmp.path())
+            .map_err(|e| ViewError::Io { what: format!("opening {}", tmp.path().display()), source: e })?;
+        // SAFETY: the skeleton is our private, unlinked temporary file; nobody modifies it.
+        let skeleton = if file.metadata().map(|m| m.len()).unwrap_or(0) > 0 {
+            Some(unsafe { Mmap::map(&file) }.map_err(|e| ViewError::Io { what: "mapping the skeleton".into(), source: e })?)
+        } else {
+            None
+        };
+        drop(tmp);
+        for (d, e) in datasets.iter_mut().zip(&layout.datasets) {
+            d.offset = e.offset;
+            d.size = e.size;
+        }
+        let mut view = View { run, datasets, nodes: vec![Node::Dir { children: BTreeMap::new() }], skeleton, mtime };
+
+        // run.h5: dataset extents served from the run, skeleton bytes between them.
+        let mut served: Vec<(u64, u64, usize)> = view
+            .datasets
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.size > 0 && !matches!(d.source, Source::InSkeleton))
+            .map(|(i, d)| (d.offset, d.size, i))
+            .collect();
+        served.sort_unstable();
+        let mut extents = Vec::new();
+        let mut pos = 0u64;
+        for (off, size, i) in served {
+            if off > pos {
+                extents.push(Extent { start: pos, len: off - pos, piece: Piece::Skeleton(pos) });
+            }
+            extents.push(Extent { start: off, len: size, piece: Piece::Data(i, 0) });
+            pos = off + size;
+        }
+        if layout.file_size > pos {
+            extents.push(Extent { start: pos, len: layout.file_size - pos, piece: Piece::Skeleton(pos) });
+        }
+        view.add_file(ROOT_INO, &opts.h5_name, layout.file_size.max(pos), extents)?;
+
+        // arrays/<path>.npy
+        let arrays = view.add_dir(ROOT_INO, "arrays")?;
+        for i in 0..view.datasets.len() {
+            let d = &view.datasets[i];
+            if !d.npy {
+                continue;
+            }
+            let header: Arc<[u8]> = npy::header(d.dtype.numpy_descr(), &d.shape).into();
+            let (hl, size) = (header.len() as u64, d.size);
+            let mut ext = vec![Extent { start: 0, len: hl, piece: Piece::Literal(header) }];
+            if size > 0 {
+                ext.push(Extent { start: hl, len: size, piece: Piece::Data(i, 0) });
+            }
+            let path = d.path.clone();
+            let (dirs, name) = match path.rsplit_once('/') {
+                Some((a, b)) => (a.to_string(), b.to_string()),
+                None => (String::new(), path.clone()),
+            };
+            let mut parent = arrays;
+            for seg in dirs.split('/').filter(|s| !s.is_empty()) {
+                parent = view.add_dir(parent, seg)?;
+            }
+            view.add_file(parent, &format!("{name}.npy"), hl + size, ext)?;
+        }
+        Ok(view)
+    }
+
+    fn add_dir(&mut self, parent: Ino, name: &str) -> Result<Ino, ViewError> {
+        if let Node::Dir { children } = &self.nodes[(parent - 1) as usize] {
+            if let Some(&ino) = children.get(name) {
+                return match self.nodes[(ino - 1) as usize] {
+                    Node::Dir { .. } => Ok(ino),
+                    Node::File { .. } => Err(ViewError::Mount(format!("view name {name:?} is both a file and a directory"))),
+                };
+            }
+        }
+        self.nodes.push(Node::Dir { children: BTreeMap::new() });
+        let ino = self.nodes.len() as Ino;
+        self.link(parent, name, ino)?;
+        Ok(ino)
+    }
+
+    fn add_file(&mut self, parent: Ino, name: &str, size: u64, extents: Vec<Extent>) -> Result<Ino, ViewError> {
+        self.nodes.push(Node::File { size, extents });
+        let ino = self.nodes.len() as Ino;
+        self.link(parent, name, ino)?;
+        Ok(ino)
+    }
+
+    fn link(&mut self, parent: Ino, name: &str, ino: Ino) -> Result<(), ViewError> {
+        match &mut self.nodes[(parent - 1) as usize] {
+            Node::Dir { children } => {
+                if children.insert(name.to_string(), ino).is_some() {
+                    return Err(ViewError::Mount(format!("two view entries named {name:?}")));
+                }
+                Ok(())
+            }
+            Node::File { .. } => Err(ViewError::NotADirectory(parent)),
+        }
+    }
+
+    fn node(&self, ino: Ino) -> Result<&Node, ViewError> {
+        ino.checked_sub(1)
+            .and_then(|i| self.nodes.get(i as usize))
+            .ok_or_else(|| ViewError::NotFound(format!("inode {ino}")))
+    }
+
+    /// The run this view shows.
+    pub fn run(&self) -> &Run {
+        &self.run
+    }
+
     /// Attributes of an inode.
     pub fn attr(&self, ino: Ino) -> Result<Attr, ViewError> {
-        Err(ViewError::NotFound(ino.to_string()))
+        Ok(match self.node(ino)? {
+            Node::Dir { children } => {
+                let subdirs = children.values().filter(|&&c| matches!(self.nodes[(c - 1) as usize], Node::Dir { .. })).count();
+                Attr { ino, kind: FileKind::Dir, size: 0, mtime: self.mtime, nlink: 2 + subdirs as u32 }
+            }
+            Node::File { size, .. } => Attr { ino, kind: FileKind::File, size: *size, mtime: self.mtime, nlink: 1 },
+        })
     }
+
     /// Looks a name up in a directory.
-    pub fn lookup(&self, _parent: Ino, name: &str) -> Result<Attr, ViewError> {
-        Err(ViewError::NotFound(name.into()))
+    pub fn lookup(&self, parent: Ino, name: &str) -> Result<Attr, ViewError> {
+        match self.node(parent)? {
+            Node::Dir { children } => match children.get(name) {
+                Some(&ino) => self.attr(ino),
+                None => Err(ViewError::NotFound(name.into())),
+            },
+            Node::File { .. } => Err(ViewError::NotADirectory(parent)),
+        }
     }
-    /// A directory's entries (without `.` and `..`).
+
+    /// A directory's entries (without `.` and `..`), in name order.
     pub fn readdir(&self, ino: Ino) -> Result<Vec<DirEntry>, ViewError> {
-        Err(ViewError::NotFound(ino.to_string()))
+        match self.node(ino)? {
+            Node::Dir { children } => Ok(children
+                .iter()
+                .map(|(name, &c)| DirEntry {
+                    ino: c,
+                    kind: if matches!(self.nodes[(c - 1) as usize], Node::Dir { .. }) { FileKind::Dir } else { FileKind::File },
+                    name: name.clone(),
+                })
+                .collect()),
+            Node::File { .. } => Err(ViewError::NotADirectory(ino)),
+        }
     }
+
+    /// Looks a `/`-separated path up from the root (`""` is the root).
+    pub fn resolve(&self, path: &str) -> Result<Attr, ViewError> {
+        let mut a = self.attr(ROOT_INO)?;
+        for seg in path.split('/').filter(|s| !s.is_empty()) {
+            a = self.lookup(a.ino, seg)?;
+        }
+        Ok(a)
+    }
+
     /// Reads up to `buf.len()` bytes at `offset` into `buf`; returns how many (0 at EOF).
-    pub fn read_into(&self, ino: Ino, _offset: u64, _buf: &mut [u8]) -> Result<usize, ViewError> {
-        Err(ViewError::NotFound(ino.to_string()))
+    pub fn read_into(&self, ino: Ino, offset: u64, buf: &mut [u8]) -> Result<usize, ViewError> {
+        let Node::File { size, extents } = self.node(ino)? else { return Err(ViewError::IsADirectory(ino)) };
+        if offset >= *size {
+            return Ok(0);
+        }
+        let n = (buf.len() as u64).min(size - offset) as usize;
+        let buf = &mut buf[..n];
+        let mut k = extents.partition_point(|e| e.start + e.len <= offset);
+        let mut done = 0usize;
+        while done < n {
+            let Some(e) = extents.get(k) else {
+                buf[done..].fill(0);
+                break;
+            };
+            let at = offset + done as u64;
+            if at < e.start {
+                let gap = ((e.start - at) as usize).min(n - done);
+                buf[done..done + gap].fill(0);
+                done += gap;
+                continue;
+            }
+            let within = at - e.start;
+            let take = ((e.len - within) as usize).min(n - done);
+            let out = &mut buf[done..done + take];
+            match &e.piece {
+                Piece::Skeleton(base) => self.read_skeleton(base + within, out),
+                Piece::Literal(b) => out.copy_from_slice(&b[within as usize..within as usize + take]),
+                Piece::Data(i, base) => self.read_dataset(*i, base + within, out)?,
+            }
+            done += take;
+            k += 1;
+        }
+        Ok(n)
+    }
+
+    fn read_skeleton(&self, at: u64, out: &mut [u8]) {
+        let sk = self.skeleton.as_deref().unwrap_or(&[]);
+        let a = (at as usize).min(sk.len());
+        let b = (a + out.len()).min(sk.len());
+        out[..b - a].copy_from_slice(&sk[a..b]);
+        out[b - a..].fill(0);
+    }
+
+    /// Bytes `at..at + out.len()` of dataset `i`.
+    fn read_dataset(&self, i: usize, at: u64, out: &mut [u8]) -> Result<(), ViewError> {
+        let d = &self.datasets[i];
+        match &d.source {
+            Source::Gather { group, columns, row_bytes, fill } => {
+                let rb = *row_bytes as u64;
+                let mut at = at;
+                let mut out = out;
+                // Partial first row, whole rows straight into `out`, partial last row.
+                while !out.is_empty() {
+                    let row = at / rb;
+                    let skip = (at % rb) as usize;
+                    if skip == 0 && out.len() >= *row_bytes {
+                        let whole = out.len() / *row_bytes * *row_bytes;
+                        self.run.gather(*group, columns, *row_bytes, fill, row, &mut out[..whole])?;
+                        at += whole as u64;
+                        out = &mut out[whole..];
+                    } else {
+                        let mut tmp = vec![0u8; *row_bytes];
+                        self.run.gather(*group, columns, *row_bytes, fill, row, &mut tmp)?;
+                        let take = (*row_bytes - skip).min(out.len());
+                        out[..take].copy_from_slice(&tmp[skip..skip + take]);
+                        at += take as u64;
+                        out = &mut out[take..];
+                    }
+                }
+                Ok(())
+            }
+            Source::Offsets { field } => {
+                let offs = self.run.fields()[*field].offsets.as_ref().map_or(&[][..], |o| o.get());
+                let bytes: &[u8] = bytemuck_bytes(offs);
+                let a = at as usize;
+                out.copy_from_slice(bytes.get(a..a + out.len()).ok_or_else(|| short(d))?);
+                Ok(())
+            }
+            Source::RaggedValues { field, elem } => {
+                let f = &self.run.fields()[*field];
+                let offs = f.offsets.as_ref().map_or(&[][..], |o| o.get());
+                let reader = self.run.field(&f.spec.path)?;
+                let es = *elem as u64;
+                // First row whose values reach past `at`.
+                let mut row = offs.partition_point(|&o| o * es <= at).saturating_sub(1) as u64;
+                let mut pos = 0usize;
+                while pos < out.len() {
+                    let start = offs.get(row as usize).ok_or_else(|| short(d))? * es;
+                    let vals = reader.ragged_row(row)?;
+                    let from = (at + pos as u64).saturating_sub(start) as usize;
+                    let take = vals.len().saturating_sub(from).min(out.len() - pos);
+                    out[pos..pos + take].copy_from_slice(&vals[from..from + take]);
+                    pos += take;
+                    row += 1;
+                    if row > reader.rows() && pos < out.len() {
+                        return Err(short(d));
+                    }
+                }
+                Ok(())
+            }
+            Source::InSkeleton => {
+                self.read_skeleton(d.offset + at, out);
+                Ok(())
+            }
+        }
+    }
+}
+
+fn short(d: &Dataset) -> ViewError {
+    ViewError::Run(smdfs::Error::Usage(format!("dataset /{} read past its committed data", d.path)))
+}
+
+fn bytemuck_bytes(v: &[u64]) -> &[u8] {
+    // SAFETY: u64 has no padding; any u64 slice is a valid byte slice of 8x its length.
+    unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v)) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smdfs::demo;
+
+    fn whole(v: &View, path: &str) -> Vec<u8> {
+        let a = v.resolve(path).unwrap();
+        let mut buf = vec![0u8; a.size as usize];
+        assert_eq!(v.read_into(a.ino, 0, &mut buf).unwrap(), buf.len());
+        buf
+    }
+
+    fn npy_body<'a>(file: &'a [u8], descr: &str, shape: &str) -> &'a [u8] {
+        let hl = u16::from_le_bytes([file[8], file[9]]) as usize + 10;
+        let h = String::from_utf8_lossy(&file[..hl]);
+        assert!(h.contains(descr) && h.contains(shape), "{h}");
+        &file[hl..]
+    }
+
+    fn demo_view(n: u64, servers: usize, clients: usize) -> (tempfile::TempDir, View) {
+        let dir = tempfile::tempdir().unwrap();
+        demo::write_demo(dir.path(), n, servers, clients, false).unwrap();
+        let v = View::open(dir.path(), &ViewOptions::default()).unwrap();
+        (dir, v)
+    }
+
+    #[test]
+    fn npy_files_hold_the_demo_in_event_id_order() {
+        let (_d, v) = demo_view(1234, 3, 4);
+        let n = 1234u64;
+        let ts = whole(&v, "arrays/timestamp.npy");
+        for (i, c) in npy_body(&ts, "<u8", "(1234,)").chunks_exact(8).enumerate() {
+            assert_eq!(u64::from_le_bytes(c.try_into().unwrap()), demo::id(i as u64));
+        }
+        let img = whole(&v, "arrays/det/image.npy");
+        let body = npy_body(&img, "<u2", "(1234, 4, 8)");
+        for i in 0..n as usize {
+            let row: Vec<u16> = body[i * 64..(i + 1) * 64].chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+            assert_eq!(row, demo::image(i as u64));
+        }
+        let maybe = whole(&v, "arrays/maybe.npy");
+        let pres = whole(&v, "arrays/_present/maybe.npy");
+        let (mb, pb) = (npy_body(&maybe, "<f4", "(1234,)"), npy_body(&pres, "|b1", "(1234,)"));
+        for i in 0..n {
+            let x = f32::from_le_bytes(mb[i as usize * 4..i as usize * 4 + 4].try_into().unwrap());
+            match demo::maybe(i) {
+                Some(m) => assert_eq!((x, pb[i as usize]), (m, 1)),
+                None => assert!(x.is_nan() && pb[i as usize] == 0),
+            }
+        }
+        let tag = whole(&v, "arrays/tag.npy");
+        let offs = whole(&v, "arrays/tag_offsets.npy");
+        let (tb, ob) = (npy_body(&tag, "|u1", ""), npy_body(&offs, "<u8", "(1235,)"));
+        let o: Vec<u64> = ob.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect();
+        for i in 0..n as usize {
+            assert_eq!(&tb[o[i] as usize..o[i + 1] as usize], demo::tag(i as u64).as_bytes());
+        }
+        let hits_ts = whole(&v, "arrays/unaligned_hits_timestamp.npy");
+        let hb = npy_body(&hits_ts, "<u8", "(247,)");
+        assert_eq!(u64::from_le_bytes(hb[8..16].try_into().unwrap()), demo::id(5));
+        assert!(v.resolve("arrays/summary").is_err());
+    }
+
+    #[test]
+    fn reads_at_any_offset_and_length_equal_the_whole_file() {
+        let (_d, v) = demo_view(777, 2, 3);
+        let mut rng = smdfs::reader::SplitMix::new(11);
+        for path in ["run.h5", "arrays/det/image.npy", "arrays/tag.npy", "arrays/tag_offsets.npy", "arrays/count.npy"] {
+            let full = whole(&v, path);
+            let ino = v.resolve(path).unwrap().ino;
+            for _ in 0..300 {
+                let off = rng.below(full.len() as u64 + 10);
+                let len = rng.below(70_000) as usize;
+                let mut buf = vec![0xAAu8; len];
+                let got = v.read_into(ino, off, &mut buf).unwrap();
+                let want = &full[(off as usize).min(full.len())..(off as usize + len).min(full.len())];
+                assert_eq!(&buf[..got], want, "{path} at {off}+{len}");
+            }
+        }
+    }
+
+    #[test]
+    fn run_h5_read_back_through_libhdf5_holds_the_demo() {
+        let (_d, v) = demo_view(500, 3, 2);
+        let out = tempfile::tempdir().unwrap();
+        let copy = out.path().join("copy.h5");
+        std::fs::write(&copy, whole(&v, "run.h5")).unwrap();
+        let f = hdf5::File::open(&copy).unwrap();
+        let ts: Vec<u64> = f.dataset("timestamp").unwrap().read_raw().unwrap();
+        assert_eq!(ts, (0..500).map(demo::id).collect::<Vec<_>>());
+        let e: Vec<f64> = f.dataset("energy").unwrap().read_raw().unwrap();
+        assert_eq!(e, (0..500).map(demo::energy).collect::<Vec<_>>());
+        let img = f.dataset("det/image").unwrap();
+        assert_eq!(img.shape(), vec![500, 4, 8]);
+        let iv: Vec<u16> = img.read_raw().unwrap();
+        assert_eq!(&iv[32 * 499..], &demo::image(499));
+        let c: Vec<i64> = f.dataset("count").unwrap().read_raw().unwrap();
+        assert_eq!(c[7], -7);
+        let pres: Vec<bool> = f.dataset("_present/maybe").unwrap().read_raw().unwrap();
+        assert_eq!(pres.iter().filter(|&&p| p).count(), 250);
+        let hits: Vec<u32> = f.dataset("unaligned_hits").unwrap().read_raw().unwrap();
+        assert_eq!(hits, (0..500).step_by(5).map(|i| i as u32).collect::<Vec<_>>());
+        let n: u64 = f.dataset("summary/n_events").unwrap().read_scalar().unwrap();
+        assert_eq!(n, 500);
+        let len: Vec<u64> = f.dataset("tag_len").unwrap().read_raw().unwrap();
+        assert_eq!(len[123], 6);
+    }
+
+    #[test]
+    fn unknown_paths_and_directory_reads_are_errors() {
+        let (_d, v) = demo_view(10, 1, 1);
+        assert_eq!(v.resolve("nope").unwrap_err().to_errno(), libc::ENOENT);
+        assert_eq!(v.read_into(ROOT_INO, 0, &mut [0u8; 4]).unwrap_err().to_errno(), libc::EISDIR);
+        assert_eq!(v.readdir(v.resolve("run.h5").unwrap().ino).unwrap_err().to_errno(), libc::ENOTDIR);
+        let names: Vec<String> = v.readdir(ROOT_INO).unwrap().into_iter().map(|e| e.name).collect();
+        assert_eq!(names, vec!["arrays".to_string(), "run.h5".to_string()]);
     }
 }
