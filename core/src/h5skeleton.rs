@@ -63,14 +63,7 @@ pub struct DatasetPlan {
 impl DatasetPlan {
     /// A plan with no fill value, no literal data and no attributes.
     pub fn new(path: impl Into<String>, dtype: Dtype, shape: Vec<u64>) -> DatasetPlan {
-        DatasetPlan {
-            path: path.into(),
-            dtype,
-            shape,
-            fill: None,
-            data: None,
-            attrs: Vec::new(),
-        }
+        DatasetPlan { path: path.into(), dtype, shape, fill: None, data: None, attrs: Vec::new() }
     }
 
     /// Bytes of the dataset's raw data: `product(shape) * dtype.size()`.
@@ -78,12 +71,7 @@ impl DatasetPlan {
         self.shape
             .iter()
             .try_fold(self.dtype.size() as u64, |acc, &d| acc.checked_mul(d))
-            .ok_or_else(|| {
-                bad(
-                    &self.path,
-                    format!("shape {:?} overflows u64 bytes", self.shape),
-                )
-            })
+            .ok_or_else(|| bad(&self.path, format!("shape {:?} overflows u64 bytes", self.shape)))
     }
 }
 
@@ -146,17 +134,9 @@ pub fn build_skeleton(
         Err(e) => return Err(Error::io(path, e)),
     }
     let datasets = hdf5::sync::sync(|| write_file(path, plans, &sizes, root_attrs))?;
-    let on_disk = std::fs::metadata(path)
-        .map_err(|e| Error::io(path, e))?
-        .len();
-    let file_size = datasets
-        .iter()
-        .map(DatasetExtent::end)
-        .fold(on_disk, u64::max);
-    Ok(SkeletonLayout {
-        datasets,
-        file_size,
-    })
+    let on_disk = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
+    let file_size = datasets.iter().map(DatasetExtent::end).fold(on_disk, u64::max);
+    Ok(SkeletonLayout { datasets, file_size })
 }
 
 /// Validates one plan and returns its byte size.
@@ -168,21 +148,13 @@ fn check_plan(plan: &DatasetPlan) -> Result<u64> {
     let elem = plan.dtype.size();
     if let Some(fill) = &plan.fill {
         if fill.len() != elem {
-            let why = format!(
-                "fill value has {} bytes, {} needs {elem}",
-                fill.len(),
-                plan.dtype.name()
-            );
+            let why = format!("fill value has {} bytes, {} needs {elem}", fill.len(), plan.dtype.name());
             return Err(bad(&plan.path, why));
         }
     }
     if let Some(data) = &plan.data {
         if data.len() as u64 != size {
-            let why = format!(
-                "data has {} bytes, shape {:?} needs {size}",
-                data.len(),
-                plan.shape
-            );
+            let why = format!("data has {} bytes, shape {:?} needs {size}", data.len(), plan.shape);
             return Err(bad(&plan.path, why));
         }
     }
@@ -197,10 +169,7 @@ fn check_plan(plan: &DatasetPlan) -> Result<u64> {
 
 /// An [`Error::BadValue`] for the dataset at `path`.
 fn bad(path: &str, why: String) -> Error {
-    Error::BadValue {
-        field: path.to_string(),
-        why,
-    }
+    Error::BadValue { field: path.to_string(), why }
 }
 
 /// Maps an `hdf5` error to [`Error::Usage`] naming the skeleton file and the object.
@@ -247,11 +216,7 @@ fn write_file(
     let mut extents = Vec::with_capacity(plans.len());
     for (plan, &size) in plans.iter().zip(sizes) {
         let offset = create_dataset(path, &file, plan, size)?;
-        extents.push(DatasetExtent {
-            path: plan.path.clone(),
-            offset,
-            size,
-        });
+        extents.push(DatasetExtent { path: plan.path.clone(), offset, size });
     }
     file.close().map_err(h5err(path, "close"))?;
     Ok(extents)
@@ -270,9 +235,7 @@ fn create_dataset(path: &Path, file: &hdf5::File, plan: &DatasetPlan, size: u64)
         .map_err(err())?;
     if let Some(fill) = &plan.fill {
         // SAFETY: ids are live; `fill` holds exactly one element of `dtype` (checked).
-        let rc = unsafe {
-            hdf5_sys::h5p::H5Pset_fill_value(dcpl.id(), dtype.id(), fill.as_ptr().cast())
-        };
+        let rc = unsafe { hdf5_sys::h5p::H5Pset_fill_value(dcpl.id(), dtype.id(), fill.as_ptr().cast()) };
         if rc < 0 {
             return Err(usage(path, &plan.path, "cannot set the fill value"));
         }
@@ -286,26 +249,13 @@ fn create_dataset(path: &Path, file: &hdf5::File, plan: &DatasetPlan, size: u64)
         .shape(shape)
         .create(plan.path.as_str())
         .map_err(err())?;
-    let offset = if size == 0 {
-        0
-    } else {
-        ds.offset()
-            .ok_or_else(|| usage(path, &plan.path, "no raw data offset"))?
-    };
+    let offset =
+        if size == 0 { 0 } else { ds.offset().ok_or_else(|| usage(path, &plan.path, "no raw data offset"))? };
     if let (Some(data), true) = (&plan.data, size > 0) {
         use hdf5_sys::{h5d::H5Dwrite, h5p::H5P_DEFAULT, h5s::H5S_ALL};
         // SAFETY: ids are live; `data` holds the whole dataset in the file type (checked), so
         // libhdf5 copies it without conversion.
-        let rc = unsafe {
-            H5Dwrite(
-                ds.id(),
-                dtype.id(),
-                H5S_ALL,
-                H5S_ALL,
-                H5P_DEFAULT,
-                data.as_ptr().cast(),
-            )
-        };
+        let rc = unsafe { H5Dwrite(ds.id(), dtype.id(), H5S_ALL, H5S_ALL, H5P_DEFAULT, data.as_ptr().cast()) };
         if rc < 0 {
             return Err(usage(path, &plan.path, "cannot write the data"));
         }
@@ -315,34 +265,18 @@ fn create_dataset(path: &Path, file: &hdf5::File, plan: &DatasetPlan, size: u64)
 }
 
 /// Writes scalar attributes on `loc`.
-fn write_attrs(
-    path: &Path,
-    owner: &str,
-    loc: &Location,
-    attrs: &[(String, AttrValue)],
-) -> Result<()> {
+fn write_attrs(path: &Path, owner: &str, loc: &Location, attrs: &[(String, AttrValue)]) -> Result<()> {
     for (name, value) in attrs {
         let what = format!("{owner} attribute {name:?}");
         let err = || h5err(path, &what);
         let n = name.as_str();
         match value {
-            AttrValue::I64(v) => loc
-                .new_attr::<i64>()
-                .create(n)
-                .and_then(|a| a.write_scalar(v)),
-            AttrValue::U64(v) => loc
-                .new_attr::<u64>()
-                .create(n)
-                .and_then(|a| a.write_scalar(v)),
-            AttrValue::F64(v) => loc
-                .new_attr::<f64>()
-                .create(n)
-                .and_then(|a| a.write_scalar(v)),
+            AttrValue::I64(v) => loc.new_attr::<i64>().create(n).and_then(|a| a.write_scalar(v)),
+            AttrValue::U64(v) => loc.new_attr::<u64>().create(n).and_then(|a| a.write_scalar(v)),
+            AttrValue::F64(v) => loc.new_attr::<f64>().create(n).and_then(|a| a.write_scalar(v)),
             AttrValue::Str(s) => {
                 let v: VarLenUnicode = s.parse().map_err(|e| usage(path, &what, e))?;
-                loc.new_attr::<VarLenUnicode>()
-                    .create(n)
-                    .and_then(|a| a.write_scalar(&v))
+                loc.new_attr::<VarLenUnicode>().create(n).and_then(|a| a.write_scalar(&v))
             }
         }
         .map_err(err())?;
@@ -374,16 +308,9 @@ mod tests {
     }
 
     fn h5dump(args: &[&str]) -> String {
-        let out = std::process::Command::new("h5dump")
-            .args(args)
-            .output()
-            .expect("run h5dump");
+        let out = std::process::Command::new("h5dump").args(args).output().expect("run h5dump");
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "h5dump {args:?} failed: {text}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "h5dump {args:?} failed: {text}{}", String::from_utf8_lossy(&out.stderr));
         text
     }
 
@@ -394,24 +321,14 @@ mod tests {
         let path = dir.path().join("run.h5");
         let energy = DatasetPlan {
             fill: Some((-1.5f64).to_le_bytes().to_vec()),
-            attrs: vec![
-                ("units".into(), AttrValue::Str("eV".into())),
-                ("max".into(), AttrValue::F64(4.5)),
-            ],
+            attrs: vec![("units".into(), AttrValue::Str("eV".into())), ("max".into(), AttrValue::F64(4.5))],
             ..plan("/energy", Dtype::F64, &[10])
         };
-        let image = DatasetPlan {
-            fill: Some(u16::MAX.to_le_bytes().to_vec()),
-            ..plan("/det/image", Dtype::U16, &[10, 4, 8])
-        };
-        let flag = DatasetPlan {
-            fill: Some(vec![0]),
-            ..plan("/_present/flag", Dtype::Bool, &[10])
-        };
-        let n_events = DatasetPlan {
-            data: Some(42u64.to_le_bytes().to_vec()),
-            ..plan("/summary/n_events", Dtype::U64, &[])
-        };
+        let image =
+            DatasetPlan { fill: Some(u16::MAX.to_le_bytes().to_vec()), ..plan("/det/image", Dtype::U16, &[10, 4, 8]) };
+        let flag = DatasetPlan { fill: Some(vec![0]), ..plan("/_present/flag", Dtype::Bool, &[10]) };
+        let n_events =
+            DatasetPlan { data: Some(42u64.to_le_bytes().to_vec()), ..plan("/summary/n_events", Dtype::U64, &[]) };
         let plans = vec![
             energy,
             image,
@@ -432,14 +349,7 @@ mod tests {
             assert_eq!(p.path, d.path);
             assert_eq!(d.size, p.byte_size().unwrap());
         }
-        assert_eq!(
-            extent(&layout, "/empty"),
-            &DatasetExtent {
-                path: "/empty".into(),
-                offset: 0,
-                size: 0
-            }
-        );
+        assert_eq!(extent(&layout, "/empty"), &DatasetExtent { path: "/empty".into(), offset: 0, size: 0 });
 
         // Fill every served extent with test bytes, as the view would.
         let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
@@ -448,122 +358,50 @@ mod tests {
             assert_eq!(bytes.len() as u64, e.size, "{p}");
             f.write_all_at(&bytes, e.offset).unwrap();
         };
-        put(
-            "/energy",
-            (0..10)
-                .flat_map(|i| (i as f64 * 0.5).to_le_bytes())
-                .collect(),
-        );
-        put(
-            "/det/image",
-            (0..320u16).flat_map(|i| (i * 3).to_le_bytes()).collect(),
-        );
-        put(
-            "/timestamp",
-            (0..10i64).flat_map(|i| (1000 + i).to_le_bytes()).collect(),
-        );
+        put("/energy", (0..10).flat_map(|i| (i as f64 * 0.5).to_le_bytes()).collect());
+        put("/det/image", (0..320u16).flat_map(|i| (i * 3).to_le_bytes()).collect());
+        put("/timestamp", (0..10i64).flat_map(|i| (1000 + i).to_le_bytes()).collect());
         put("/_present/flag", (0..10u8).map(|i| i % 2).collect());
         drop(f);
 
         let file = hdf5::File::open(&path).unwrap();
         let ds = file.dataset("energy").unwrap();
-        assert_eq!(
-            ds.read_raw::<f64>().unwrap(),
-            (0..10).map(|i| i as f64 * 0.5).collect::<Vec<_>>()
-        );
-        assert_eq!(
-            ds.fill_value().unwrap().unwrap().cast::<f64>().unwrap(),
-            -1.5
-        );
-        assert_eq!(
-            ds.attr("units")
-                .unwrap()
-                .read_scalar::<VarLenUnicode>()
-                .unwrap()
-                .as_str(),
-            "eV"
-        );
+        assert_eq!(ds.read_raw::<f64>().unwrap(), (0..10).map(|i| i as f64 * 0.5).collect::<Vec<_>>());
+        assert_eq!(ds.fill_value().unwrap().unwrap().cast::<f64>().unwrap(), -1.5);
+        assert_eq!(ds.attr("units").unwrap().read_scalar::<VarLenUnicode>().unwrap().as_str(), "eV");
         assert_eq!(ds.attr("max").unwrap().read_scalar::<f64>().unwrap(), 4.5);
         assert!(!ds.is_chunked());
         let image = file.dataset("/det/image").unwrap();
         assert_eq!(image.shape(), vec![10, 4, 8]);
-        assert_eq!(
-            image.read_raw::<u16>().unwrap(),
-            (0..320u16).map(|i| i * 3).collect::<Vec<_>>()
-        );
-        assert_eq!(
-            image.fill_value().unwrap().unwrap().cast::<u16>().unwrap(),
-            u16::MAX
-        );
-        let ts = file
-            .dataset("timestamp")
-            .unwrap()
-            .read_raw::<i64>()
-            .unwrap();
+        assert_eq!(image.read_raw::<u16>().unwrap(), (0..320u16).map(|i| i * 3).collect::<Vec<_>>());
+        assert_eq!(image.fill_value().unwrap().unwrap().cast::<u16>().unwrap(), u16::MAX);
+        let ts = file.dataset("timestamp").unwrap().read_raw::<i64>().unwrap();
         assert_eq!(ts, (1000..1010).collect::<Vec<i64>>());
         let flag = file.dataset("_present/flag").unwrap();
-        assert_eq!(
-            flag.read_raw::<bool>().unwrap(),
-            (0..10).map(|i| i % 2 == 1).collect::<Vec<_>>()
-        );
+        assert_eq!(flag.read_raw::<bool>().unwrap(), (0..10).map(|i| i % 2 == 1).collect::<Vec<_>>());
         assert!(!flag.fill_value().unwrap().unwrap().cast::<bool>().unwrap());
         let empty = file.dataset("empty").unwrap();
         assert_eq!((empty.shape(), empty.is_chunked()), (vec![0], false));
-        assert_eq!(
-            file.dataset("summary/n_events")
-                .unwrap()
-                .read_scalar::<u64>()
-                .unwrap(),
-            42
-        );
-        let name = file
-            .dataset("summary/name")
-            .unwrap()
-            .read_raw::<u8>()
-            .unwrap();
+        assert_eq!(file.dataset("summary/n_events").unwrap().read_scalar::<u64>().unwrap(), 42);
+        let name = file.dataset("summary/name").unwrap().read_raw::<u8>().unwrap();
         assert_eq!(String::from_utf8(name).unwrap(), "démo run");
-        assert_eq!(
-            file.attr("smdfs_version")
-                .unwrap()
-                .read_scalar::<u64>()
-                .unwrap(),
-            1
-        );
-        assert_eq!(
-            file.attr("first").unwrap().read_scalar::<i64>().unwrap(),
-            -3
-        );
-        assert_eq!(
-            file.attr("title")
-                .unwrap()
-                .read_scalar::<VarLenUnicode>()
-                .unwrap()
-                .as_str(),
-            "a run"
-        );
+        assert_eq!(file.attr("smdfs_version").unwrap().read_scalar::<u64>().unwrap(), 1);
+        assert_eq!(file.attr("first").unwrap().read_scalar::<i64>().unwrap(), -3);
+        assert_eq!(file.attr("title").unwrap().read_scalar::<VarLenUnicode>().unwrap().as_str(), "a run");
         drop((ds, image, flag, empty));
         file.close().unwrap();
 
         let p = path.to_str().unwrap();
         let out = h5dump(&["-d", "/energy", p]);
-        assert!(
-            out.contains("0, 0.5, 1, 1.5, 2, 2.5, 3, 3.5, 4, 4.5"),
-            "{out}"
-        );
+        assert!(out.contains("0, 0.5, 1, 1.5, 2, 2.5, 3, 3.5, 4, 4.5"), "{out}");
         let out = h5dump(&["-d", "/_present/flag", p]);
         assert!(out.contains("FALSE, TRUE, FALSE, TRUE"), "{out}");
         let out = h5dump(&[p]); // the whole file: every dataset, group and attribute
-        assert!(
-            out.contains("1000, 1001, 1002") && out.contains("(0): 42"),
-            "{out}"
-        );
+        assert!(out.contains("1000, 1001, 1002") && out.contains("(0): 42"), "{out}");
     }
 
     extern "C" {
-        fn H5Fget_eoa(
-            file_id: hdf5_sys::h5i::hid_t,
-            eoa: *mut hdf5_sys::h5::haddr_t,
-        ) -> hdf5_sys::h5::herr_t;
+        fn H5Fget_eoa(file_id: hdf5_sys::h5i::hid_t, eoa: *mut hdf5_sys::h5::haddr_t) -> hdf5_sys::h5::herr_t;
     }
 
     /// The end-of-allocation address libhdf5 records in the file, read back by reopening it.
@@ -583,36 +421,19 @@ mod tests {
         let path = dir.path().join("big.h5");
         let plans = [
             plan("/small", Dtype::U8, &[3]),
-            DatasetPlan {
-                fill: Some(f64::NAN.to_le_bytes().to_vec()),
-                ..plan("/big", Dtype::F64, &[1 << 27])
-            },
-            DatasetPlan {
-                data: Some(7i32.to_le_bytes().to_vec()),
-                ..plan("/after", Dtype::I32, &[])
-            },
+            DatasetPlan { fill: Some(f64::NAN.to_le_bytes().to_vec()), ..plan("/big", Dtype::F64, &[1 << 27]) },
+            DatasetPlan { data: Some(7i32.to_le_bytes().to_vec()), ..plan("/after", Dtype::I32, &[]) },
         ];
         let layout = build_skeleton(&path, &plans, &[]).unwrap();
         let big = extent(&layout, "/big");
         assert_eq!(big.size, 1 << 30);
         let meta = std::fs::metadata(&path).unwrap();
-        assert!(
-            meta.blocks() * 512 < 1 << 20,
-            "{} blocks allocated",
-            meta.blocks()
-        );
+        assert!(meta.blocks() * 512 < 1 << 20, "{} blocks allocated", meta.blocks());
         let eoa = eoa(&path);
-        assert_eq!(
-            meta.len(),
-            eoa,
-            "libhdf5 extends the file to its EOA on close"
-        );
+        assert_eq!(meta.len(), eoa, "libhdf5 extends the file to its EOA on close");
         assert!(layout.file_size >= eoa && layout.file_size >= big.end());
         let file = hdf5::File::open(&path).unwrap();
-        assert_eq!(
-            file.dataset("after").unwrap().read_scalar::<i32>().unwrap(),
-            7
-        );
+        assert_eq!(file.dataset("after").unwrap().read_scalar::<i32>().unwrap(), 7);
     }
 
     #[test]
@@ -623,10 +444,7 @@ mod tests {
         let mut plans = Vec::new();
         for (i, dtype) in Dtype::ALL.into_iter().enumerate() {
             let attrs = vec![("dtype".to_string(), AttrValue::Str(dtype.name().into()))];
-            plans.push(DatasetPlan {
-                attrs,
-                ..plan(&format!("/g{}/x{i}", i % 3), dtype, &[i as u64 * 777 + 1])
-            });
+            plans.push(DatasetPlan { attrs, ..plan(&format!("/g{}/x{i}", i % 3), dtype, &[i as u64 * 777 + 1]) });
             plans.push(plan(&format!("/scalar{i}"), dtype, &[]));
             plans.push(plan(&format!("/m{i}"), dtype, &[5, 3, i as u64]));
         }
@@ -651,22 +469,10 @@ mod tests {
         let _g = serial();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("run.h5");
-        let short = DatasetPlan {
-            data: Some(vec![0; 7]),
-            ..plan("/x", Dtype::F64, &[1])
-        };
-        assert!(matches!(
-            build_skeleton(&path, &[short], &[]),
-            Err(Error::BadValue { .. })
-        ));
-        let two = DatasetPlan {
-            fill: Some(vec![2]),
-            ..plan("/b", Dtype::Bool, &[1])
-        };
-        assert!(matches!(
-            build_skeleton(&path, &[two], &[]),
-            Err(Error::BadValue { .. })
-        ));
+        let short = DatasetPlan { data: Some(vec![0; 7]), ..plan("/x", Dtype::F64, &[1]) };
+        assert!(matches!(build_skeleton(&path, &[short], &[]), Err(Error::BadValue { .. })));
+        let two = DatasetPlan { fill: Some(vec![2]), ..plan("/b", Dtype::Bool, &[1]) };
+        assert!(matches!(build_skeleton(&path, &[two], &[]), Err(Error::BadValue { .. })));
         assert!(!path.exists());
         let twice = [plan("/x", Dtype::U8, &[1]), plan("/x", Dtype::U8, &[1])];
         let err = build_skeleton(&path, &twice, &[]).unwrap_err().to_string();

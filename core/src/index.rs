@@ -9,8 +9,8 @@
 //! stable: duplicates keep arrival order) and k-way merging; built the same way in memory
 //! when a run has no index on disk (crashed or still writing).
 
-use std::collections::BinaryHeap;
 use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
@@ -507,13 +507,20 @@ mod tests {
         let b: Vec<u64> = (0..1000).collect();
         let mut d = Vec::new();
         merge_group(&[&a, &b], |e| d.push(e));
-        let idv: Vec<u64> = d.iter().map(|&e| unpack(e)).map(|l| if l.shard == 0 { a[l.row as usize] } else { b[l.row as usize] }).collect();
+        let idv: Vec<u64> = d
+            .iter()
+            .map(|&e| unpack(e))
+            .map(|l| if l.shard == 0 { a[l.row as usize] } else { b[l.row as usize] })
+            .collect();
         assert_eq!(idv.len(), 301_000);
         assert!(idv.windows(2).all(|w| w[0] <= w[1]));
         // Stability: equal ids keep shard, then row order.
         for w in d.windows(2) {
             let (x, y) = (unpack(w[0]), unpack(w[1]));
-            let (ix, iy) = (if x.shard == 0 { a[x.row as usize] } else { b[x.row as usize] }, if y.shard == 0 { a[y.row as usize] } else { b[y.row as usize] });
+            let (ix, iy) = (
+                if x.shard == 0 { a[x.row as usize] } else { b[x.row as usize] },
+                if y.shard == 0 { a[y.row as usize] } else { b[y.row as usize] },
+            );
             if ix == iy {
                 assert!((x.shard, x.row) < (y.shard, y.row));
             }

@@ -137,7 +137,8 @@ impl Run {
                 dtype: s.dtype,
                 shape: s.shape.clone(),
                 value: s.shape.is_empty().then(|| s.as_f64()).flatten(),
-                text: matches!(s.kind, Kind::Str | Kind::Bytes).then(|| String::from_utf8_lossy(&s.data()).into_owned()),
+                text: matches!(s.kind, Kind::Str | Kind::Bytes)
+                    .then(|| String::from_utf8_lossy(&s.data()).into_owned()),
             })
             .collect();
         RunInfo {

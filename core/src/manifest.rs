@@ -169,8 +169,11 @@ impl Manifest {
             }
             Err(e) => return Err(Error::io(&path, e)),
         };
-        let m: Manifest = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Corrupt { path: path.clone(), offset: e.column() as u64, why: e.to_string() })?;
+        let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
+            path: path.clone(),
+            offset: e.column() as u64,
+            why: e.to_string(),
+        })?;
         if m.format != MANIFEST_FORMAT {
             return Err(Error::NotARun { path: dir.into(), why: format!("manifest format is {:?}", m.format) });
         }
@@ -215,11 +218,7 @@ impl WriterLock {
         let mut f = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path).at(&path)?;
         if ofd_lock(&f, libc::F_OFD_SETLK, libc::F_WRLCK as libc::c_short).is_err() {
             let holder = fs::read_to_string(&path).unwrap_or_default();
-            return Err(Error::Usage(format!(
-                "{}: another writer holds this run ({})",
-                dir.display(),
-                holder.trim()
-            )));
+            return Err(Error::Usage(format!("{}: another writer holds this run ({})", dir.display(), holder.trim())));
         }
         let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         f.set_len(0).at(&path)?;

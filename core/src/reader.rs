@@ -111,7 +111,8 @@ impl Run {
         let mut groups = Vec::with_capacity(schema.groups.len());
         for g in &schema.groups {
             let stored = index.and_then(|x| x.groups.iter().find(|i| i.group == g.name)).filter(|i| {
-                i.shard_rows.len() == shards.len() && shards.iter().zip(&i.shard_rows).all(|(s, &r)| s.group_rows(&g.name) == r)
+                i.shard_rows.len() == shards.len()
+                    && shards.iter().zip(&i.shard_rows).all(|(s, &r)| s.group_rows(&g.name) == r)
             });
             let (idx, duplicates, duplicate_ids) = match stored {
                 Some(i) => (GroupIndex::load(&dir.join(&i.file))?, i.duplicates, i.duplicate_ids.clone()),
@@ -132,7 +133,12 @@ impl Run {
                 .iter()
                 .map(|s| {
                     let c = |r| s.column(&f.group, Some(&f.path), r);
-                    FieldColumns { data: c(Role::Data), present: c(Role::Present), len: c(Role::Len), offs: c(Role::Offs) }
+                    FieldColumns {
+                        data: c(Role::Data),
+                        present: c(Role::Present),
+                        len: c(Role::Len),
+                        offs: c(Role::Offs),
+                    }
                 })
                 .collect();
             let g = &groups[gi];
@@ -204,7 +210,11 @@ impl Run {
 
     /// A summary value by name.
     pub fn summary_value(&self, name: &str) -> Result<&SummaryValue> {
-        self.manifest.summary.iter().find(|s| s.path == name).ok_or_else(|| Error::NotFound { what: "summary value", name: name.into() })
+        self.manifest
+            .summary
+            .iter()
+            .find(|s| s.path == name)
+            .ok_or_else(|| Error::NotFound { what: "summary value", name: name.into() })
     }
 
     /// Statistics of numeric scalar fields (complete runs).
@@ -224,11 +234,17 @@ impl Run {
 
     /// A group by name (`""` is the run, an unaligned field's group is its path).
     pub fn group(&self, name: &str) -> Result<&GroupData> {
-        self.groups.iter().find(|g| g.spec.name == name).ok_or_else(|| Error::NotFound { what: "group", name: name.into() })
+        self.groups
+            .iter()
+            .find(|g| g.spec.name == name)
+            .ok_or_else(|| Error::NotFound { what: "group", name: name.into() })
     }
 
     fn group_index(&self, name: &str) -> Result<usize> {
-        self.groups.iter().position(|g| g.spec.name == name).ok_or_else(|| Error::NotFound { what: "group", name: name.into() })
+        self.groups
+            .iter()
+            .position(|g| g.spec.name == name)
+            .ok_or_else(|| Error::NotFound { what: "group", name: name.into() })
     }
 
     /// The event id at a location of a group.
@@ -266,7 +282,15 @@ impl Run {
     /// Gathers rows `start..start + out.len() / row_bytes` of a group through its index from
     /// one fixed-width column per shard (`columns[shard]`, `None` where a shard lacks it, which
     /// reads as `fill`). One copy per stretch of consecutive rows: the batched gather.
-    pub fn gather(&self, group: usize, columns: &[Option<u32>], row_bytes: usize, fill: &[u8], start: u64, out: &mut [u8]) -> Result<()> {
+    pub fn gather(
+        &self,
+        group: usize,
+        columns: &[Option<u32>],
+        row_bytes: usize,
+        fill: &[u8],
+        start: u64,
+        out: &mut [u8],
+    ) -> Result<()> {
         let g = &self.groups[group];
         if row_bytes == 0 || out.len() % row_bytes != 0 || fill.len() != row_bytes {
             return Err(Error::Usage(format!("gather of {} bytes in rows of {row_bytes}", out.len())));
@@ -312,7 +336,11 @@ impl Run {
 
     /// A field reader by path.
     pub fn field(&self, path: &str) -> Result<FieldReader<'_>> {
-        let i = self.fields.iter().position(|f| f.spec.path == path).ok_or_else(|| Error::NotFound { what: "field", name: path.into() })?;
+        let i = self
+            .fields
+            .iter()
+            .position(|f| f.spec.path == path)
+            .ok_or_else(|| Error::NotFound { what: "field", name: path.into() })?;
         Ok(FieldReader { run: self, f: &self.fields[i], g: &self.groups[self.fields[i].group] })
     }
 
@@ -321,7 +349,8 @@ impl Run {
     /// pattern that keeps reads local while decorrelating samples.
     pub fn shardwise(&self, group: &str, seed: Option<u64>) -> Result<ShardwiseIter> {
         let gi = self.group_index(group)?;
-        let mut order: Vec<(usize, u64)> = self.shards.iter().map(|s| (s.index, s.group_rows(&self.groups[gi].spec.name))).collect();
+        let mut order: Vec<(usize, u64)> =
+            self.shards.iter().map(|s| (s.index, s.group_rows(&self.groups[gi].spec.name))).collect();
         let mut rng = seed.map(SplitMix::new);
         if let Some(r) = rng.as_mut() {
             shuffle(&mut order, r);
@@ -368,7 +397,11 @@ impl<'r> FieldReader<'r> {
 
     fn fixed(&self) -> Result<()> {
         if self.f.spec.kind != Kind::Fixed {
-            return Err(Error::Usage(format!("field {:?} is {}, not fixed-shape", self.f.spec.path, self.f.spec.describe())));
+            return Err(Error::Usage(format!(
+                "field {:?} is {}, not fixed-shape",
+                self.f.spec.path,
+                self.f.spec.describe()
+            )));
         }
         Ok(())
     }

@@ -73,7 +73,11 @@ impl FieldSpec {
     /// Checks a value against this spec.
     pub fn check(&self, v: &Value<'_>) -> Result<()> {
         if v.kind() != self.kind || v.dtype() != self.dtype || (self.kind == Kind::Fixed && v.shape() != self.shape) {
-            return Err(Error::SchemaMismatch { field: self.path.clone(), expected: self.describe(), given: v.describe() });
+            return Err(Error::SchemaMismatch {
+                field: self.path.clone(),
+                expected: self.describe(),
+                given: v.describe(),
+            });
         }
         Ok(())
     }
@@ -153,9 +157,9 @@ fn check_no_collision(schema: &Schema, path: &str, kind: Kind, unaligned: bool) 
         taken.extend(derived_names(&f.path, f.kind, un));
     }
     for name in derived_names(path, kind, unaligned) {
-        let clash = taken.iter().find(|t| {
-            **t == name || t.starts_with(&format!("{name}/")) || name.starts_with(&format!("{t}/"))
-        });
+        let clash = taken
+            .iter()
+            .find(|t| **t == name || t.starts_with(&format!("{name}/")) || name.starts_with(&format!("{t}/")));
         if let Some(t) = clash {
             return Err(Error::BadPath {
                 path: path.to_string(),
@@ -209,7 +213,11 @@ impl Registry {
             if n * dtype.size() != data.len() {
                 return Err(Error::BadValue {
                     field: path.into(),
-                    why: format!("shape {shape:?} needs {} bytes of {dtype}, data has {}", n * dtype.size(), data.len()),
+                    why: format!(
+                        "shape {shape:?} needs {} bytes of {dtype}, data has {}",
+                        n * dtype.size(),
+                        data.len()
+                    ),
                 });
             }
         }
@@ -224,7 +232,8 @@ impl Registry {
             }
             None => v.dtype().default_fill(),
         };
-        let spec = FieldSpec { path: path.into(), kind: v.kind(), dtype: v.dtype(), shape: v.shape().to_vec(), group, fill };
+        let spec =
+            FieldSpec { path: path.into(), kind: v.kind(), dtype: v.dtype(), shape: v.shape().to_vec(), group, fill };
         let id = self.schema.merge_field(&spec, aligned)?;
         self.by_path.insert(path.into(), id);
         Ok(id)

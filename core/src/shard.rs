@@ -176,7 +176,9 @@ impl Shard {
             from_close = read_close(&log_path, off)?;
         }
         let (columns, lens, groups, fields, stats, torn) = match from_close {
-            Some(c) if c.columns.len() == c.lens.len() && c.columns.iter().enumerate().all(|(k, d)| d.id as usize == k) => {
+            Some(c)
+                if c.columns.len() == c.lens.len() && c.columns.iter().enumerate().all(|(k, d)| d.id as usize == k) =>
+            {
                 (c.columns, c.lens, c.groups, c.fields, Some(c.stats), 0)
             }
             _ => {
@@ -192,9 +194,18 @@ impl Shard {
                     let r = replay_log(&log_path, &log, false)?;
                     // Only columns some commit named exist; fields and groups without a
                     // committed column were announced by a batch that never committed.
-                    let columns: Vec<ColumnDef> = r.columns.into_iter().filter(|c| r.committed[c.id as usize]).collect();
-                    let fields = r.fields.into_iter().filter(|f| columns.iter().any(|c| c.field.as_deref() == Some(&f.path))).collect();
-                    let groups = r.groups.into_iter().filter(|g| columns.iter().any(|c| c.role == Role::Ts && c.group == g.name)).collect();
+                    let columns: Vec<ColumnDef> =
+                        r.columns.into_iter().filter(|c| r.committed[c.id as usize]).collect();
+                    let fields = r
+                        .fields
+                        .into_iter()
+                        .filter(|f| columns.iter().any(|c| c.field.as_deref() == Some(&f.path)))
+                        .collect();
+                    let groups = r
+                        .groups
+                        .into_iter()
+                        .filter(|g| columns.iter().any(|c| c.role == Role::Ts && c.group == g.name))
+                        .collect();
                     (columns, r.lens, groups, fields, r.close.map(|c| c.stats), r.torn_bytes)
                 }
             }
@@ -215,8 +226,11 @@ impl Shard {
                     why: format!("commit log commits {len} bytes but the file has {size}"),
                 });
             }
-            let len_usize = usize::try_from(len)
-                .map_err(|_| Error::Corrupt { path: path.clone(), offset: 0, why: "column too large".into() })?;
+            let len_usize = usize::try_from(len).map_err(|_| Error::Corrupt {
+                path: path.clone(),
+                offset: 0,
+                why: "column too large".into(),
+            })?;
             // SAFETY: the mapped prefix is committed and append-only: no writer modifies it.
             let map = unsafe { MmapOptions::new().len(len_usize).map(&file) }.at(&path)?;
             maps[c.id as usize] = Some(map);
@@ -246,7 +260,10 @@ impl Shard {
                         return Err(Error::Corrupt {
                             path: self.dir.join(column_file_name(c.id)),
                             offset: self.lens[c.id as usize],
-                            why: format!("column holds {} bytes, group {:?} has {rows} rows needing {need}", self.lens[c.id as usize], g.name),
+                            why: format!(
+                                "column holds {} bytes, group {:?} has {rows} rows needing {need}",
+                                self.lens[c.id as usize], g.name
+                            ),
                         });
                     }
                 }

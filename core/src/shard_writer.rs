@@ -76,7 +76,8 @@ impl ShardWriter {
     pub(crate) fn create(dir: &Path, index: usize, sync: bool) -> Result<ShardWriter> {
         fs::create_dir_all(dir).at(dir)?;
         let log_path = dir.join(LOG_FILE);
-        let log = OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&log_path).at(&log_path)?;
+        let log =
+            OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&log_path).at(&log_path)?;
         let header = encode_log_header(index as u32);
         log.write_all_at(&header, 0).at(&log_path)?;
         if sync {
@@ -179,7 +180,8 @@ impl ShardWriter {
             };
             let (group, path) = (spec.group.clone(), spec.path.clone());
             let data = self.new_column(&group, Some(&path), Role::Data, &mut rec)?;
-            let present = if aligned { Some(self.new_column(&group, Some(&path), Role::Present, &mut rec)?) } else { None };
+            let present =
+                if aligned { Some(self.new_column(&group, Some(&path), Role::Present, &mut rec)?) } else { None };
             let (len, offs) = if spec.kind.is_ragged() {
                 (
                     Some(self.new_column(&group, Some(&path), Role::Len, &mut rec)?),
@@ -217,7 +219,8 @@ impl ShardWriter {
             }
             self.payload.clear();
             self.payload.push(REC_SCHEMA);
-            serde_json::to_writer(&mut self.payload, &rec).map_err(|e| Error::Usage(format!("schema encoding: {e}")))?;
+            serde_json::to_writer(&mut self.payload, &rec)
+                .map_err(|e| Error::Usage(format!("schema encoding: {e}")))?;
             self.write_frame()?;
         }
 

@@ -315,7 +315,10 @@ impl SmallData {
     }
 
     fn reduced(&self, name: &str) -> Result<Accumulator> {
-        lock(&self.shared.reductions).get(name).copied().ok_or_else(|| Error::NotFound { what: "reduction", name: name.into() })
+        lock(&self.shared.reductions)
+            .get(name)
+            .copied()
+            .ok_or_else(|| Error::NotFound { what: "reduction", name: name.into() })
     }
 
     /// Sum of the values finished clients contributed under `name` with [`Client::reduce`].
@@ -346,7 +349,10 @@ impl SmallData {
             validate_path(path)?;
             if let Value::Array { shape, data, dtype } = v {
                 if shape.iter().product::<usize>() * dtype.size() != data.len() {
-                    return Err(Error::BadValue { field: (*path).into(), why: format!("data does not fill shape {shape:?}") });
+                    return Err(Error::BadValue {
+                        field: (*path).into(),
+                        why: format!("data does not fill shape {shape:?}"),
+                    });
                 }
             }
             summary.retain(|s| s.path != *path);

@@ -152,7 +152,14 @@ fn plan(run: &Run) -> (Vec<Dataset>, Vec<DatasetPlan>) {
     let mut ds: Vec<Dataset> = Vec::new();
     let mut plans: Vec<DatasetPlan> = Vec::new();
     let mut add = |d: Dataset, fill: Option<Vec<u8>>, attrs: Vec<(String, AttrValue)>, data: Option<Vec<u8>>| {
-        plans.push(DatasetPlan { path: format!("/{}", d.path), dtype: d.dtype, shape: d.shape.clone(), fill, data, attrs });
+        plans.push(DatasetPlan {
+            path: format!("/{}", d.path),
+            dtype: d.dtype,
+            shape: d.shape.clone(),
+            fill,
+            data,
+            attrs,
+        });
         ds.push(d);
     };
     let groups = run.groups();
@@ -168,12 +175,21 @@ fn plan(run: &Run) -> (Vec<Dataset>, Vec<DatasetPlan>) {
         let rows = g.index.len();
         let src = fixed_source(run, gi, run.id_columns(gi).to_vec(), 8, vec![0; 8]);
         let attrs = vec![("description".into(), AttrValue::Str("event ids, ascending".into()))];
-        add(Dataset { path, dtype: Dtype::U64, shape: vec![rows], source: src, npy: true, offset: 0, size: 0 }, None, attrs, None);
+        add(
+            Dataset { path, dtype: Dtype::U64, shape: vec![rows], source: src, npy: true, offset: 0, size: 0 },
+            None,
+            attrs,
+            None,
+        );
     }
     for (fi, f) in run.fields().iter().enumerate() {
         let g = &groups[f.group];
         let rows = g.index.len();
-        let base = if g.spec.aligned && !g.spec.name.is_empty() { format!("{}/{}", g.spec.name, f.spec.path) } else { f.spec.path.clone() };
+        let base = if g.spec.aligned && !g.spec.name.is_empty() {
+            format!("{}/{}", g.spec.name, f.spec.path)
+        } else {
+            f.spec.path.clone()
+        };
         let mut attrs = vec![
             ("dtype".into(), AttrValue::Str(f.spec.dtype.name().into())),
             ("kind".into(), AttrValue::Str(format!("{:?}", f.spec.kind).to_lowercase())),
@@ -196,23 +212,75 @@ fn plan(run: &Run) -> (Vec<Dataset>, Vec<DatasetPlan>) {
             let fill_row = f.spec.fill.repeat(f.spec.elements_per_row());
             let src = fixed_source(run, f.group, data_cols, rb, fill_row);
             let fill = g.spec.aligned.then(|| f.spec.fill.clone());
-            add(Dataset { path: base.clone(), dtype: f.spec.dtype, shape, source: src, npy: true, offset: 0, size: 0 }, fill, attrs, None);
+            add(
+                Dataset { path: base.clone(), dtype: f.spec.dtype, shape, source: src, npy: true, offset: 0, size: 0 },
+                fill,
+                attrs,
+                None,
+            );
         } else {
             let elems = f.offsets.as_ref().map_or(0, |o| o.get().last().copied().unwrap_or(0));
             let src = Source::RaggedValues { field: fi, elem: f.spec.dtype.size() };
-            attrs.push(("ragged".into(), AttrValue::Str(format!("row i is {base}[{base}_offsets[i]:{base}_offsets[i+1]]"))));
-            add(Dataset { path: base.clone(), dtype: f.spec.dtype, shape: vec![elems], source: src, npy: true, offset: 0, size: 0 }, None, attrs, None);
+            attrs.push((
+                "ragged".into(),
+                AttrValue::Str(format!("row i is {base}[{base}_offsets[i]:{base}_offsets[i+1]]")),
+            ));
+            add(
+                Dataset {
+                    path: base.clone(),
+                    dtype: f.spec.dtype,
+                    shape: vec![elems],
+                    source: src,
+                    npy: true,
+                    offset: 0,
+                    size: 0,
+                },
+                None,
+                attrs,
+                None,
+            );
             let len_cols: Vec<Option<u32>> = f.columns.iter().map(|c| c.len).collect();
             let src = fixed_source(run, f.group, len_cols, 8, vec![0; 8]);
-            add(Dataset { path: format!("{base}_len"), dtype: Dtype::U64, shape: vec![rows], source: src, npy: true, offset: 0, size: 0 }, None, vec![], None);
+            add(
+                Dataset {
+                    path: format!("{base}_len"),
+                    dtype: Dtype::U64,
+                    shape: vec![rows],
+                    source: src,
+                    npy: true,
+                    offset: 0,
+                    size: 0,
+                },
+                None,
+                vec![],
+                None,
+            );
             let src = Source::Offsets { field: fi };
-            add(Dataset { path: format!("{base}_offsets"), dtype: Dtype::U64, shape: vec![rows + 1], source: src, npy: true, offset: 0, size: 0 }, None, vec![], None);
+            add(
+                Dataset {
+                    path: format!("{base}_offsets"),
+                    dtype: Dtype::U64,
+                    shape: vec![rows + 1],
+                    source: src,
+                    npy: true,
+                    offset: 0,
+                    size: 0,
+                },
+                None,
+                vec![],
+                None,
+            );
         }
         if g.spec.aligned && f.missing > 0 {
             let pres: Vec<Option<u32>> = f.columns.iter().map(|c| c.present).collect();
             let src = fixed_source(run, f.group, pres, 1, vec![0]);
             let path = format!("_present/{base}");
-            add(Dataset { path, dtype: Dtype::Bool, shape: vec![rows], source: src, npy: true, offset: 0, size: 0 }, None, vec![], None);
+            add(
+                Dataset { path, dtype: Dtype::Bool, shape: vec![rows], source: src, npy: true, offset: 0, size: 0 },
+                None,
+                vec![],
+                None,
+            );
         }
     }
     for s in run.summary() {
@@ -224,7 +292,12 @@ fn plan(run: &Run) -> (Vec<Dataset>, Vec<DatasetPlan>) {
                 (p.dtype, p.shape, s.data())
             }
         };
-        add(Dataset { path, dtype, shape, source: Source::InSkeleton, npy: false, offset: 0, size: 0 }, None, vec![], Some(data));
+        add(
+            Dataset { path, dtype, shape, source: Source::InSkeleton, npy: false, offset: 0, size: 0 },
+            None,
+            vec![],
+            Some(data),
+        );
     }
     (ds, plans)
 }
@@ -260,7 +333,10 @@ impl View {
             .map_err(|e| ViewError::Io { what: format!("opening {}", tmp.path().display()), source: e })?;
         // SAFETY: the skeleton is our private, unlinked temporary file; nobody modifies it.
         let skeleton = if file.metadata().map(|m| m.len()).unwrap_or(0) > 0 {
-            Some(unsafe { Mmap::map(&file) }.map_err(|e| ViewError::Io { what: "mapping the skeleton".into(), source: e })?)
+            Some(
+                unsafe { Mmap::map(&file) }
+                    .map_err(|e| ViewError::Io { what: "mapping the skeleton".into(), source: e })?,
+            )
         } else {
             None
         };
@@ -326,7 +402,9 @@ impl View {
             if let Some(&ino) = children.get(name) {
                 return match self.nodes[(ino - 1) as usize] {
                     Node::Dir { .. } => Ok(ino),
-                    Node::File { .. } => Err(ViewError::Mount(format!("view name {name:?} is both a file and a directory"))),
+                    Node::File { .. } => {
+                        Err(ViewError::Mount(format!("view name {name:?} is both a file and a directory")))
+                    }
                 };
             }
         }
@@ -370,7 +448,8 @@ impl View {
     pub fn attr(&self, ino: Ino) -> Result<Attr, ViewError> {
         Ok(match self.node(ino)? {
             Node::Dir { children } => {
-                let subdirs = children.values().filter(|&&c| matches!(self.nodes[(c - 1) as usize], Node::Dir { .. })).count();
+                let subdirs =
+                    children.values().filter(|&&c| matches!(self.nodes[(c - 1) as usize], Node::Dir { .. })).count();
                 Attr { ino, kind: FileKind::Dir, size: 0, mtime: self.mtime, nlink: 2 + subdirs as u32 }
             }
             Node::File { size, .. } => Attr { ino, kind: FileKind::File, size: *size, mtime: self.mtime, nlink: 1 },
@@ -395,12 +474,35 @@ impl View {
                 .iter()
                 .map(|(name, &c)| DirEntry {
                     ino: c,
-                    kind: if matches!(self.nodes[(c - 1) as usize], Node::Dir { .. }) { FileKind::Dir } else { FileKind::File },
+                    kind: if matches!(self.nodes[(c - 1) as usize], Node::Dir { .. }) {
+                        FileKind::Dir
+                    } else {
+                        FileKind::File
+                    },
                     name: name.clone(),
                 })
                 .collect()),
             Node::File { .. } => Err(ViewError::NotADirectory(ino)),
         }
+    }
+
+    /// Every file of the view with its size, by path, in name order.
+    pub fn files(&self) -> Vec<(String, u64)> {
+        let mut out = Vec::new();
+        let mut stack = vec![(ROOT_INO, String::new())];
+        while let Some((ino, prefix)) = stack.pop() {
+            if let Ok(entries) = self.readdir(ino) {
+                for e in entries.into_iter().rev() {
+                    let path = if prefix.is_empty() { e.name.clone() } else { format!("{prefix}/{}", e.name) };
+                    match e.kind {
+                        FileKind::Dir => stack.push((e.ino, path)),
+                        FileKind::File => out.push((path, self.attr(e.ino).map_or(0, |a| a.size))),
+                    }
+                }
+            }
+        }
+        out.sort();
+        out
     }
 
     /// Looks a `/`-separated path up from the root (`""` is the root).
@@ -567,7 +669,8 @@ mod tests {
         let img = whole(&v, "arrays/det/image.npy");
         let body = npy_body(&img, "<u2", "(1234, 4, 8)");
         for i in 0..n as usize {
-            let row: Vec<u16> = body[i * 64..(i + 1) * 64].chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+            let row: Vec<u16> =
+                body[i * 64..(i + 1) * 64].chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
             assert_eq!(row, demo::image(i as u64));
         }
         let maybe = whole(&v, "arrays/maybe.npy");
@@ -646,5 +749,8 @@ mod tests {
         assert_eq!(v.readdir(v.resolve("run.h5").unwrap().ino).unwrap_err().to_errno(), libc::ENOTDIR);
         let names: Vec<String> = v.readdir(ROOT_INO).unwrap().into_iter().map(|e| e.name).collect();
         assert_eq!(names, vec!["arrays".to_string(), "run.h5".to_string()]);
+        let files = v.files();
+        assert!(files.iter().any(|(p, s)| p == "arrays/det/image.npy" && *s == 128 + 10 * 64));
+        assert!(files.iter().any(|(p, _)| p == "run.h5"));
     }
 }

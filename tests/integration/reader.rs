@@ -59,7 +59,8 @@ fn parallel_streaming_and_prefetch_read_every_row() {
     let (_d, run) = demo_run(10_000, 2, 3);
     let sum = AtomicU64::new(0);
     let rows = AtomicU64::new(0);
-    run.field("count").unwrap()
+    run.field("count")
+        .unwrap()
         .par_for_each_block(333, |b| {
             let v: &[i64] = bytemuck_cast(&b.data);
             sum.fetch_add(v.iter().map(|x| (-x) as u64).sum::<u64>(), Ordering::Relaxed);

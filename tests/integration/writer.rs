@@ -142,7 +142,10 @@ fn fills_unaligned_ragged_text_bool_and_groups_read_back() {
     assert_eq!(sparse.read_all::<f64>().unwrap(), (0..n).step_by(10).map(|i| i as f64).collect::<Vec<_>>());
     let slow = run.group("slow").unwrap();
     assert_eq!(slow.index.len(), n / 20);
-    assert_eq!(run.field("temp").unwrap().read_all::<f32>().unwrap(), (0..n).step_by(20).map(|i| i as f32).collect::<Vec<_>>());
+    assert_eq!(
+        run.field("temp").unwrap().read_all::<f32>().unwrap(),
+        (0..n).step_by(20).map(|i| i as f32).collect::<Vec<_>>()
+    );
     assert_eq!(run.field("n").unwrap().data().missing, n - n.div_ceil(3));
     let st = run.stats()["n"];
     assert_eq!((st.count, st.min, st.max), (n.div_ceil(3), 0.0, 198.0));
@@ -187,10 +190,9 @@ fn rayon_workers_each_get_a_client() {
     use rayon::prelude::*;
     let dir = tempfile::tempdir().unwrap();
     let smd = SmallData::builder(dir.path()).servers(2).batch_events(64).build().unwrap();
-    (0..10_000u64).into_par_iter().for_each_init(
-        || smd.client(),
-        |c, i| c.event(i * 2, fields! { "v" => i as f64 }).unwrap(),
-    );
+    (0..10_000u64)
+        .into_par_iter()
+        .for_each_init(|| smd.client(), |c, i| c.event(i * 2, fields! { "v" => i as f64 }).unwrap());
     let r = smd.done().unwrap();
     assert_eq!(r.events, 10_000);
     let run = Run::open(dir.path()).unwrap();
