@@ -292,7 +292,7 @@ impl Run {
         out: &mut [u8],
     ) -> Result<()> {
         let g = &self.groups[group];
-        if row_bytes == 0 || out.len() % row_bytes != 0 || fill.len() != row_bytes {
+        if row_bytes == 0 || !out.len().is_multiple_of(row_bytes) || fill.len() != row_bytes {
             return Err(Error::Usage(format!("gather of {} bytes in rows of {row_bytes}", out.len())));
         }
         let n = (out.len() / row_bytes) as u64;
