@@ -422,22 +422,12 @@ impl<'r> FieldReader<'r> {
 
     /// Reads presence bytes (1 present, 0 absent) for rows `start..start + out.len()`.
     pub fn read_present(&self, start: u64, out: &mut [u8]) -> Result<()> {
-        check_range(start, out.len() as u64, self.rows())?;
-        let mut pos = 0usize;
-        self.g.index.for_each_segment(start, start + out.len() as u64, |loc, k| {
-            let k = k as usize;
-            let dst = &mut out[pos..pos + k];
-            match self.f.columns[loc.shard].present {
-                Some(c) => match self.run.shards[loc.shard].bytes(c).get(loc.row as usize..loc.row as usize + k) {
-                    Some(s) => dst.copy_from_slice(s),
-                    None => dst.fill(0),
-                },
-                // Unaligned fields are present in every row of their group.
-                None => dst.fill(u8::from(!self.g.spec.aligned)),
-            }
-            pos += k;
-        });
-        Ok(())
+        let cols: Vec<Option<u32>> = self.f.columns.iter().map(|c| c.present).collect();
+        // Unaligned fields are present in every row of their group; aligned fields are absent
+        // where a shard lacks the column.
+        let fill = [u8::from(!self.g.spec.aligned)];
+        let cols = if self.g.spec.aligned { cols } else { vec![None; cols.len()] };
+        self.run.gather(self.f.group, &cols, 1, &fill, start, out)
     }
 
     /// The whole field as a vector of `T` (fixed fields; `T` must match the dtype).

@@ -142,8 +142,7 @@ impl std::fmt::Debug for View {
     }
 }
 
-fn fixed_source(run: &Run, group: usize, columns: Vec<Option<u32>>, row_bytes: usize, fill: Vec<u8>) -> Source {
-    let _ = run;
+fn gather(group: usize, columns: Vec<Option<u32>>, row_bytes: usize, fill: Vec<u8>) -> Source {
     Source::Gather { group, columns, row_bytes, fill }
 }
 
@@ -173,7 +172,7 @@ fn plan(run: &Run) -> (Vec<Dataset>, Vec<DatasetPlan>) {
             format!("{}_timestamp", g.spec.name)
         };
         let rows = g.index.len();
-        let src = fixed_source(run, gi, run.id_columns(gi).to_vec(), 8, vec![0; 8]);
+        let src = gather(gi, run.id_columns(gi).to_vec(), 8, vec![0; 8]);
         let attrs = vec![("description".into(), AttrValue::Str("event ids, ascending".into()))];
         add(
             Dataset { path, dtype: Dtype::U64, shape: vec![rows], source: src, npy: true, offset: 0, size: 0 },
@@ -210,7 +209,7 @@ fn plan(run: &Run) -> (Vec<Dataset>, Vec<DatasetPlan>) {
             let mut shape = vec![rows];
             shape.extend(f.spec.shape.iter().map(|&d| d as u64));
             let fill_row = f.spec.fill.repeat(f.spec.elements_per_row());
-            let src = fixed_source(run, f.group, data_cols, rb, fill_row);
+            let src = gather(f.group, data_cols, rb, fill_row);
             let fill = g.spec.aligned.then(|| f.spec.fill.clone());
             add(
                 Dataset { path: base.clone(), dtype: f.spec.dtype, shape, source: src, npy: true, offset: 0, size: 0 },
@@ -240,7 +239,7 @@ fn plan(run: &Run) -> (Vec<Dataset>, Vec<DatasetPlan>) {
                 None,
             );
             let len_cols: Vec<Option<u32>> = f.columns.iter().map(|c| c.len).collect();
-            let src = fixed_source(run, f.group, len_cols, 8, vec![0; 8]);
+            let src = gather(f.group, len_cols, 8, vec![0; 8]);
             add(
                 Dataset {
                     path: format!("{base}_len"),
@@ -273,7 +272,7 @@ fn plan(run: &Run) -> (Vec<Dataset>, Vec<DatasetPlan>) {
         }
         if g.spec.aligned && f.missing > 0 {
             let pres: Vec<Option<u32>> = f.columns.iter().map(|c| c.present).collect();
-            let src = fixed_source(run, f.group, pres, 1, vec![0]);
+            let src = gather(f.group, pres, 1, vec![0]);
             let path = format!("_present/{base}");
             add(
                 Dataset { path, dtype: Dtype::Bool, shape: vec![rows], source: src, npy: true, offset: 0, size: 0 },
