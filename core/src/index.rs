@@ -480,8 +480,27 @@ pub(crate) fn build_global_index(
         write_words(&dir.join(&file), OFFSETS_MAGIC, KIND_DENSE, loaded[gi].rows, &offs)?;
         ragged.push(RaggedIndexInfo { field: f.path.clone(), file });
     }
+    let mut missing = std::collections::BTreeMap::new();
+    for f in &m.schema.fields {
+        let aligned = m.schema.groups.iter().find(|g| g.name == f.group).is_some_and(|g| g.aligned);
+        if aligned {
+            missing.insert(f.path.clone(), count_missing(&shards, &f.group, &f.path));
+        }
+    }
     crate::manifest::sync_dir(&idx_dir)?;
-    Ok((IndexManifest { groups, ragged, close_offsets }, reports))
+    Ok((IndexManifest { groups, ragged, close_offsets, missing }, reports))
+}
+
+/// Rows of an aligned field whose events lacked it, over all shards (a shard without the
+/// field's columns lacks it in every row of the group).
+pub fn count_missing(shards: &[Shard], group: &str, field: &str) -> u64 {
+    shards
+        .iter()
+        .map(|s| match s.column(group, Some(field), Role::Present) {
+            Some(p) => s.bytes(p).iter().filter(|&&b| b == 0).count() as u64,
+            None => s.group_rows(group),
+        })
+        .sum()
 }
 
 #[cfg(test)]

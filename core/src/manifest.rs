@@ -121,6 +121,9 @@ pub struct IndexManifest {
     pub ragged: Vec<RaggedIndexInfo>,
     /// Byte offset of each shard's close record in its log.
     pub close_offsets: Vec<u64>,
+    /// Per aligned field: rows where the event lacked it (so opening never scans masks).
+    #[serde(default)]
+    pub missing: std::collections::BTreeMap<String, u64>,
 }
 
 /// The run manifest.

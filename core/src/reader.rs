@@ -150,17 +150,11 @@ impl Run {
             } else {
                 None
             };
-            let missing = if g.spec.aligned {
-                shards
-                    .iter()
-                    .zip(&columns)
-                    .map(|(s, c)| match c.present {
-                        Some(p) => s.bytes(p).iter().filter(|&&b| b == 0).count() as u64,
-                        None => s.group_rows(&f.group),
-                    })
-                    .sum()
-            } else {
-                0
+            let stored_missing = index.and_then(|x| x.missing.get(&f.path)).copied();
+            let missing = match (g.spec.aligned, stored_missing) {
+                (false, _) => 0,
+                (true, Some(m)) => m,
+                (true, None) => crate::index::count_missing(&shards, &f.group, &f.path),
             };
             fields.push(FieldData { spec: f.clone(), group: gi, columns, offsets, missing });
         }
