@@ -41,6 +41,7 @@ pub mod shard;
 mod shard_writer;
 pub mod stream;
 pub mod value;
+pub mod verify;
 pub mod writer;
 
 pub use dtype::{Dtype, Element};
