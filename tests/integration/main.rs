@@ -1,4 +1,5 @@
 //! Integration tests across the smdfs crates, one module per area, all on real files.
 
 mod reader;
+mod verify;
 mod writer;
