@@ -75,3 +75,48 @@ fn status_kib(key: &str) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
 }
+
+/// Asserts that every event `run` holds is a demo event with exactly the demo's values for
+/// its id (a crashed run holds a subset); returns how many events it holds.
+pub fn check_demo_subset(run: &Run) -> u64 {
+    let n = run.len();
+    let mut ids = vec![0u64; n as usize];
+    run.read_ids("", 0, &mut ids).unwrap();
+    let energy = run.field("energy").map(|f| f.read_all::<f64>().unwrap()).unwrap_or_default();
+    let count = run.field("count").map(|f| f.read_all::<i64>().unwrap()).unwrap_or_default();
+    let image = run.field("det/image").map(|f| f.read_all::<u16>().unwrap()).unwrap_or_default();
+    let maybe = run.field("maybe").ok();
+    let tag = run.field("tag").ok();
+    for (k, &id) in ids.iter().enumerate() {
+        assert!(id >= 1000 && (id - 1000) % 3 == 0, "row {k}: id {id} is not a demo id");
+        if k > 0 {
+            assert!(ids[k - 1] < id, "row {k}: ids not strictly ascending");
+        }
+        let i = (id - 1000) / 3;
+        assert_eq!(energy[k], demo::energy(i), "energy of event {i}");
+        assert_eq!(count[k], demo::count(i), "count of event {i}");
+        assert_eq!(&image[k * 32..(k + 1) * 32], &demo::image(i), "image of event {i}");
+        if let Some(t) = &tag {
+            assert_eq!(t.ragged_row(k as u64).unwrap(), demo::tag(i).as_bytes(), "tag of event {i}");
+        }
+        if let Some(m) = &maybe {
+            let mut p = [0u8];
+            m.read_present(k as u64, &mut p).unwrap();
+            let v = m.row::<f32>(k as u64).unwrap()[0];
+            match demo::maybe(i) {
+                Some(x) => assert_eq!((p[0], v), (1, x), "maybe of event {i}"),
+                None => assert!(p[0] == 0 && v.is_nan(), "maybe of event {i}"),
+            }
+        }
+    }
+    if let Ok(h) = run.field("unaligned_hits") {
+        let v = h.read_all::<u32>().unwrap();
+        let mut hid = vec![0u64; v.len()];
+        run.read_ids("unaligned_hits", 0, &mut hid).unwrap();
+        for (k, &id) in hid.iter().enumerate() {
+            let i = (id - 1000) / 3;
+            assert_eq!(Some(v[k]), demo::hits(i), "unaligned_hits of event {i}");
+        }
+    }
+    n
+}

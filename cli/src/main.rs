@@ -8,6 +8,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+mod daemon;
+
 /// Write one parallel for-loop's results into one dataset, and read it back as one file.
 #[derive(Parser)]
 #[command(name = "smdfs", version, about, long_about = None)]
@@ -35,6 +37,17 @@ enum Cmd {
         #[arg(long)]
         force: bool,
     },
+    /// Check a run: every commit's checksum, committed lengths against file sizes, row
+    /// counts, the global index and offsets against the shards, the manifest against the
+    /// shards. Exit 0 when the committed data is sound (torn log tails are reported, not
+    /// damage), 1 when committed data is damaged, 2 on usage errors.
+    Verify {
+        /// Run directory.
+        run: PathBuf,
+        /// Machine-readable JSON report.
+        #[arg(long)]
+        json: bool,
+    },
     /// Describe a run: state, events, datasets (dtype, shape, rows), groups, summary.
     Info {
         /// Run directory.
@@ -42,6 +55,38 @@ enum Cmd {
         /// Machine-readable JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Mount a run read-only: one HDF5 file (`run.h5`) and `arrays/**/*.npy`.
+    ///
+    /// Returns once the mount is ready; a background process serves it until `smdfs umount
+    /// MOUNTPOINT` (or SIGTERM to it). Only the mounting user can read it unless
+    /// --allow-other. Exits 1 when RUN is not a run or MOUNTPOINT is missing, not an empty
+    /// directory, or already a mount point.
+    Mount {
+        /// Run directory.
+        run: PathBuf,
+        /// Empty directory to mount on.
+        mountpoint: PathBuf,
+        /// Stay attached and serve until unmounted (Ctrl-C unmounts).
+        #[arg(long, short = 'f')]
+        foreground: bool,
+        /// Let other users read the mount (needs root or `user_allow_other` in /etc/fuse.conf).
+        #[arg(long)]
+        allow_other: bool,
+        /// Name of the HDF5 file in the mount.
+        #[arg(long, default_value = "run.h5")]
+        name: String,
+        /// FUSE worker threads.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
+    /// Unmount a mount made by `smdfs mount`; fails while a process still uses it.
+    Umount {
+        /// Mount point.
+        mountpoint: PathBuf,
+        /// Detach now even if busy; open files keep working until closed.
+        #[arg(long)]
+        lazy: bool,
     },
 }
 
@@ -73,6 +118,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Verify { run, json } => verify(&run, json),
         Cmd::Info { run, json } => {
             let r = smdfs::Run::open(&run).with_context(|| format!("opening {}", run.display()))?;
             let info = r.info();
@@ -85,6 +131,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Mount { run, mountpoint, foreground, allow_other, name, threads } => {
+            let mount = smdfs_fuse::mount::MountOptions { allow_other, threads, ..Default::default() };
+            let view = smdfs_fuse::ViewOptions { h5_name: name };
+            daemon::mount(daemon::MountArgs { run, mountpoint, foreground, view, mount })
+        }
+        Cmd::Umount { mountpoint, lazy } => daemon::umount(&mountpoint, lazy),
     }
 }
 
@@ -125,4 +177,57 @@ fn print_info(out: &mut impl Write, info: &smdfs::info::RunInfo) -> std::io::Res
         }
     }
     Ok(())
+}
+
+fn verify(run: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
+    use std::io::IsTerminal;
+    let bar = (!json && std::io::stderr().is_terminal()).then(|| {
+        let b = indicatif::ProgressBar::new(0);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("verifying {bar:40} {bytes}/{total_bytes} ({eta})")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b
+    });
+    let report = smdfs::verify::verify(run, &mut |done, total| {
+        if let Some(b) = &bar {
+            b.set_length(total);
+            b.set_position(done);
+        }
+    })
+    .with_context(|| format!("verifying {}", run.display()))?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let mut out = std::io::stdout().lock();
+    if json {
+        let mut v = serde_json::to_value(&report)?;
+        v["sound"] = report.is_sound().into();
+        v["torn_bytes"] = report.torn_bytes().into();
+        serde_json::to_writer_pretty(&mut out, &v)?;
+        writeln!(out)?;
+    } else {
+        let state = report.state.map_or("unreadable".to_string(), |s| s.to_string());
+        writeln!(out, "run      {}", report.dir.display())?;
+        writeln!(out, "state    {state}")?;
+        writeln!(out, "events   {}", report.events)?;
+        for s in &report.shards {
+            let torn = match (&s.torn_reason, s.torn_bytes) {
+                (_, 0) => String::new(),
+                (Some(r), n) => format!("  torn {n} bytes ignored ({r})"),
+                (None, n) => format!("  torn {n} bytes ignored"),
+            };
+            let closed = if s.closed { "closed" } else { "open" };
+            writeln!(
+                out,
+                "shard {:>5}  events {:>10}  commits {:>7}  checked {:>12} bytes  {closed}{torn}",
+                s.shard, s.events, s.commits, s.bytes_checked
+            )?;
+        }
+        for p in &report.problems {
+            writeln!(out, "DAMAGE {} at byte {}: {}", p.file.display(), p.offset, p.what)?;
+        }
+        writeln!(out, "{}", if report.is_sound() { "sound" } else { "damaged" })?;
+    }
+    Ok(if report.is_sound() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -105,7 +105,7 @@ impl GroupIndex {
         }
         let k = self.run_of(i)?;
         let l = unpack(w[3 * k + 1]);
-        Some(Loc { shard: l.shard, row: l.row + (i - w[3 * k]) })
+        Some(Loc { shard: l.shard, row: l.row.saturating_add(i.saturating_sub(w[3 * k])) })
     }
 
     fn run_of(&self, i: u64) -> Option<usize> {
@@ -137,8 +137,12 @@ impl GroupIndex {
             let mut i = start;
             while i < end && 3 * k + 2 < w.len() {
                 let (gs, l, len) = (w[3 * k], unpack(w[3 * k + 1]), w[3 * k + 2]);
-                let off = i - gs;
-                let n = (len - off).min(end - i);
+                // Saturating: a damaged runs file must end the walk, not wrap or spin.
+                let off = i.saturating_sub(gs);
+                let n = len.saturating_sub(off).min(end - i);
+                if n == 0 {
+                    break;
+                }
                 f(Loc { shard: l.shard, row: l.row + off }, n);
                 i += n;
                 k += 1;
@@ -334,7 +338,7 @@ pub fn ragged_offsets(shards: &[Shard], index: &GroupIndex, group: &str, field: 
     let mut acc = 0u64;
     out.push(0);
     index.for_each_segment(0, index.len(), |loc, n| {
-        let l = lens[loc.shard];
+        let l = lens.get(loc.shard).copied().unwrap_or(&[]);
         for r in loc.row..loc.row + n {
             acc += l.get(r as usize).copied().unwrap_or(0);
             out.push(acc);

@@ -244,7 +244,13 @@ impl Run {
     /// The event id at a location of a group.
     pub fn id_at(&self, group: usize, loc: Loc) -> u64 {
         let g = &self.groups[group];
-        g.ts[loc.shard].map_or(0, |c| self.shards[loc.shard].u64s(c).get(loc.row as usize).copied().unwrap_or(0))
+        self.column_of(&g.ts, loc.shard).and_then(|(s, c)| s.u64s(c).get(loc.row as usize).copied()).unwrap_or(0)
+    }
+
+    /// The shard and column id of `columns[shard]`, if both exist. Index entries come from
+    /// files, so a damaged index may name a shard that does not exist: never index blindly.
+    fn column_of<'a>(&'a self, columns: &[Option<u32>], shard: usize) -> Option<(&'a Shard, u32)> {
+        Some((self.shards.get(shard)?, columns.get(shard).copied().flatten()?))
     }
 
     /// The event id of a group's global row.
@@ -262,7 +268,7 @@ impl Run {
         check_range(start, out.len() as u64, g.index.len())?;
         let mut pos = 0usize;
         g.index.for_each_segment(start, start + out.len() as u64, |loc, n| {
-            let ids = g.ts[loc.shard].map_or(&[][..], |c| self.shards[loc.shard].u64s(c));
+            let ids = self.column_of(&g.ts, loc.shard).map_or(&[][..], |(s, c)| s.u64s(c));
             let n = n as usize;
             match ids.get(loc.row as usize..loc.row as usize + n) {
                 Some(s) => out[pos..pos + n].copy_from_slice(s),
@@ -296,7 +302,7 @@ impl Run {
             let len = k as usize * row_bytes;
             let dst = &mut out[pos..pos + len];
             let from = loc.row as usize * row_bytes;
-            let src = columns.get(loc.shard).copied().flatten().map(|c| self.shards[loc.shard].bytes(c));
+            let src = self.column_of(columns, loc.shard).map(|(s, c)| s.bytes(c));
             match src.and_then(|s| s.get(from..from + len)) {
                 Some(s) => dst.copy_from_slice(s),
                 None => dst.chunks_exact_mut(row_bytes).for_each(|r| r.copy_from_slice(fill)),
@@ -351,6 +357,13 @@ impl Run {
         }
         Ok(ShardwiseIter { order, next_shard: 0, rows: Vec::new(), pos: 0, rng })
     }
+}
+
+fn bad_loc(loc: Loc) -> Error {
+    Error::Usage(format!(
+        "the index names shard {} row {}, which does not exist (run `smdfs verify`)",
+        loc.shard, loc.row
+    ))
 }
 
 fn check_range(start: u64, n: u64, len: u64) -> Result<()> {
@@ -470,8 +483,9 @@ impl<'r> FieldReader<'r> {
         if !self.f.spec.kind.is_ragged() {
             return Err(Error::Usage(format!("field {:?} is not ragged", self.f.spec.path)));
         }
-        let c = self.f.columns[loc.shard];
-        let shard = &self.run.shards[loc.shard];
+        let (Some(&c), Some(shard)) = (self.f.columns.get(loc.shard), self.run.shards.get(loc.shard)) else {
+            return Err(bad_loc(loc));
+        };
         let (Some(d), Some(l), Some(o)) = (c.data, c.len, c.offs) else { return Ok(&[]) };
         let r = loc.row as usize;
         let (Some(&len), Some(&off)) = (shard.u64s(l).get(r), shard.u64s(o).get(r)) else { return Ok(&[]) };
@@ -488,7 +502,8 @@ impl<'r> FieldReader<'r> {
     pub fn read_at(&self, loc: Loc, out: &mut [u8]) -> Result<()> {
         self.fixed()?;
         let rb = self.row_bytes();
-        let src = self.f.columns[loc.shard].data.map(|c| self.run.shards[loc.shard].bytes(c));
+        let cols: Vec<Option<u32>> = self.f.columns.iter().map(|c| c.data).collect();
+        let src = self.run.column_of(&cols, loc.shard).map(|(s, c)| s.bytes(c));
         match src.and_then(|s| s.get(loc.row as usize * rb..(loc.row as usize + 1) * rb)) {
             Some(s) => out.copy_from_slice(s),
             None => out.copy_from_slice(&self.f.spec.fill.repeat(self.f.spec.elements_per_row())),
@@ -529,7 +544,7 @@ impl<'r> FieldReader<'r> {
             return Ok(Some(&[]));
         }
         let [(loc, n)] = segs[..] else { return Ok(None) };
-        let Some(d) = self.f.columns[loc.shard].data else { return Ok(None) };
+        let Some(d) = self.f.columns.get(loc.shard).and_then(|c| c.data) else { return Ok(None) };
         let rb = self.row_bytes();
         let bytes = self.run.shards[loc.shard].bytes(d).get(loc.row as usize * rb..(loc.row + n) as usize * rb);
         Ok(bytes.and_then(|b| bytemuck::try_cast_slice(b).ok()))

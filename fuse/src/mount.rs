@@ -1,1 +1,411 @@
-//! The fuser adapter (being written).
+//! The thin `fuser` adapter: mounts a [`View`] read-only and answers kernel requests with it.
+//!
+//! Every op has one shape — ask the view, convert its `Attr`/`DirEntry`, reply, or reply
+//! `to_errno()` — and every write-ish op replies EROFS. No fuser type reaches the view. The
+//! view is an immutable snapshot, so files open with `FOPEN_KEEP_CACHE` (repeat reads come
+//! from the kernel page cache) and directories with `FOPEN_CACHE_DIR`. [`mount`] returns once
+//! the mount answers, with large reads set up (`max_read` and the bdi read-ahead at 1 MiB);
+//! the mount point's checks and [`unmount`] live in the `point` submodule.
+
+use std::cell::RefCell;
+use std::ffi::OsStr;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fuser::{
+    Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, INodeNo, KernelConfig, LockOwner,
+    MountOption, OpenAccMode, OpenFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
+    ReplyOpen, ReplyStatfs, ReplyWrite, Request, SessionACL,
+};
+
+use crate::error::ViewError;
+use crate::view::{Attr, FileKind, Ino, View, ROOT_INO};
+
+mod point;
+
+use point::check_mountpoint;
+pub use point::{detach, unmount};
+
+/// Largest read request and read-ahead we ask for (DESIGN "Platform facts": 1 MiB requests).
+const MAX_READ: u32 = 1 << 20;
+/// Block size reported by `stat`, so `cp` and friends copy in 1 MiB chunks.
+const BLKSIZE: u32 = 1 << 20;
+
+/// How to mount a view.
+#[derive(Clone, Debug)]
+pub struct MountOptions {
+    /// Let other users read the mount (`allow_other`; needs root or `user_allow_other`).
+    pub allow_other: bool,
+    /// FUSE worker threads serving requests.
+    pub threads: usize,
+    /// How long the kernel may cache attributes and names (the view is immutable).
+    pub ttl: Duration,
+}
+
+impl Default for MountOptions {
+    fn default() -> Self {
+        MountOptions { allow_other: false, threads: 2, ttl: Duration::from_secs(10) }
+    }
+}
+
+/// The `fuser::Filesystem` over a view.
+struct Fs {
+    view: Arc<View>,
+    ttl: Duration,
+    uid: u32,
+    gid: u32,
+}
+
+fn errno(e: &ViewError) -> Errno {
+    Errno::from_i32(e.to_errno())
+}
+
+fn kind(k: FileKind) -> FileType {
+    match k {
+        FileKind::Dir => FileType::Directory,
+        FileKind::File => FileType::RegularFile,
+    }
+}
+
+impl Fs {
+    fn file_attr(&self, a: &Attr) -> FileAttr {
+        FileAttr {
+            ino: INodeNo(a.ino),
+            size: a.size,
+            blocks: a.size.div_ceil(512),
+            atime: a.mtime,
+            mtime: a.mtime,
+            ctime: a.mtime,
+            crtime: a.mtime,
+            kind: kind(a.kind),
+            perm: match a.kind {
+                FileKind::Dir => 0o555,
+                FileKind::File => 0o444,
+            },
+            nlink: a.nlink,
+            uid: self.uid,
+            gid: self.gid,
+            rdev: 0,
+            blksize: BLKSIZE,
+            flags: 0,
+        }
+    }
+}
+
+/// Where `readdir` puts entries: fuser's reply, or a test's bounded list.
+trait DirReplier {
+    /// Adds one entry; `next` is the offset that resumes after it. True when full.
+    fn add(&mut self, ino: Ino, next: u64, kind: FileKind, name: &str) -> bool;
+}
+
+impl DirReplier for ReplyDirectory {
+    fn add(&mut self, ino: Ino, next: u64, k: FileKind, name: &str) -> bool {
+        ReplyDirectory::add(self, INodeNo(ino), next, kind(k), name)
+    }
+}
+
+/// Lists `.`, `..` and `entries` from position `offset` (0 = start) until `r` is full. Entry
+/// `k` of that sequence carries offset `k + 1`, which is where the next call resumes.
+fn fill_dir(dir: Ino, entries: &[crate::DirEntry], offset: u64, r: &mut impl DirReplier) {
+    // The view does not track parents; the kernel ignores `..`'s inode anyway.
+    let dots = [(dir, ".".to_string()), (ROOT_INO, "..".to_string())];
+    let all = dots
+        .iter()
+        .map(|(i, n)| (*i, FileKind::Dir, n.as_str()))
+        .chain(entries.iter().map(|e| (e.ino, e.kind, e.name.as_str())));
+    for (k, (ino, kind, name)) in all.enumerate().skip(offset as usize) {
+        if r.add(ino, k as u64 + 1, kind, name) {
+            break;
+        }
+    }
+}
+
+thread_local! {
+    /// Each FUSE thread's read buffer, reused: first touch of fresh memory is slow here.
+    static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Replies EROFS to a write-ish op: the view is read-only.
+macro_rules! read_only {
+    ($reply:ident) => {
+        $reply.error(errno(&ViewError::ReadOnly))
+    };
+}
+
+impl Filesystem for Fs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // The kernel caps read-ahead at what it offered (128 KiB here); take the most it allows.
+        if let Err(max) = config.set_max_readahead(MAX_READ) {
+            let _ = config.set_max_readahead(max);
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let Some(name) = name.to_str() else { return reply.error(Errno::ENOENT) };
+        match self.view.lookup(parent.0, name) {
+            Ok(a) => reply.entry(&self.ttl, &self.file_attr(&a), fuser::Generation(0)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.view.attr(ino.0) {
+            Ok(a) => reply.attr(&self.ttl, &self.file_attr(&a)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if flags.acc_mode() != OpenAccMode::O_RDONLY {
+            return read_only!(reply);
+        }
+        match self.view.attr(ino.0) {
+            Ok(Attr { kind: FileKind::File, .. }) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
+            Ok(_) => reply.error(errno(&ViewError::IsADirectory(ino.0))),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        READ_BUF.with_borrow_mut(|buf| {
+            if buf.len() < size as usize {
+                buf.resize(size as usize, 0);
+            }
+            match self.view.read_into(ino.0, offset, &mut buf[..size as usize]) {
+                Ok(n) => reply.data(&buf[..n]),
+                Err(e) => reply.error(errno(&e)),
+            }
+        })
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.view.attr(ino.0) {
+            Ok(Attr { kind: FileKind::Dir, .. }) => reply.opened(FileHandle(0), FopenFlags::FOPEN_CACHE_DIR),
+            Ok(_) => reply.error(errno(&ViewError::NotADirectory(ino.0))),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        match self.view.readdir(ino.0) {
+            Ok(entries) => {
+                fill_dir(ino.0, &entries, offset, &mut reply);
+                reply.ok()
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        reply.statfs(0, 0, 0, 0, 0, BLKSIZE, 255, BLKSIZE)
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        _size: Option<u64>,
+        _atime: Option<fuser::TimeOrNow>,
+        _mtime: Option<fuser::TimeOrNow>,
+        _ctime: Option<std::time::SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<std::time::SystemTime>,
+        _chgtime: Option<std::time::SystemTime>,
+        _bkuptime: Option<std::time::SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        read_only!(reply)
+    }
+
+    fn mknod(&self, _: &Request, _: INodeNo, _: &OsStr, _: u32, _: u32, _: u32, reply: ReplyEntry) {
+        read_only!(reply)
+    }
+
+    fn mkdir(&self, _: &Request, _: INodeNo, _: &OsStr, _: u32, _: u32, reply: ReplyEntry) {
+        read_only!(reply)
+    }
+
+    fn unlink(&self, _: &Request, _: INodeNo, _: &OsStr, reply: ReplyEmpty) {
+        read_only!(reply)
+    }
+
+    fn rmdir(&self, _: &Request, _: INodeNo, _: &OsStr, reply: ReplyEmpty) {
+        read_only!(reply)
+    }
+
+    fn symlink(&self, _: &Request, _: INodeNo, _: &OsStr, _: &Path, reply: ReplyEntry) {
+        read_only!(reply)
+    }
+
+    fn rename(
+        &self,
+        _: &Request,
+        _: INodeNo,
+        _: &OsStr,
+        _: INodeNo,
+        _: &OsStr,
+        _: fuser::RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        read_only!(reply)
+    }
+
+    fn link(&self, _: &Request, _: INodeNo, _: INodeNo, _: &OsStr, reply: ReplyEntry) {
+        read_only!(reply)
+    }
+
+    fn write(
+        &self,
+        _: &Request,
+        _: INodeNo,
+        _: FileHandle,
+        _: u64,
+        _: &[u8],
+        _: fuser::WriteFlags,
+        _: OpenFlags,
+        _: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        read_only!(reply)
+    }
+
+    fn create(&self, _: &Request, _: INodeNo, _: &OsStr, _: u32, _: u32, _: i32, reply: ReplyCreate) {
+        read_only!(reply)
+    }
+
+    fn setxattr(&self, _: &Request, _: INodeNo, _: &OsStr, _: &[u8], _: i32, _: u32, reply: ReplyEmpty) {
+        read_only!(reply)
+    }
+
+    fn removexattr(&self, _: &Request, _: INodeNo, _: &OsStr, reply: ReplyEmpty) {
+        read_only!(reply)
+    }
+
+    fn fallocate(&self, _: &Request, _: INodeNo, _: FileHandle, _: u64, _: u64, _: i32, reply: ReplyEmpty) {
+        read_only!(reply)
+    }
+}
+
+/// A live mount served by background threads. Dropping it unmounts (when nothing uses it).
+pub struct Mounted {
+    session: fuser::BackgroundSession,
+    mountpoint: PathBuf,
+}
+
+impl Mounted {
+    /// The mount point (absolute).
+    pub fn mountpoint(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    /// Blocks until the file system is unmounted (by [`unmount`], `umount` or `fusermount3 -u`).
+    pub fn join(self) -> Result<(), ViewError> {
+        let what = format!("serving {}", self.mountpoint.display());
+        self.session.join().map_err(|source| ViewError::Io { what, source })
+    }
+
+    /// Unmounts (fails with EBUSY while a process uses the mount) and waits for the threads.
+    pub fn unmount(self) -> Result<(), ViewError> {
+        let what = format!("unmounting {}", self.mountpoint.display());
+        self.session.umount_and_join().map_err(|source| ViewError::Io { what, source })
+    }
+}
+
+/// Mounts `view` at `mountpoint` and returns once the mount answers requests.
+pub fn mount(view: View, mountpoint: &Path, opts: &MountOptions) -> Result<Mounted, ViewError> {
+    let mountpoint = check_mountpoint(mountpoint)?;
+    // SAFETY: getuid/getgid cannot fail.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let fs = Fs { view: Arc::new(view), ttl: opts.ttl, uid, gid };
+    let mut config = Config::default();
+    config.mount_options = vec![
+        MountOption::RO,
+        MountOption::FSName("smdfs".into()),
+        MountOption::CUSTOM("subtype=smdfs".into()),
+        MountOption::DefaultPermissions,
+        MountOption::NoAtime,
+        MountOption::CUSTOM(format!("max_read={MAX_READ}")),
+    ];
+    config.acl = if opts.allow_other { SessionACL::All } else { SessionACL::Owner };
+    config.n_threads = Some(opts.threads.max(1));
+    config.clone_fd = true;
+    let failed =
+        |source: std::io::Error| ViewError::Mount(format!("cannot mount at {}: {source}", mountpoint.display()));
+    let session = fuser::Session::new(fs, &mountpoint, &config).map_err(failed)?.spawn().map_err(failed)?;
+    let mounted = Mounted { session, mountpoint };
+    // The stat goes through the running session: once it answers, the mount is visible.
+    let md = std::fs::metadata(&mounted.mountpoint)
+        .map_err(|source| ViewError::Io { what: format!("stat {}", mounted.mountpoint.display()), source })?;
+    raise_read_ahead(md.dev());
+    Ok(mounted)
+}
+
+/// Mounts `view` at `mountpoint` and serves it until it is unmounted.
+pub fn mount_foreground(view: View, mountpoint: &Path, opts: &MountOptions) -> Result<(), ViewError> {
+    mount(view, mountpoint, opts)?.join()
+}
+
+/// Best effort: the kernel's FUSE read-ahead is capped at 128 KiB unless the mount's bdi says
+/// more (DESIGN "Platform facts"); 1 MiB read-ahead turns sequential reads into 1 MiB requests.
+fn raise_read_ahead(dev: u64) {
+    let path = format!("/sys/class/bdi/{}:{}/read_ahead_kb", libc::major(dev), libc::minor(dev));
+    let _ = std::fs::write(path, format!("{}", MAX_READ / 1024));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::DirEntry;
+
+    /// Takes at most `room` entries per call, like a kernel buffer that fills up.
+    struct Bounded {
+        room: usize,
+        got: Vec<(u64, String)>,
+    }
+
+    impl DirReplier for Bounded {
+        fn add(&mut self, _ino: Ino, next: u64, _kind: FileKind, name: &str) -> bool {
+            if self.got.len() == self.room {
+                return true;
+            }
+            self.got.push((next, name.to_string()));
+            false
+        }
+    }
+
+    #[test]
+    fn readdir_resumes_at_the_offset_of_the_last_entry_it_returned() {
+        let entries: Vec<DirEntry> =
+            (0..7).map(|i| DirEntry { ino: 10 + i, kind: FileKind::File, name: format!("f{i}") }).collect();
+        for room in 1..=10 {
+            let (mut offset, mut names) = (0, Vec::new());
+            loop {
+                let mut r = Bounded { room, got: Vec::new() };
+                fill_dir(5, &entries, offset, &mut r);
+                let Some(&(last, _)) = r.got.last() else { break };
+                offset = last;
+                names.extend(r.got.into_iter().map(|(_, n)| n));
+            }
+            let want: Vec<String> =
+                [".", ".."].iter().map(|s| s.to_string()).chain(entries.iter().map(|e| e.name.clone())).collect();
+            assert_eq!(names, want, "room {room}");
+        }
+    }
+}

@@ -1,5 +1,6 @@
 //! Integration tests across the smdfs crates, one module per area, all on real files.
 
+mod mount;
 mod reader;
 mod verify;
 mod writer;

@@ -1,0 +1,211 @@
+//! `smdfs mount` / `smdfs umount` end to end through the binary: the daemon returns once the
+//! mount answers and exits after `umount`; `--foreground` serves until SIGTERM and unmounts;
+//! failures exit 1 with the reason, usage errors 2. Skipped only where `/dev/fuse` is absent.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+fn smdfs(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_smdfs")).args(args).output().expect("run smdfs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn fuse_available() -> bool {
+    let ok = Path::new("/dev/fuse").exists();
+    if !ok {
+        eprintln!("skipping: /dev/fuse is absent, so nothing can be mounted here");
+    }
+    ok
+}
+
+/// Whether something is mounted at `path` (absolute, without escapes).
+fn mounted(path: &Path) -> bool {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    info.lines().any(|l| l.split(' ').nth(4) == Some(path.to_str().unwrap()))
+}
+
+/// The pid of the `smdfs mount … <mnt>` process serving `mnt`, if one is alive.
+fn server_pid(mnt: &Path) -> Option<i32> {
+    let want = mnt.to_str().unwrap().as_bytes();
+    std::fs::read_dir("/proc").unwrap().flatten().find_map(|p| {
+        let pid: i32 = p.file_name().to_str()?.parse().ok()?;
+        let cmd = std::fs::read(p.path().join("cmdline")).ok()?;
+        let args: Vec<&[u8]> = cmd.split(|&b| b == 0).collect();
+        let ours = args.first()?.ends_with(b"smdfs") && args.contains(&&b"mount"[..]) && args.contains(&want);
+        ours.then_some(pid)
+    })
+}
+
+fn server_alive(mnt: &Path) -> bool {
+    server_pid(mnt).is_some()
+}
+
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !cond() {
+        assert!(t.elapsed() < Duration::from_secs(30), "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Unmounts (lazily) on drop if a test left its mount behind.
+struct Cleanup(PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if mounted(&self.0) {
+            let _ = smdfs(&["umount", "--lazy", self.0.to_str().unwrap()]);
+        }
+    }
+}
+
+/// A temporary directory with a demo run `run/` (written by the binary) and an empty `mnt/`.
+fn setup(events: &str) -> (tempfile::TempDir, String, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let dir_path = dir.path().canonicalize().unwrap();
+    let run = dir_path.join("run");
+    let d = smdfs(&["demo", run.to_str().unwrap(), "--events", events, "--servers", "2", "--clients", "3"]);
+    assert!(d.status.success(), "{}", stderr(&d));
+    let mnt = dir_path.join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    (dir, run.to_str().unwrap().to_string(), mnt)
+}
+
+#[test]
+fn mount_returns_once_the_mount_is_ready_and_umount_ends_the_daemon() {
+    if !fuse_available() {
+        return;
+    }
+    let (_dir, run, mnt) = setup("1000");
+    let _c = Cleanup(mnt.clone());
+    let m = mnt.to_str().unwrap();
+    let o = smdfs(&["mount", &run, m]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Ready means usable right away, with no polling.
+    assert!(mounted(&mnt));
+    let h5ls = Command::new("h5ls").arg("-r").arg(mnt.join("run.h5")).output().unwrap();
+    assert!(h5ls.status.success() && String::from_utf8_lossy(&h5ls.stdout).contains("/det/image"));
+    let energy = std::fs::read(mnt.join("arrays/energy.npy")).unwrap();
+    assert_eq!(energy.len(), 128 + 8 * 1000);
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let line = info.lines().find(|l| l.split(' ').nth(4) == Some(m)).unwrap();
+    assert!(line.contains(" - fuse.smdfs smdfs ro,") && line.contains("max_read=1048576"), "{line}");
+
+    let again = smdfs(&["mount", &run, m]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(stderr(&again).contains("is busy"), "{}", stderr(&again));
+
+    let u = smdfs(&["umount", m]);
+    assert!(u.status.success(), "{}", stderr(&u));
+    assert!(!mounted(&mnt));
+    wait_for("the mount daemon to exit", || !server_alive(&mnt));
+    let u = smdfs(&["umount", m]);
+    assert_eq!(u.status.code(), Some(1));
+    assert!(stderr(&u).contains("is not mounted"), "{}", stderr(&u));
+}
+
+#[test]
+fn mount_failures_exit_1_with_the_reason_and_usage_errors_exit_2() {
+    if !fuse_available() {
+        return;
+    }
+    let (dir, run, mnt) = setup("10");
+    let _c = Cleanup(mnt.clone());
+    let m = mnt.to_str().unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let cases = [
+        (smdfs(&["mount", empty.to_str().unwrap(), m]), "is not an smdfs run"),
+        (smdfs(&["mount", &run, dir.path().join("nowhere").to_str().unwrap()]), "does not exist"),
+        (smdfs(&["mount", &run, &run]), "is not empty"),
+        (smdfs(&["mount", &run, &format!("{run}/manifest.json")]), "is not a directory"),
+        (smdfs(&["umount", m]), "is not mounted"),
+    ];
+    for (o, why) in cases {
+        assert_eq!(o.status.code(), Some(1), "{why}: {}", stderr(&o));
+        assert!(stderr(&o).contains(why), "want {why:?} in {}", stderr(&o));
+    }
+    assert!(!mounted(&mnt));
+    assert_eq!(smdfs(&["mount", &run]).status.code(), Some(2));
+    assert_eq!(smdfs(&["umount"]).status.code(), Some(2));
+}
+
+#[test]
+fn foreground_mount_serves_until_sigterm_then_unmounts() {
+    if !fuse_available() {
+        return;
+    }
+    let (_dir, run, mnt) = setup("100");
+    let _c = Cleanup(mnt.clone());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_smdfs"))
+        .args(["mount", "--foreground", "--name", "data.h5", &run, mnt.to_str().unwrap()])
+        .spawn()
+        .unwrap();
+    wait_for("the foreground mount", || mounted(&mnt));
+    assert!(std::fs::metadata(mnt.join("data.h5")).unwrap().len() > 0);
+    assert!(!mnt.join("run.h5").exists());
+    assert_eq!(child.try_wait().unwrap(), None, "a foreground mount stays attached");
+    // SAFETY: sending a signal to our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(!mounted(&mnt));
+}
+
+#[test]
+fn umount_of_a_busy_mount_fails_and_lazy_umount_keeps_open_files_readable() {
+    if !fuse_available() {
+        return;
+    }
+    let (_dir, run, mnt) = setup("1000");
+    let _c = Cleanup(mnt.clone());
+    let m = mnt.to_str().unwrap();
+    assert!(smdfs(&["mount", &run, m]).status.success());
+    let path = mnt.join("arrays/timestamp.npy");
+    let whole = std::fs::read(&path).unwrap();
+    let open = std::fs::File::open(&path).unwrap();
+    let u = smdfs(&["umount", m]);
+    assert_eq!(u.status.code(), Some(1));
+    assert!(stderr(&u).contains("busy"), "{}", stderr(&u));
+    assert!(mounted(&mnt));
+    let u = smdfs(&["umount", "--lazy", m]);
+    assert!(u.status.success(), "{}", stderr(&u));
+    assert!(!mounted(&mnt));
+    use std::os::unix::fs::FileExt;
+    let mut again = vec![0u8; whole.len()];
+    open.read_exact_at(&mut again, 0).unwrap();
+    assert!(again == whole);
+    drop(open);
+    wait_for("the mount daemon to exit", || !server_alive(&mnt));
+}
+
+#[test]
+fn a_killed_server_leaves_a_dead_mount_that_mount_reports_and_umount_removes() {
+    if !fuse_available() {
+        return;
+    }
+    let (_dir, run, mnt) = setup("100");
+    let _c = Cleanup(mnt.clone());
+    let m = mnt.to_str().unwrap();
+    assert!(smdfs(&["mount", &run, m]).status.success());
+    let pid = server_pid(&mnt).expect("the mount daemon is running");
+    // SAFETY: signalling the daemon this test started, by its pid.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    wait_for("the killed daemon to go", || !server_alive(&mnt));
+    let e = std::fs::read_dir(&mnt).unwrap_err();
+    assert!(matches!(e.raw_os_error(), Some(libc::ENOTCONN | libc::ECONNABORTED)), "{e}");
+    let again = smdfs(&["mount", &run, m]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(stderr(&again).contains("dead FUSE mount"), "{}", stderr(&again));
+    let u = smdfs(&["umount", m]);
+    assert!(u.status.success(), "{}", stderr(&u));
+    assert!(!mounted(&mnt));
+    let o = smdfs(&["mount", &run, m]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(smdfs(&["umount", m]).status.success());
+    wait_for("the second daemon to exit", || !server_alive(&mnt));
+}
