@@ -1,12 +1,21 @@
 #!/usr/bin/env bash
 # The main job: install what smdfs needs, build it, write the demo run (1,000,000 events,
-# 2 server threads, 4 client threads) and show what `smdfs info` says of it.
-# Usage: scripts/main.sh [OUT_DIR]   (default: ./out)
+# 2 server threads, 4 client threads), show what `smdfs info` says of it, then mount it and
+# show `h5ls -r` of the mounted run.h5 (unmounted at the end).
+# Usage: scripts/main.sh [OUT_DIR [MOUNTPOINT]]   (defaults: ./out, ./view)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 OUT=${1:-out}
+MNT=${2:-view}
 cargo build --release -p smdfs-cli
 SMDFS=target/release/smdfs
 "$SMDFS" demo "$OUT" --events 1000000 --servers 2 --clients 4 --force
 "$SMDFS" info "$OUT"
+mkdir -p "$MNT"
+"$SMDFS" mount "$OUT" "$MNT"
+trap '"$SMDFS" umount "$MNT"' EXIT
+echo "--- h5ls -r $MNT/run.h5"
+h5ls -r "$MNT/run.h5"
+echo "--- ls -R $MNT/arrays"
+ls -lR "$MNT/arrays"

@@ -122,12 +122,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Info { run, json } => {
             let r = smdfs::Run::open(&run).with_context(|| format!("opening {}", run.display()))?;
             let info = r.info();
+            // The files `smdfs mount` would show, with their sizes.
+            let view = smdfs_fuse::View::from_run(r, &smdfs_fuse::ViewOptions::default())
+                .with_context(|| format!("building the view of {}", run.display()))?;
+            let files = view.files();
             let mut out = std::io::stdout().lock();
             if json {
-                serde_json::to_writer_pretty(&mut out, &info)?;
+                let mut v = serde_json::to_value(&info)?;
+                v["view_files"] =
+                    files.iter().map(|(p, s)| serde_json::json!({ "path": p, "size": s })).collect::<Vec<_>>().into();
+                serde_json::to_writer_pretty(&mut out, &v)?;
                 writeln!(out)?;
             } else {
                 print_info(&mut out, &info)?;
+                writeln!(out, "view files (smdfs mount)")?;
+                for (p, size) in &files {
+                    writeln!(out, "  {p:<40} {size:>14}")?;
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -41,6 +41,13 @@ fn demo_of_a_million_events_reports_them_with_their_dtypes_and_shapes() {
     let s = |n: &str| summary.iter().find(|s| s["name"] == n).unwrap()["value"].as_f64().unwrap();
     assert_eq!(s("n_events"), 1_000_000.0);
     assert_eq!(s("max_energy"), 499_999.5);
+    let files = v["view_files"].as_array().unwrap();
+    let size = |p: &str| {
+        files.iter().find(|f| f["path"] == p).unwrap_or_else(|| panic!("no view file {p}"))["size"].as_u64().unwrap()
+    };
+    assert!(size("run.h5") > 1_000_000 * 100);
+    assert_eq!(size("arrays/energy.npy"), 128 + 8_000_000);
+    assert_eq!(size("arrays/det/image.npy"), 128 + 64_000_000);
     // Human-readable form too.
     let h = smdfs(&["info", o]);
     let text = String::from_utf8_lossy(&h.stdout);
