@@ -1,5 +1,6 @@
 //! Integration tests across the smdfs crates, one module per area, all on real files.
 
+mod full_disk;
 mod mount;
 mod reader;
 mod verify;

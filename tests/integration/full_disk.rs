@@ -1,0 +1,79 @@
+//! A full disk: a run written into a small real tmpfs until it fills. The writer must fail
+//! with an error naming the shard and the file, and everything committed before must stay
+//! readable, value by value.
+
+use std::path::Path;
+use std::process::Command;
+
+use smdfs::{Error, Run, RunState, SmallData, Value};
+
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
+        let ok = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(at).status();
+        match ok {
+            Ok(s) if s.success() => Some(Tmpfs(at.into())),
+            _ => None,
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_is_a_clear_error_and_the_committed_prefix_stays_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(_fs) = Tmpfs::mount(dir.path(), "4m") else {
+        println!("SKIP: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let run = dir.path().join("run");
+    let smd = SmallData::builder(&run).servers(2).batch_events(4).build().unwrap();
+    let mut c = smd.client();
+    let img = vec![7u16; 8 * 1024]; // 16 KiB per event
+    let mut err = None;
+    let mut sent = 0u64;
+    for i in 0..10_000u64 {
+        let r = c.event(i, [("x", Value::from(i)), ("img", Value::array(&img, &[8, 1024]))]);
+        if let Err(e) = r {
+            err = Some(e);
+            break;
+        }
+        sent += 1;
+    }
+    let e = match err {
+        Some(e) => {
+            drop(c);
+            drop(smd);
+            e
+        }
+        None => {
+            drop(c);
+            smd.done().expect_err("10,000 events of 16 KiB cannot fit in 4 MiB")
+        }
+    };
+    let msg = e.to_string();
+    assert!(matches!(e, Error::ServerFailed { .. }), "{msg}");
+    assert!(msg.contains("shard") && msg.contains("No space left"), "{msg}");
+    assert!(msg.contains("shard-0000") && (msg.contains(".col") || msg.contains("log")), "names the file: {msg}");
+    println!("after {sent} events: {msg}");
+
+    let r = Run::open(&run).unwrap();
+    assert_eq!(r.state(), RunState::Crashed);
+    assert!(r.len() > 0 && r.len() <= sent, "{} rows of {sent} sent", r.len());
+    let x = r.field("x").unwrap().read_all::<u64>().unwrap();
+    let im = r.field("img").unwrap().read_all::<u16>().unwrap();
+    let mut ids = vec![0u64; r.len() as usize];
+    r.read_ids("", 0, &mut ids).unwrap();
+    for (k, &id) in ids.iter().enumerate() {
+        assert_eq!(x[k], id, "row {k}");
+        assert!(im[k * 8192..(k + 1) * 8192].iter().all(|&v| v == 7));
+    }
+    let v = smdfs::verify::verify(&run, &mut |_, _| {}).unwrap();
+    assert!(v.is_sound(), "{:?}", v.problems);
+}
