@@ -65,7 +65,7 @@ fn a_full_disk_is_a_clear_error_and_the_committed_prefix_stays_readable() {
 
     let r = Run::open(&run).unwrap();
     assert_eq!(r.state(), RunState::Crashed);
-    assert!(r.len() > 0 && r.len() <= sent, "{} rows of {sent} sent", r.len());
+    assert!(!r.is_empty() && r.len() <= sent, "{} rows of {sent} sent", r.len());
     let x = r.field("x").unwrap().read_all::<u64>().unwrap();
     let im = r.field("img").unwrap().read_all::<u16>().unwrap();
     let mut ids = vec![0u64; r.len() as usize];
