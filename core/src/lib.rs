@@ -32,6 +32,7 @@ pub mod format;
 pub mod h5skeleton;
 pub mod index;
 pub mod info;
+pub mod layout;
 pub mod manifest;
 pub mod path;
 pub mod reader;

@@ -49,6 +49,9 @@ pub struct FieldSpec {
     pub group: String,
     /// One element's fill value (little-endian), used where an aligned event lacks the field.
     pub fill: Vec<u8>,
+    /// Physical units, if given; shown as the `units` attribute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub units: Option<String>,
 }
 
 impl FieldSpec {
@@ -178,6 +181,7 @@ pub(crate) struct Registry {
     unaligned: HashSet<String>,
     named_groups: HashMap<String, String>,
     fills: HashMap<String, Vec<u8>>,
+    units: HashMap<String, String>,
 }
 
 impl Registry {
@@ -186,7 +190,14 @@ impl Registry {
         named_groups: HashMap<String, String>,
         fills: HashMap<String, Vec<u8>>,
     ) -> Registry {
-        Registry { schema: Schema::new(), by_path: HashMap::new(), unaligned, named_groups, fills }
+        Registry {
+            schema: Schema::new(),
+            by_path: HashMap::new(),
+            unaligned,
+            named_groups,
+            fills,
+            units: HashMap::new(),
+        }
     }
 
     /// The group a new field at `path` belongs to, and whether that group is aligned.
@@ -232,8 +243,15 @@ impl Registry {
             }
             None => v.dtype().default_fill(),
         };
-        let spec =
-            FieldSpec { path: path.into(), kind: v.kind(), dtype: v.dtype(), shape: v.shape().to_vec(), group, fill };
+        let spec = FieldSpec {
+            path: path.into(),
+            kind: v.kind(),
+            dtype: v.dtype(),
+            shape: v.shape().to_vec(),
+            group,
+            fill,
+            units: self.units.get(path).cloned(),
+        };
         let id = self.schema.merge_field(&spec, aligned)?;
         self.by_path.insert(path.into(), id);
         Ok(id)

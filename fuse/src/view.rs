@@ -17,8 +17,9 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use memmap2::Mmap;
-use smdfs::h5skeleton::{build_skeleton, text_dataset, AttrValue, DatasetPlan};
-use smdfs::{Dtype, Kind, Run};
+use smdfs::h5skeleton::build_skeleton;
+use smdfs::layout::{self, DatasetLayout, Source};
+use smdfs::Run;
 
 use crate::error::ViewError;
 use crate::npy;
@@ -76,30 +77,10 @@ impl Default for ViewOptions {
     }
 }
 
-/// Where a dataset's bytes come from.
-#[derive(Clone, Debug)]
-enum Source {
-    /// Fixed-width rows of a per-shard column gathered through a group's index.
-    Gather { group: usize, columns: Vec<Option<u32>>, row_bytes: usize, fill: Vec<u8> },
-    /// A ragged field's global offsets (u64, rows + 1).
-    Offsets { field: usize },
-    /// A ragged field's flat values.
-    RaggedValues { field: usize, elem: usize },
-    /// Literal bytes written into the skeleton (summary values).
-    InSkeleton,
-}
-
-/// A dataset of the view.
+/// A dataset of the view: its layout and where libhdf5 placed its bytes in the skeleton.
 #[derive(Clone, Debug)]
 struct Dataset {
-    /// Path in the HDF5 file, without the leading `/`.
-    path: String,
-    dtype: Dtype,
-    shape: Vec<u64>,
-    source: Source,
-    /// Whether an `.npy` is served for it.
-    npy: bool,
-    /// Offset in the skeleton, and byte size.
+    layout: DatasetLayout,
     offset: u64,
     size: u64,
 }
@@ -142,165 +123,6 @@ impl std::fmt::Debug for View {
     }
 }
 
-fn gather(group: usize, columns: Vec<Option<u32>>, row_bytes: usize, fill: Vec<u8>) -> Source {
-    Source::Gather { group, columns, row_bytes, fill }
-}
-
-/// The datasets of a run's view, in HDF5 order, with their skeleton plans.
-fn plan(run: &Run) -> (Vec<Dataset>, Vec<DatasetPlan>) {
-    let mut ds: Vec<Dataset> = Vec::new();
-    let mut plans: Vec<DatasetPlan> = Vec::new();
-    let mut add = |d: Dataset, fill: Option<Vec<u8>>, attrs: Vec<(String, AttrValue)>, data: Option<Vec<u8>>| {
-        plans.push(DatasetPlan {
-            path: format!("/{}", d.path),
-            dtype: d.dtype,
-            shape: d.shape.clone(),
-            fill,
-            data,
-            attrs,
-        });
-        ds.push(d);
-    };
-    let groups = run.groups();
-    // Event-id columns: the run's, each named aligned group's, each unaligned field's.
-    for (gi, g) in groups.iter().enumerate() {
-        let path = if g.spec.name.is_empty() {
-            "timestamp".to_string()
-        } else if g.spec.aligned {
-            format!("{}/timestamp", g.spec.name)
-        } else {
-            format!("{}_timestamp", g.spec.name)
-        };
-        let rows = g.index.len();
-        let src = gather(gi, run.id_columns(gi).to_vec(), 8, vec![0; 8]);
-        let attrs = vec![("description".into(), AttrValue::Str("event ids, ascending".into()))];
-        add(
-            Dataset { path, dtype: Dtype::U64, shape: vec![rows], source: src, npy: true, offset: 0, size: 0 },
-            None,
-            attrs,
-            None,
-        );
-    }
-    for (fi, f) in run.fields().iter().enumerate() {
-        let g = &groups[f.group];
-        let rows = g.index.len();
-        let base = if g.spec.aligned && !g.spec.name.is_empty() {
-            format!("{}/{}", g.spec.name, f.spec.path)
-        } else {
-            f.spec.path.clone()
-        };
-        let mut attrs = vec![
-            ("dtype".into(), AttrValue::Str(f.spec.dtype.name().into())),
-            ("kind".into(), AttrValue::Str(format!("{:?}", f.spec.kind).to_lowercase())),
-            ("aligned".into(), AttrValue::I64(i64::from(g.spec.aligned))),
-            ("missing".into(), AttrValue::U64(f.missing)),
-        ];
-        if let Some(st) = run.stats().get(&f.spec.path) {
-            attrs.push(("count".into(), AttrValue::U64(st.count)));
-            if st.count > 0 {
-                attrs.push(("min".into(), AttrValue::F64(st.min)));
-                attrs.push(("max".into(), AttrValue::F64(st.max)));
-                attrs.push(("mean".into(), AttrValue::F64(st.mean())));
-            }
-        }
-        let data_cols: Vec<Option<u32>> = f.columns.iter().map(|c| c.data).collect();
-        if f.spec.kind == Kind::Fixed {
-            let rb = f.spec.row_bytes();
-            let mut shape = vec![rows];
-            shape.extend(f.spec.shape.iter().map(|&d| d as u64));
-            let fill_row = f.spec.fill.repeat(f.spec.elements_per_row());
-            let src = gather(f.group, data_cols, rb, fill_row);
-            let fill = g.spec.aligned.then(|| f.spec.fill.clone());
-            add(
-                Dataset { path: base.clone(), dtype: f.spec.dtype, shape, source: src, npy: true, offset: 0, size: 0 },
-                fill,
-                attrs,
-                None,
-            );
-        } else {
-            let elems = f.offsets.as_ref().map_or(0, |o| o.get().last().copied().unwrap_or(0));
-            let src = Source::RaggedValues { field: fi, elem: f.spec.dtype.size() };
-            attrs.push((
-                "ragged".into(),
-                AttrValue::Str(format!("row i is {base}[{base}_offsets[i]:{base}_offsets[i+1]]")),
-            ));
-            add(
-                Dataset {
-                    path: base.clone(),
-                    dtype: f.spec.dtype,
-                    shape: vec![elems],
-                    source: src,
-                    npy: true,
-                    offset: 0,
-                    size: 0,
-                },
-                None,
-                attrs,
-                None,
-            );
-            let len_cols: Vec<Option<u32>> = f.columns.iter().map(|c| c.len).collect();
-            let src = gather(f.group, len_cols, 8, vec![0; 8]);
-            add(
-                Dataset {
-                    path: format!("{base}_len"),
-                    dtype: Dtype::U64,
-                    shape: vec![rows],
-                    source: src,
-                    npy: true,
-                    offset: 0,
-                    size: 0,
-                },
-                None,
-                vec![],
-                None,
-            );
-            let src = Source::Offsets { field: fi };
-            add(
-                Dataset {
-                    path: format!("{base}_offsets"),
-                    dtype: Dtype::U64,
-                    shape: vec![rows + 1],
-                    source: src,
-                    npy: true,
-                    offset: 0,
-                    size: 0,
-                },
-                None,
-                vec![],
-                None,
-            );
-        }
-        if g.spec.aligned && f.missing > 0 {
-            let pres: Vec<Option<u32>> = f.columns.iter().map(|c| c.present).collect();
-            let src = gather(f.group, pres, 1, vec![0]);
-            let path = format!("_present/{base}");
-            add(
-                Dataset { path, dtype: Dtype::Bool, shape: vec![rows], source: src, npy: true, offset: 0, size: 0 },
-                None,
-                vec![],
-                None,
-            );
-        }
-    }
-    for s in run.summary() {
-        let path = format!("summary/{}", s.path);
-        let (dtype, shape, data) = match s.kind {
-            Kind::Fixed => (s.dtype, s.shape.iter().map(|&d| d as u64).collect(), s.data()),
-            _ => {
-                let p = text_dataset(&format!("/{path}"), &String::from_utf8_lossy(&s.data()));
-                (p.dtype, p.shape, s.data())
-            }
-        };
-        add(
-            Dataset { path, dtype, shape, source: Source::InSkeleton, npy: false, offset: 0, size: 0 },
-            None,
-            vec![],
-            Some(data),
-        );
-    }
-    (ds, plans)
-}
-
 impl View {
     /// Opens the run in `dir` and builds its view: O(datasets), independent of events.
     pub fn open(dir: &Path, opts: &ViewOptions) -> Result<View, ViewError> {
@@ -316,18 +138,15 @@ impl View {
         let mtime = std::fs::metadata(run.dir().join(smdfs::manifest::MANIFEST_FILE))
             .and_then(|m| m.modified())
             .unwrap_or(SystemTime::UNIX_EPOCH);
-        let (mut datasets, plans) = plan(&run);
+        let layouts = layout::plan(&run);
+        let plans: Vec<_> = layouts.iter().map(DatasetLayout::skeleton_plan).collect();
         let tmp = tempfile::Builder::new()
             .prefix("smdfs-skeleton-")
             .suffix(".h5")
             .tempfile()
             .map_err(|e| ViewError::Io { what: "creating the HDF5 skeleton file".into(), source: e })?;
-        let root_attrs = vec![
-            ("smdfs_format_version".to_string(), AttrValue::U64(u64::from(smdfs::format::FORMAT_VERSION))),
-            ("events".to_string(), AttrValue::U64(run.len())),
-            ("state".to_string(), AttrValue::Str(run.state().to_string())),
-        ];
-        let layout = build_skeleton(tmp.path(), &plans, &root_attrs)?;
+        let root_attrs = layout::root_attrs(&run);
+        let skel = build_skeleton(tmp.path(), &plans, &root_attrs)?;
         let file = std::fs::File::open(tmp.path())
             .map_err(|e| ViewError::Io { what: format!("opening {}", tmp.path().display()), source: e })?;
         // SAFETY: the skeleton is our private, unlinked temporary file; nobody modifies it.
@@ -340,10 +159,11 @@ impl View {
             None
         };
         drop(tmp);
-        for (d, e) in datasets.iter_mut().zip(&layout.datasets) {
-            d.offset = e.offset;
-            d.size = e.size;
-        }
+        let datasets: Vec<Dataset> = layouts
+            .into_iter()
+            .zip(&skel.datasets)
+            .map(|(layout, e)| Dataset { layout, offset: e.offset, size: e.size })
+            .collect();
         let mut view = View { run, datasets, nodes: vec![Node::Dir { children: BTreeMap::new() }], skeleton, mtime };
 
         // run.h5: dataset extents served from the run, skeleton bytes between them.
@@ -351,7 +171,8 @@ impl View {
             .datasets
             .iter()
             .enumerate()
-            .filter(|(_, d)| d.size > 0 && !matches!(d.source, Source::InSkeleton))
+            // Literal datasets (summary) were written into the skeleton by libhdf5.
+            .filter(|(_, d)| d.size > 0 && !matches!(d.layout.source, Source::Literal(_)))
             .map(|(i, d)| (d.offset, d.size, i))
             .collect();
         served.sort_unstable();
@@ -364,25 +185,25 @@ impl View {
             extents.push(Extent { start: off, len: size, piece: Piece::Data(i, 0) });
             pos = off + size;
         }
-        if layout.file_size > pos {
-            extents.push(Extent { start: pos, len: layout.file_size - pos, piece: Piece::Skeleton(pos) });
+        if skel.file_size > pos {
+            extents.push(Extent { start: pos, len: skel.file_size - pos, piece: Piece::Skeleton(pos) });
         }
-        view.add_file(ROOT_INO, &opts.h5_name, layout.file_size.max(pos), extents)?;
+        view.add_file(ROOT_INO, &opts.h5_name, skel.file_size.max(pos), extents)?;
 
         // arrays/<path>.npy
         let arrays = view.add_dir(ROOT_INO, "arrays")?;
         for i in 0..view.datasets.len() {
             let d = &view.datasets[i];
-            if !d.npy {
+            if !d.layout.npy {
                 continue;
             }
-            let header: Arc<[u8]> = npy::header(d.dtype.numpy_descr(), &d.shape).into();
+            let header: Arc<[u8]> = npy::header(d.layout.dtype.numpy_descr(), &d.layout.shape).into();
             let (hl, size) = (header.len() as u64, d.size);
             let mut ext = vec![Extent { start: 0, len: hl, piece: Piece::Literal(header) }];
             if size > 0 {
                 ext.push(Extent { start: hl, len: size, piece: Piece::Data(i, 0) });
             }
-            let path = d.path.clone();
+            let path = d.layout.path.clone();
             let (dirs, name) = match path.rsplit_once('/') {
                 Some((a, b)) => (a.to_string(), b.to_string()),
                 None => (String::new(), path.clone()),
@@ -559,76 +380,8 @@ impl View {
 
     /// Bytes `at..at + out.len()` of dataset `i`.
     fn read_dataset(&self, i: usize, at: u64, out: &mut [u8]) -> Result<(), ViewError> {
-        let d = &self.datasets[i];
-        match &d.source {
-            Source::Gather { group, columns, row_bytes, fill } => {
-                let rb = *row_bytes as u64;
-                let mut at = at;
-                let mut out = out;
-                // Partial first row, whole rows straight into `out`, partial last row.
-                while !out.is_empty() {
-                    let row = at / rb;
-                    let skip = (at % rb) as usize;
-                    if skip == 0 && out.len() >= *row_bytes {
-                        let whole = out.len() / *row_bytes * *row_bytes;
-                        self.run.gather(*group, columns, *row_bytes, fill, row, &mut out[..whole])?;
-                        at += whole as u64;
-                        out = &mut out[whole..];
-                    } else {
-                        let mut tmp = vec![0u8; *row_bytes];
-                        self.run.gather(*group, columns, *row_bytes, fill, row, &mut tmp)?;
-                        let take = (*row_bytes - skip).min(out.len());
-                        out[..take].copy_from_slice(&tmp[skip..skip + take]);
-                        at += take as u64;
-                        out = &mut out[take..];
-                    }
-                }
-                Ok(())
-            }
-            Source::Offsets { field } => {
-                let offs = self.run.fields()[*field].offsets.as_ref().map_or(&[][..], |o| o.get());
-                let bytes: &[u8] = bytemuck_bytes(offs);
-                let a = at as usize;
-                out.copy_from_slice(bytes.get(a..a + out.len()).ok_or_else(|| short(d))?);
-                Ok(())
-            }
-            Source::RaggedValues { field, elem } => {
-                let f = &self.run.fields()[*field];
-                let offs = f.offsets.as_ref().map_or(&[][..], |o| o.get());
-                let reader = self.run.field(&f.spec.path)?;
-                let es = *elem as u64;
-                // First row whose values reach past `at`.
-                let mut row = offs.partition_point(|&o| o * es <= at).saturating_sub(1) as u64;
-                let mut pos = 0usize;
-                while pos < out.len() {
-                    let start = offs.get(row as usize).ok_or_else(|| short(d))? * es;
-                    let vals = reader.ragged_row(row)?;
-                    let from = (at + pos as u64).saturating_sub(start) as usize;
-                    let take = vals.len().saturating_sub(from).min(out.len() - pos);
-                    out[pos..pos + take].copy_from_slice(&vals[from..from + take]);
-                    pos += take;
-                    row += 1;
-                    if row > reader.rows() && pos < out.len() {
-                        return Err(short(d));
-                    }
-                }
-                Ok(())
-            }
-            Source::InSkeleton => {
-                self.read_skeleton(d.offset + at, out);
-                Ok(())
-            }
-        }
+        Ok(self.run.read_dataset(&self.datasets[i].layout, at, out)?)
     }
-}
-
-fn short(d: &Dataset) -> ViewError {
-    ViewError::Run(smdfs::Error::Usage(format!("dataset /{} read past its committed data", d.path)))
-}
-
-fn bytemuck_bytes(v: &[u64]) -> &[u8] {
-    // SAFETY: u64 has no padding; any u64 slice is a valid byte slice of 8x its length.
-    unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v)) }
 }
 
 #[cfg(test)]

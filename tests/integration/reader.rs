@@ -168,6 +168,7 @@ fn a_schema_record_whose_batch_never_committed_is_ignored() {
             shape: vec![],
             group: String::new(),
             fill: f64::NAN.to_le_bytes().to_vec(),
+            units: None,
         }],
         columns: vec![
             ColumnDef { id: 2, group: String::new(), field: Some("late".into()), role: Role::Data },
