@@ -14,8 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
+use smdfs_fuse::live::Live;
 use smdfs_fuse::mount::{MountOptions, Mounted};
-use smdfs_fuse::{View, ViewOptions};
+use smdfs_fuse::ViewOptions;
 
 /// What `smdfs mount` was asked to do.
 pub(crate) struct MountArgs {
@@ -107,11 +108,11 @@ fn daemon_child(mut args: MountArgs, w: RawFd) -> anyhow::Result<ExitCode> {
 }
 
 /// Blocks the stop signals (every thread started later inherits the mask), opens the view and
-/// mounts it.
+/// mounts it; a run still being written is followed as it grows.
 fn open_and_mount(args: &MountArgs) -> anyhow::Result<Mounted> {
     block_stop_signals();
-    let view = View::open(&args.run, &args.view).with_context(|| format!("opening run {}", args.run.display()))?;
-    Ok(smdfs_fuse::mount::mount(view, &args.mountpoint, &args.mount)?)
+    let live = Live::open(&args.run, &args.view).with_context(|| format!("opening run {}", args.run.display()))?;
+    Ok(smdfs_fuse::mount::mount_live(live, &args.mountpoint, &args.mount)?)
 }
 
 /// Serves until unmounted; a stop signal unmounts.

@@ -60,8 +60,11 @@ enum Cmd {
     ///
     /// Returns once the mount is ready; a background process serves it until `smdfs umount
     /// MOUNTPOINT` (or SIGTERM to it). Only the mounting user can read it unless
-    /// --allow-other. Exits 1 when RUN is not a run or MOUNTPOINT is missing, not an empty
-    /// directory, or already a mount point.
+    /// --allow-other. A run still being written is shown live: the mount grows as commits
+    /// land (within about a second), a file already open keeps the snapshot it was opened
+    /// with, and the view becomes the complete run when the writer finishes. Exits 1 when
+    /// RUN is not a run or MOUNTPOINT is missing, not an empty directory, or already a mount
+    /// point.
     Mount {
         /// Run directory.
         run: PathBuf,

@@ -2,9 +2,11 @@
 //! `.npy` arrays — whose bytes come from the shards in event-id order.
 //!
 //! [`View`] is a pure, immutable model (a tree of files, each a list of extents) tested
-//! without mounting; [`mount`] is the thin `fuser` adapter over it.
+//! without mounting; [`live`] follows a run still being written with a series of views;
+//! [`mount`] is the thin `fuser` adapter over them.
 
 pub mod error;
+pub mod live;
 pub mod mount;
 pub mod npy;
 pub mod view;

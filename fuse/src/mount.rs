@@ -1,11 +1,14 @@
-//! The thin `fuser` adapter: mounts a [`View`] read-only and answers kernel requests with it.
+//! The thin `fuser` adapter: mounts a [`Live`] view read-only and answers kernel requests with it.
 //!
 //! Every op has one shape — ask the view, convert its `Attr`/`DirEntry`, reply, or reply
-//! `to_errno()` — and every write-ish op replies EROFS. No fuser type reaches the view. The
-//! view is an immutable snapshot, so files open with `FOPEN_KEEP_CACHE` (repeat reads come
-//! from the kernel page cache) and directories with `FOPEN_CACHE_DIR`. [`mount`] returns once
-//! the mount answers, with large reads set up (`max_read` and the bdi read-ahead at 1 MiB);
-//! the mount point's checks and [`unmount`] live in the `point` submodule.
+//! `to_errno()` — and every write-ish op replies EROFS. No fuser type reaches the view. A file
+//! inode's bytes never change (see [`crate::live`]), so files open with `FOPEN_KEEP_CACHE`
+//! (repeat reads come from the kernel page cache) and their attributes are cached for the
+//! full TTL; while the run may still change, names and directories get a TTL of at most
+//! [`LIVE_TTL`] and no `FOPEN_CACHE_DIR`, and each snapshot swap invalidates the names and
+//! directories it changed through fuser's notifier. [`mount`] returns once the mount answers,
+//! with large reads set up (`max_read` and the bdi read-ahead at 1 MiB); the mount point's
+//! checks and [`unmount`] live in the `point` submodule.
 
 use std::cell::RefCell;
 use std::ffi::OsStr;
@@ -16,11 +19,12 @@ use std::time::Duration;
 
 use fuser::{
     Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, INodeNo, KernelConfig, LockOwner,
-    MountOption, OpenAccMode, OpenFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
-    ReplyOpen, ReplyStatfs, ReplyWrite, Request, SessionACL,
+    MountOption, Notifier, OpenAccMode, OpenFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
+    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, SessionACL,
 };
 
 use crate::error::ViewError;
+use crate::live::{Changed, Live, Watcher};
 use crate::view::{Attr, FileKind, Ino, View, ROOT_INO};
 
 mod point;
@@ -32,6 +36,9 @@ pub use point::{detach, unmount};
 const MAX_READ: u32 = 1 << 20;
 /// Block size reported by `stat`, so `cp` and friends copy in 1 MiB chunks.
 const BLKSIZE: u32 = 1 << 20;
+/// Longest TTL of names and directory attributes while the run may still change: the
+/// fallback should a snapshot swap's invalidation not reach the kernel.
+pub const LIVE_TTL: Duration = Duration::from_secs(1);
 
 /// How to mount a view.
 #[derive(Clone, Debug)]
@@ -40,19 +47,27 @@ pub struct MountOptions {
     pub allow_other: bool,
     /// FUSE worker threads serving requests.
     pub threads: usize,
-    /// How long the kernel may cache attributes and names (the view is immutable).
+    /// How long the kernel may cache attributes and names that cannot change (file
+    /// attributes always; everything once the run is complete).
     pub ttl: Duration,
+    /// How often a run still being written is checked for new commits.
+    pub refresh: Duration,
 }
 
 impl Default for MountOptions {
     fn default() -> Self {
-        MountOptions { allow_other: false, threads: 2, ttl: Duration::from_secs(10) }
+        MountOptions {
+            allow_other: false,
+            threads: 2,
+            ttl: Duration::from_secs(10),
+            refresh: Duration::from_millis(250),
+        }
     }
 }
 
-/// The `fuser::Filesystem` over a view.
+/// The `fuser::Filesystem` over a live view.
 struct Fs {
-    view: Arc<View>,
+    live: Arc<Live>,
     ttl: Duration,
     uid: u32,
     gid: u32,
@@ -70,6 +85,25 @@ fn kind(k: FileKind) -> FileType {
 }
 
 impl Fs {
+    /// TTL of names and directory attributes: short while they may still change. Taken
+    /// before asking the view, so an answer from the last live snapshot never gets the
+    /// long TTL of the final one.
+    fn changing_ttl(&self) -> Duration {
+        if self.live.is_final() {
+            self.ttl
+        } else {
+            self.ttl.min(LIVE_TTL)
+        }
+    }
+
+    /// TTL of an inode's attributes: a file's never change.
+    fn attr_ttl(&self, a: &Attr, changing: Duration) -> Duration {
+        match a.kind {
+            FileKind::File => self.ttl,
+            FileKind::Dir => changing,
+        }
+    }
+
     fn file_attr(&self, a: &Attr) -> FileAttr {
         FileAttr {
             ino: INodeNo(a.ino),
@@ -145,15 +179,24 @@ impl Filesystem for Fs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let Some(name) = name.to_str() else { return reply.error(Errno::ENOENT) };
-        match self.view.lookup(parent.0, name) {
-            Ok(a) => reply.entry(&self.ttl, &self.file_attr(&a), fuser::Generation(0)),
+        let entry_ttl = self.changing_ttl();
+        match self.live.lookup(parent.0, name) {
+            Ok(a) => {
+                let attr_ttl = self.attr_ttl(&a, entry_ttl);
+                reply.entry_with_ttls(&attr_ttl, &entry_ttl, &self.file_attr(&a), fuser::Generation(0))
+            }
             Err(e) => reply.error(errno(&e)),
         }
     }
 
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.live.forget(ino.0, nlookup)
+    }
+
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.view.attr(ino.0) {
-            Ok(a) => reply.attr(&self.ttl, &self.file_attr(&a)),
+        let changing = self.changing_ttl();
+        match self.live.attr(ino.0) {
+            Ok(a) => reply.attr(&self.attr_ttl(&a, changing), &self.file_attr(&a)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -162,7 +205,7 @@ impl Filesystem for Fs {
         if flags.acc_mode() != OpenAccMode::O_RDONLY {
             return read_only!(reply);
         }
-        match self.view.attr(ino.0) {
+        match self.live.attr(ino.0) {
             Ok(Attr { kind: FileKind::File, .. }) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
             Ok(_) => reply.error(errno(&ViewError::IsADirectory(ino.0))),
             Err(e) => reply.error(errno(&e)),
@@ -184,7 +227,7 @@ impl Filesystem for Fs {
             if buf.len() < size as usize {
                 buf.resize(size as usize, 0);
             }
-            match self.view.read_into(ino.0, offset, &mut buf[..size as usize]) {
+            match self.live.read_into(ino.0, offset, &mut buf[..size as usize]) {
                 Ok(n) => reply.data(&buf[..n]),
                 Err(e) => reply.error(errno(&e)),
             }
@@ -192,21 +235,27 @@ impl Filesystem for Fs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.view.attr(ino.0) {
-            Ok(Attr { kind: FileKind::Dir, .. }) => reply.opened(FileHandle(0), FopenFlags::FOPEN_CACHE_DIR),
-            Ok(_) => reply.error(errno(&ViewError::NotADirectory(ino.0))),
+        // A listing may be cached by the kernel only once it cannot change.
+        let flags = if self.live.is_final() { FopenFlags::FOPEN_CACHE_DIR } else { FopenFlags::empty() };
+        match self.live.opendir(ino.0) {
+            Ok(fh) => reply.opened(FileHandle(fh), flags),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
-    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        match self.view.readdir(ino.0) {
+    fn readdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        match self.live.listing(ino.0, fh.0) {
             Ok(entries) => {
                 fill_dir(ino.0, &entries, offset, &mut reply);
                 reply.ok()
             }
             Err(e) => reply.error(errno(&e)),
         }
+    }
+
+    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+        self.live.releasedir(fh.0);
+        reply.ok()
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -307,6 +356,9 @@ impl Filesystem for Fs {
 pub struct Mounted {
     session: fuser::BackgroundSession,
     mountpoint: PathBuf,
+    live: Arc<Live>,
+    /// Follows a run still being written; `None` once nothing can change.
+    watcher: Option<Watcher>,
 }
 
 impl Mounted {
@@ -315,25 +367,52 @@ impl Mounted {
         &self.mountpoint
     }
 
+    /// The view being served.
+    pub fn live(&self) -> &Arc<Live> {
+        &self.live
+    }
+
     /// Blocks until the file system is unmounted (by [`unmount`], `umount` or `fusermount3 -u`).
     pub fn join(self) -> Result<(), ViewError> {
         let what = format!("serving {}", self.mountpoint.display());
-        self.session.join().map_err(|source| ViewError::Io { what, source })
+        let served = self.session.join().map_err(|source| ViewError::Io { what, source });
+        drop(self.watcher);
+        served
     }
 
     /// Unmounts (fails with EBUSY while a process uses the mount) and waits for the threads.
     pub fn unmount(self) -> Result<(), ViewError> {
         let what = format!("unmounting {}", self.mountpoint.display());
+        drop(self.watcher);
         self.session.umount_and_join().map_err(|source| ViewError::Io { what, source })
     }
 }
 
-/// Mounts `view` at `mountpoint` and returns once the mount answers requests.
+/// Tells the kernel what a snapshot swap changed. Best effort: names and directories also
+/// expire after [`LIVE_TTL`].
+fn invalidate(notifier: &Notifier, changed: &Changed) {
+    for (parent, name) in &changed.entries {
+        let _ = notifier.inval_entry(INodeNo(*parent), OsStr::new(name));
+    }
+    for &dir in &changed.dirs {
+        let _ = notifier.inval_inode(INodeNo(dir), 0, 0);
+    }
+}
+
+/// Mounts `view` at `mountpoint` and returns once the mount answers requests. The view is
+/// served as it is; [`mount_live`] follows a run still being written.
 pub fn mount(view: View, mountpoint: &Path, opts: &MountOptions) -> Result<Mounted, ViewError> {
+    mount_live(Live::fixed(view), mountpoint, opts)
+}
+
+/// Mounts `live` at `mountpoint` and returns once the mount answers requests. Until its run
+/// is complete, a background thread refreshes it every `opts.refresh`.
+pub fn mount_live(live: Live, mountpoint: &Path, opts: &MountOptions) -> Result<Mounted, ViewError> {
     let mountpoint = check_mountpoint(mountpoint)?;
     // SAFETY: getuid/getgid cannot fail.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-    let fs = Fs { view: Arc::new(view), ttl: opts.ttl, uid, gid };
+    let live = Arc::new(live);
+    let fs = Fs { live: Arc::clone(&live), ttl: opts.ttl, uid, gid };
     let mut config = Config::default();
     config.mount_options = vec![
         MountOption::RO,
@@ -349,7 +428,15 @@ pub fn mount(view: View, mountpoint: &Path, opts: &MountOptions) -> Result<Mount
     let failed =
         |source: std::io::Error| ViewError::Mount(format!("cannot mount at {}: {source}", mountpoint.display()));
     let session = fuser::Session::new(fs, &mountpoint, &config).map_err(failed)?.spawn().map_err(failed)?;
-    let mounted = Mounted { session, mountpoint };
+    let watcher = if live.is_final() {
+        None
+    } else {
+        let notifier = session.notifier();
+        let what = "starting the refresh thread".to_string();
+        let w = live.watch(opts.refresh, move |changed| invalidate(&notifier, changed));
+        Some(w.map_err(|source| ViewError::Io { what, source })?)
+    };
+    let mounted = Mounted { session, mountpoint, live, watcher };
     // The stat goes through the running session: once it answers, the mount is visible.
     let md = std::fs::metadata(&mounted.mountpoint)
         .map_err(|source| ViewError::Io { what: format!("stat {}", mounted.mountpoint.display()), source })?;

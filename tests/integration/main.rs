@@ -1,6 +1,7 @@
 //! Integration tests across the smdfs crates, one module per area, all on real files.
 
 mod full_disk;
+mod live;
 mod mount;
 mod reader;
 mod verify;

@@ -1,0 +1,591 @@
+//! The live view: a run that may still be written, served as a series of immutable [`View`]
+//! snapshots behind inode numbers the kernel may cache. [`Live`] owns the current snapshot
+//! and the inode table the FUSE adapter answers with; it knows nothing of FUSE.
+//!
+//! Invariants:
+//! - A directory keeps one inode for the life of the mount (the path → inode map only grows),
+//!   so the kernel's cached lookups of directories stay valid as fields and files appear.
+//! - A file inode is bound to one snapshot: its size and bytes never change. After a swap a
+//!   file's next lookup gets a new inode — like a file replaced by `rename` — while a process
+//!   that opened or memory-mapped the old one keeps reading the snapshot it opened. The
+//!   kernel page cache is per inode and shared by every handle on it, so a per-handle
+//!   snapshot alone would let a handle opened on an older snapshot see pages another handle
+//!   filled from a newer one (rows move when a lagging shard commits earlier ids); one
+//!   snapshot per inode rules that out and lets every file keep `FOPEN_KEEP_CACHE` and long
+//!   attribute TTLs. Only names (and directory attributes and listings) change, so only
+//!   they need short TTLs while the run is live, plus the invalidations [`Changed`] lists.
+//! - A superseded file inode lives until the kernel forgets it (its lookup count reaches 0);
+//!   its snapshot is dropped with the last inode and handle that use it. Inode numbers are
+//!   never reused.
+//!
+//! [`Live::refresh`] detects change cheaply — the sizes of the shard logs (every commit and
+//! close appends to one), the manifest's identity (replaced at `done()`) and whether a writer
+//! holds the run — and only then builds a new [`View`], without holding the table lock, and
+//! swaps it in. [`Live::watch`] refreshes on a background thread until the run is complete.
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+use smdfs::format::{shard_dir_name, LOG_FILE};
+use smdfs::manifest::{writer_alive, Manifest, MANIFEST_FILE};
+use smdfs::RunState;
+
+use crate::error::ViewError;
+use crate::view::{Attr, DirEntry, FileKind, Ino, View, ViewOptions, ROOT_INO};
+
+/// A run shown through snapshots that follow its commits, with stable directory inodes and
+/// one immutable snapshot per file inode.
+pub struct Live {
+    /// Where new snapshots come from; `None` for a fixed view.
+    source: Option<Source>,
+    table: RwLock<Table>,
+    /// Directory listings taken at `opendir`, by handle: one directory stream reads one
+    /// listing, so entries that appear meanwhile never make its offsets repeat an entry.
+    listings: Mutex<HashMap<u64, Arc<[DirEntry]>>>,
+    next_handle: AtomicU64,
+}
+
+impl std::fmt::Debug for Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let t = self.read();
+        f.debug_struct("Live").field("view", &t.view).field("generation", &t.generation).finish()
+    }
+}
+
+struct Source {
+    dir: PathBuf,
+    opts: ViewOptions,
+    /// What the current snapshot was built from; `None` forces a rebuild. Held for a whole
+    /// refresh, so refreshes never interleave and snapshots are installed in order.
+    seen: Mutex<Option<Signature>>,
+}
+
+/// What changes whenever the run's committed content or state does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Signature {
+    /// Inode, size and mtime of `manifest.json` (replaced atomically, so a new inode).
+    manifest: Option<(u64, u64, i64, i64)>,
+    /// Size and mtime of each shard's commit log.
+    logs: Vec<Option<(u64, i64, i64)>>,
+    /// Whether a live writer holds the run (a writer that dies turns it `crashed`).
+    writer: bool,
+}
+
+impl Signature {
+    fn read(dir: &Path, shards: usize) -> Signature {
+        let manifest =
+            std::fs::metadata(dir.join(MANIFEST_FILE)).ok().map(|m| (m.ino(), m.len(), m.mtime(), m.mtime_nsec()));
+        let logs = (0..shards)
+            .map(|i| {
+                let log = std::fs::metadata(dir.join(shard_dir_name(i)).join(LOG_FILE));
+                log.ok().map(|m| (m.len(), m.mtime(), m.mtime_nsec()))
+            })
+            .collect();
+        Signature { manifest, logs, writer: writer_alive(dir) }
+    }
+
+    /// When the run last changed: the newest of the manifest's and the logs' mtimes. A
+    /// snapshot's files carry it, so tools that compare mtimes (rsync, make) see them change.
+    fn mtime(&self) -> Option<SystemTime> {
+        let times = self.manifest.iter().map(|m| (m.2, m.3)).chain(self.logs.iter().flatten().map(|l| (l.1, l.2)));
+        times
+            .filter_map(|(s, ns)| Some(SystemTime::UNIX_EPOCH + Duration::new(u64::try_from(s).ok()?, ns as u32)))
+            .max()
+    }
+}
+
+enum Node {
+    /// A directory, resolved by path in the current snapshot.
+    Dir { path: String },
+    /// A file of one snapshot.
+    File {
+        view: Arc<View>,
+        /// Its inode inside `view`.
+        vino: Ino,
+        /// The snapshot's mtime, if it overrides the view's.
+        mtime: Option<SystemTime>,
+        /// Lookups the kernel has not forgotten yet.
+        lookups: u64,
+    },
+}
+
+struct Table {
+    view: Arc<View>,
+    /// When the run last changed before `view` was built (`None`: the view's own mtime).
+    mtime: Option<SystemTime>,
+    generation: u64,
+    /// Stable directory inodes by path (`""` is the root).
+    dirs: HashMap<String, Ino>,
+    nodes: HashMap<Ino, Node>,
+    /// The current snapshot's file inodes handed out so far, by path.
+    files: HashMap<String, Ino>,
+    next: Ino,
+}
+
+/// `a` as the mount shows it: inode `ino`, and the snapshot's mtime if it has one.
+fn stamp(a: Attr, ino: Ino, mtime: Option<SystemTime>) -> Attr {
+    Attr { ino, mtime: mtime.unwrap_or(a.mtime), ..a }
+}
+
+fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_string()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+impl Table {
+    fn new(view: View, mtime: Option<SystemTime>) -> Table {
+        let root = Node::Dir { path: String::new() };
+        Table {
+            view: Arc::new(view),
+            mtime,
+            generation: 0,
+            dirs: HashMap::from([(String::new(), ROOT_INO)]),
+            nodes: HashMap::from([(ROOT_INO, root)]),
+            files: HashMap::new(),
+            next: ROOT_INO + 1,
+        }
+    }
+
+    fn dir_path(&self, ino: Ino) -> Result<&str, ViewError> {
+        match self.nodes.get(&ino) {
+            Some(Node::Dir { path }) => Ok(path),
+            Some(Node::File { .. }) => Err(ViewError::NotADirectory(ino)),
+            None => Err(ViewError::NotFound(format!("inode {ino}"))),
+        }
+    }
+
+    fn dir_ino(&mut self, path: &str) -> Ino {
+        if let Some(&ino) = self.dirs.get(path) {
+            return ino;
+        }
+        let ino = self.next;
+        self.next += 1;
+        self.dirs.insert(path.to_string(), ino);
+        self.nodes.insert(ino, Node::Dir { path: path.to_string() });
+        ino
+    }
+
+    /// The current snapshot's inode for the file at `path` (view inode `vino`).
+    fn file_ino(&mut self, path: &str, vino: Ino) -> Ino {
+        if let Some(&ino) = self.files.get(path) {
+            return ino;
+        }
+        let ino = self.next;
+        self.next += 1;
+        self.files.insert(path.to_string(), ino);
+        let node = Node::File { view: Arc::clone(&self.view), vino, mtime: self.mtime, lookups: 0 };
+        self.nodes.insert(ino, node);
+        ino
+    }
+
+    /// The mount's entry for view entry `e` of the directory at `dir`.
+    fn entry(&mut self, dir: &str, e: DirEntry) -> DirEntry {
+        let path = join(dir, &e.name);
+        let ino = match e.kind {
+            FileKind::Dir => self.dir_ino(&path),
+            FileKind::File => self.file_ino(&path, e.ino),
+        };
+        DirEntry { ino, ..e }
+    }
+}
+
+/// What a swap changed in the kernel's view of the mount: the caches to invalidate.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changed {
+    /// `(directory inode, name)` of every file the kernel may have looked up whose name now
+    /// leads to a new inode.
+    pub entries: Vec<(Ino, String)>,
+    /// Every directory: listings, link counts and times may have changed.
+    pub dirs: Vec<Ino>,
+}
+
+impl Live {
+    /// Opens the run in `dir`; until the run is complete, [`Live::refresh`] follows its commits.
+    pub fn open(dir: &Path, opts: &ViewOptions) -> Result<Live, ViewError> {
+        // The signature is taken before the view is built: a commit that lands meanwhile
+        // changes the next signature, so it is never missed.
+        let shards = Manifest::load(dir)?.shards;
+        let sig = Signature::read(dir, shards);
+        let view = View::open(dir, opts)?;
+        let mtime = sig.mtime();
+        let source = Source { dir: dir.to_path_buf(), opts: opts.clone(), seen: Mutex::new(Some(sig)) };
+        Ok(Live::new(Some(source), view, mtime))
+    }
+
+    /// A view that never changes (what [`crate::mount::mount`] serves).
+    pub fn fixed(view: View) -> Live {
+        Live::new(None, view, None)
+    }
+
+    fn new(source: Option<Source>, view: View, mtime: Option<SystemTime>) -> Live {
+        let table = RwLock::new(Table::new(view, mtime));
+        Live { source, table, listings: Mutex::new(HashMap::new()), next_handle: AtomicU64::new(1) }
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Table> {
+        self.table.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Table> {
+        self.table.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The current snapshot.
+    pub fn current(&self) -> Arc<View> {
+        Arc::clone(&self.read().view)
+    }
+
+    /// How many snapshots replaced the first one.
+    pub fn generation(&self) -> u64 {
+        self.read().generation
+    }
+
+    /// File inodes of superseded snapshots the kernel still holds (open, mapped or cached);
+    /// each keeps its snapshot alive.
+    pub fn superseded_inodes(&self) -> usize {
+        let t = self.read();
+        t.nodes.values().filter(|n| matches!(n, Node::File { view, .. } if !Arc::ptr_eq(view, &t.view))).count()
+    }
+
+    /// True when nothing can change any more: a fixed view, or a complete run.
+    pub fn is_final(&self) -> bool {
+        self.source.is_none() || self.read().view.run().state() == RunState::Complete
+    }
+
+    /// Looks `name` up in directory `parent`, in the current snapshot. A file's lookup counts
+    /// until [`Live::forget`] releases it.
+    pub fn lookup(&self, parent: Ino, name: &str) -> Result<Attr, ViewError> {
+        let mut t = self.write();
+        let dir = t.dir_path(parent)?.to_string();
+        let pv = t.view.resolve(&dir)?.ino;
+        let a = t.view.lookup(pv, name)?;
+        let path = join(&dir, name);
+        let ino = match a.kind {
+            FileKind::Dir => t.dir_ino(&path),
+            FileKind::File => {
+                let ino = t.file_ino(&path, a.ino);
+                if let Some(Node::File { lookups, .. }) = t.nodes.get_mut(&ino) {
+                    *lookups += 1;
+                }
+                ino
+            }
+        };
+        Ok(stamp(a, ino, t.mtime))
+    }
+
+    /// The kernel dropped `n` lookups of `ino`. A superseded file is gone at zero.
+    pub fn forget(&self, ino: Ino, n: u64) {
+        let mut t = self.write();
+        let Table { nodes, view, .. } = &mut *t;
+        if let Some(Node::File { lookups, view: of, .. }) = nodes.get_mut(&ino) {
+            *lookups = lookups.saturating_sub(n);
+            // The current snapshot's files stay, so a finished run keeps one inode per file.
+            if *lookups == 0 && !Arc::ptr_eq(of, view) {
+                nodes.remove(&ino);
+            }
+        }
+    }
+
+    /// Attributes of `ino`: a directory's from the current snapshot, a file's from its own.
+    pub fn attr(&self, ino: Ino) -> Result<Attr, ViewError> {
+        let t = self.read();
+        match t.nodes.get(&ino) {
+            Some(Node::Dir { path }) => Ok(stamp(t.view.resolve(path)?, ino, t.mtime)),
+            Some(Node::File { view, vino, mtime, .. }) => Ok(stamp(view.attr(*vino)?, ino, *mtime)),
+            None => Err(ViewError::NotFound(format!("inode {ino}"))),
+        }
+    }
+
+    /// A directory's entries (without `.` and `..`) in the current snapshot, in name order.
+    pub fn readdir(&self, ino: Ino) -> Result<Vec<DirEntry>, ViewError> {
+        let mut t = self.write();
+        let dir = t.dir_path(ino)?.to_string();
+        let entries = t.view.readdir(t.view.resolve(&dir)?.ino)?;
+        Ok(entries.into_iter().map(|e| t.entry(&dir, e)).collect())
+    }
+
+    /// Opens directory `ino` for reading: takes its listing now and returns a handle (never 0)
+    /// for [`Live::listing`]; [`Live::releasedir`] drops it.
+    pub fn opendir(&self, ino: Ino) -> Result<u64, ViewError> {
+        let entries: Arc<[DirEntry]> = self.readdir(ino)?.into();
+        let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        self.listings.lock().unwrap_or_else(PoisonError::into_inner).insert(fh, entries);
+        Ok(fh)
+    }
+
+    /// The listing directory handle `fh` took, or a fresh one of `ino` for an unknown handle.
+    pub fn listing(&self, ino: Ino, fh: u64) -> Result<Arc<[DirEntry]>, ViewError> {
+        let taken = self.listings.lock().unwrap_or_else(PoisonError::into_inner).get(&fh).cloned();
+        match taken {
+            Some(entries) => Ok(entries),
+            None => Ok(self.readdir(ino)?.into()),
+        }
+    }
+
+    /// Drops directory handle `fh`.
+    pub fn releasedir(&self, fh: u64) {
+        self.listings.lock().unwrap_or_else(PoisonError::into_inner).remove(&fh);
+    }
+
+    /// Reads file `ino` from the snapshot it belongs to; see [`View::read_into`].
+    pub fn read_into(&self, ino: Ino, offset: u64, buf: &mut [u8]) -> Result<usize, ViewError> {
+        let (view, vino) = match self.read().nodes.get(&ino) {
+            Some(Node::File { view, vino, .. }) => (Arc::clone(view), *vino),
+            Some(Node::Dir { .. }) => return Err(ViewError::IsADirectory(ino)),
+            None => return Err(ViewError::NotFound(format!("inode {ino}"))),
+        };
+        view.read_into(vino, offset, buf)
+    }
+
+    /// Builds a new snapshot if the run changed since the current one was built, and swaps
+    /// it in. Returns what the kernel must forget, or `None` when nothing changed. On error
+    /// the current snapshot stays and the next call tries again.
+    pub fn refresh(&self) -> Result<Option<Changed>, ViewError> {
+        let Some(src) = &self.source else { return Ok(None) };
+        let mut seen = src.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        let shards = self.current().run().manifest().shards;
+        let sig = Signature::read(&src.dir, shards);
+        if seen.as_ref() == Some(&sig) {
+            return Ok(None);
+        }
+        *seen = None;
+        let view = View::open(&src.dir, &src.opts)?;
+        let mtime = sig.mtime();
+        *seen = Some(sig);
+        Ok(Some(self.install(view, mtime)))
+    }
+
+    fn install(&self, view: View, mtime: Option<SystemTime>) -> Changed {
+        let view = Arc::new(view);
+        let mut t = self.write();
+        let t = &mut *t;
+        let mut changed = Changed::default();
+        for (path, ino) in t.files.drain() {
+            match t.nodes.get(&ino) {
+                // Never looked up: the kernel cannot use it, so it goes now.
+                Some(Node::File { lookups: 0, .. }) => {
+                    t.nodes.remove(&ino);
+                }
+                Some(_) => {
+                    let (dir, name) = path.rsplit_once('/').unwrap_or(("", &path));
+                    if let Some(&parent) = t.dirs.get(dir) {
+                        changed.entries.push((parent, name.to_string()));
+                    }
+                }
+                None => {}
+            }
+        }
+        changed.dirs = t.dirs.values().copied().collect();
+        changed.dirs.sort_unstable();
+        t.view = view;
+        t.mtime = mtime;
+        t.generation += 1;
+        changed
+    }
+
+    /// Refreshes every `every` (4× that once the run has crashed, as only a new writer could
+    /// change it) on a background thread, calling `on_change` after each swap, until the run
+    /// is complete, this `Live` is dropped, or the returned [`Watcher`] is.
+    pub fn watch(
+        self: &Arc<Self>,
+        every: Duration,
+        mut on_change: impl FnMut(&Changed) + Send + 'static,
+    ) -> std::io::Result<Watcher> {
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let (weak, flag): (Weak<Live>, _) = (Arc::downgrade(self), Arc::clone(&stop));
+        let thread = std::thread::Builder::new().name("smdfs-live".into()).spawn(move || loop {
+            let wait = {
+                let Some(live) = weak.upgrade() else { return };
+                if let Ok(Some(changed)) = live.refresh() {
+                    on_change(&changed);
+                }
+                if live.is_final() {
+                    return;
+                }
+                match live.current().run().state() {
+                    RunState::Writing => every,
+                    _ => every * 4,
+                }
+            };
+            let (lock, cv) = &*flag;
+            let stopped = lock.lock().unwrap_or_else(PoisonError::into_inner);
+            let (stopped, _) = cv.wait_timeout_while(stopped, wait, |s| !*s).unwrap_or_else(PoisonError::into_inner);
+            if *stopped {
+                return;
+            }
+        })?;
+        Ok(Watcher { stop, thread: Some(thread) })
+    }
+}
+
+/// The background refresher of [`Live::watch`]; dropping it stops and joins the thread.
+#[derive(Debug)]
+pub struct Watcher {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let (lock, cv) = &*self.stop;
+        *lock.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        cv.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smdfs::{demo, Client, SmallData, Value};
+
+    fn write(c: &mut Client, range: std::ops::Range<u64>) {
+        for i in range {
+            let img = demo::image(i);
+            let fields = [("energy", Value::from(demo::energy(i))), ("det/image", Value::array(&img, &[4, 8]))];
+            c.event(demo::id(i), &fields).unwrap();
+        }
+        c.flush().unwrap();
+    }
+
+    fn whole(live: &Live, ino: Ino) -> Vec<u8> {
+        let mut buf = vec![0u8; live.attr(ino).unwrap().size as usize];
+        assert_eq!(live.read_into(ino, 0, &mut buf).unwrap(), buf.len());
+        buf
+    }
+
+    fn lookup_path(live: &Live, path: &str) -> Attr {
+        let mut a = live.attr(ROOT_INO).unwrap();
+        for seg in path.split('/') {
+            a = live.lookup(a.ino, seg).unwrap();
+        }
+        a
+    }
+
+    /// Refreshes until the current snapshot holds `n` events (the server commits on its own
+    /// thread after a flush).
+    fn refresh_until(live: &Live, n: u64) -> Changed {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut changed = Changed::default();
+        while live.current().run().len() < n {
+            assert!(std::time::Instant::now() < deadline, "the run never reached {n} events");
+            if let Some(c) = live.refresh().unwrap() {
+                changed.entries.extend(c.entries);
+                changed.dirs = c.dirs;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        changed
+    }
+
+    #[test]
+    fn files_move_to_new_inodes_as_the_run_grows_while_old_inodes_keep_their_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let smd = SmallData::builder(dir.path()).servers(2).batch_events(4).build().unwrap();
+        let live = Live::open(dir.path(), &ViewOptions::default()).unwrap();
+        assert!(!live.is_final());
+        assert_eq!(live.refresh().unwrap(), None, "nothing committed since open");
+        // An empty run shows no fields yet.
+        let arrays = lookup_path(&live, "arrays");
+        let names = |l: &[DirEntry]| l.iter().map(|e| e.name.clone()).collect::<Vec<_>>();
+        let before = names(&live.readdir(arrays.ino).unwrap());
+        assert!(!before.contains(&"det".to_string()), "{before:?}");
+        let stream = live.opendir(arrays.ino).unwrap();
+
+        let mut c = smd.client();
+        write(&mut c, 0..10);
+        refresh_until(&live, 10);
+        assert_eq!(lookup_path(&live, "arrays").ino, arrays.ino, "directories keep their inode");
+        // An open directory stream keeps its listing; a new one sees the new fields.
+        assert_eq!(names(&live.listing(arrays.ino, stream).unwrap()), before);
+        let now = names(&live.listing(arrays.ino, live.opendir(arrays.ino).unwrap()).unwrap());
+        assert!(now.contains(&"det".to_string()) && now.contains(&"energy.npy".to_string()), "{now:?}");
+        live.releasedir(stream);
+        assert_eq!(names(&live.listing(arrays.ino, stream).unwrap()), now, "a released handle lists afresh");
+        let det = lookup_path(&live, "arrays/det");
+        let old = lookup_path(&live, "arrays/det/image.npy");
+        assert_eq!(lookup_path(&live, "arrays/det/image.npy").ino, old.ino, "one inode per file and snapshot");
+        let old_bytes = whole(&live, old.ino);
+        let listed = live.readdir(det.ino).unwrap();
+        assert_eq!(listed.iter().map(|e| (e.ino, e.name.as_str())).collect::<Vec<_>>(), [(old.ino, "image.npy")]);
+
+        write(&mut c, 10..30);
+        let changed = refresh_until(&live, 30);
+        assert!(changed.entries.contains(&(det.ino, "image.npy".to_string())), "{changed:?}");
+        assert!(changed.dirs.contains(&ROOT_INO) && changed.dirs.contains(&det.ino));
+        // The old inode still serves its snapshot; the name now leads to a new, bigger file.
+        assert_eq!(live.attr(old.ino).unwrap(), old);
+        assert_eq!(whole(&live, old.ino), old_bytes);
+        let new = lookup_path(&live, "arrays/det/image.npy");
+        assert_ne!(new.ino, old.ino);
+        assert!(new.mtime > old.mtime, "the new snapshot carries the time of the commits it shows");
+        assert_eq!(new.size, old.size + 20 * 64);
+        assert_eq!(lookup_path(&live, "arrays/det").ino, det.ino);
+        // One client, so one shard: the new rows come after the old ones.
+        assert_eq!(whole(&live, new.ino)[128..128 + 10 * 64], old_bytes[128..]);
+
+        // Forgetting: a superseded inode goes once the kernel drops all its lookups; the
+        // current snapshot's inodes stay.
+        live.forget(old.ino, 1);
+        assert!(live.attr(old.ino).is_ok(), "two lookups, one forgotten");
+        live.forget(old.ino, 1);
+        assert_eq!(live.attr(old.ino).unwrap_err().to_errno(), libc::ENOENT);
+        live.forget(new.ino, 1);
+        assert_eq!(live.attr(new.ino).unwrap(), new);
+        assert_eq!(lookup_path(&live, "arrays/det/image.npy").ino, new.ino);
+
+        c.finish().unwrap();
+        smd.done().unwrap();
+        refresh_until(&live, 30);
+        while !live.is_final() {
+            live.refresh().unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let fresh = View::open(dir.path(), &ViewOptions::default()).unwrap();
+        for (path, size) in fresh.files() {
+            let a = lookup_path(&live, &path);
+            assert_eq!(a.size, size, "{path}");
+            let mut want = vec![0u8; size as usize];
+            fresh.read_into(fresh.resolve(&path).unwrap().ino, 0, &mut want).unwrap();
+            assert!(whole(&live, a.ino) == want, "{path}: the final snapshot is the finished run");
+        }
+    }
+
+    #[test]
+    fn a_fixed_view_never_refreshes_and_keeps_its_inodes() {
+        let dir = tempfile::tempdir().unwrap();
+        demo::write_demo(dir.path(), 20, 1, 1, false).unwrap();
+        let live = Live::fixed(View::open(dir.path(), &ViewOptions::default()).unwrap());
+        assert!(live.is_final());
+        assert_eq!(live.refresh().unwrap(), None);
+        let a = lookup_path(&live, "run.h5");
+        live.forget(a.ino, 1);
+        assert_eq!(lookup_path(&live, "run.h5"), a);
+        assert_eq!(live.read_into(ROOT_INO, 0, &mut [0; 4]).unwrap_err().to_errno(), libc::EISDIR);
+        assert_eq!(live.readdir(a.ino).unwrap_err().to_errno(), libc::ENOTDIR);
+        assert_eq!(live.lookup(ROOT_INO, "nope").unwrap_err().to_errno(), libc::ENOENT);
+        let names: Vec<String> = live.readdir(ROOT_INO).unwrap().into_iter().map(|e| e.name).collect();
+        assert_eq!(names, ["arrays", "run.h5"]);
+    }
+
+    #[test]
+    fn a_complete_run_opens_final_and_its_watcher_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        demo::write_demo(dir.path(), 5, 1, 1, false).unwrap();
+        let live = Arc::new(Live::open(dir.path(), &ViewOptions::default()).unwrap());
+        assert!(live.is_final());
+        let w = live.watch(Duration::from_millis(10), |_| panic!("a complete run does not change")).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(w.thread.as_ref().unwrap().is_finished());
+    }
+}
