@@ -34,6 +34,7 @@ pub mod index;
 pub mod info;
 pub mod layout;
 pub mod manifest;
+pub mod npy;
 pub mod path;
 pub mod reader;
 pub mod recorder;

@@ -33,9 +33,9 @@ use crate::error::{Error, IoContext, Result};
 /// Suffix of the names sidecar: `x.npy` keeps its names in `x.npy.names`.
 pub const NAMES_SUFFIX: &str = ".names";
 
-/// Data in a `.npy` file starts at a multiple of this (numpy's own alignment), so a map of
-/// the file is aligned for every element type.
-const NPY_ALIGN: usize = 64;
+/// The first bytes of every `.npy` file. Headers are written by [`crate::npy::header`], which
+/// pads them so the data starts at a multiple of 64 (a map of the file is aligned for every
+/// element type).
 const NPY_MAGIC: &[u8; 6] = b"\x93NUMPY";
 
 /// What a `.npy` header says.
@@ -68,25 +68,8 @@ impl NpyHeader {
     /// The header's bytes: magic, version, length, the dict padded with spaces and `\n` so
     /// the data starts at a multiple of 64.
     fn encode(dtype: Dtype, shape: &[usize]) -> Vec<u8> {
-        let dims: Vec<String> = shape.iter().map(ToString::to_string).collect();
-        let tuple = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
-        let dict = format!("{{'descr': '{}', 'fortran_order': False, 'shape': {tuple}, }}", dtype.numpy_descr());
-        // Version 1.0 has a u16 header length; 2.0 a u32 (only for enormous shapes).
-        let (version, prefix) = if dict.len() + 1 + 10 <= usize::from(u16::MAX) { (1u8, 10) } else { (2u8, 12) };
-        let total = (prefix + dict.len() + 1).next_multiple_of(NPY_ALIGN);
-        let hlen = total - prefix;
-        let mut h = Vec::with_capacity(total);
-        h.extend_from_slice(NPY_MAGIC);
-        h.extend_from_slice(&[version, 0]);
-        if version == 1 {
-            h.extend_from_slice(&(hlen as u16).to_le_bytes());
-        } else {
-            h.extend_from_slice(&(hlen as u32).to_le_bytes());
-        }
-        h.extend_from_slice(dict.as_bytes());
-        h.resize(total - 1, b' ');
-        h.push(b'\n');
-        h
+        let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
+        crate::npy::header(dtype.numpy_descr(), &shape)
     }
 
     /// Parses a `.npy` header from the first bytes of a file (C order, little-endian).

@@ -8,7 +8,6 @@
 pub mod error;
 pub mod live;
 pub mod mount;
-pub mod npy;
 pub mod view;
 
 pub use error::ViewError;

@@ -22,7 +22,7 @@ use smdfs::layout::{self, DatasetLayout, Source};
 use smdfs::Run;
 
 use crate::error::ViewError;
-use crate::npy;
+use smdfs::npy;
 
 /// Inode number (root is [`ROOT_INO`]).
 pub type Ino = u64;

@@ -1,6 +1,7 @@
-//! `.npy` headers: the bytes that make a dataset's extent a file `numpy.load` (and its
-//! `mmap_mode='r'`) reads. Format 1.0 when the header fits 65535 bytes, else 2.0; the
-//! total header length is padded to a multiple of 64 so the data starts aligned.
+//! `.npy` headers: the bytes that make raw C-order data a file `numpy.load` (and its
+//! `mmap_mode='r'`) reads — used by the view's `arrays/` and by named slices.
+//! Format 1.0 when the header fits 65535 bytes, else 2.0; the total header length is padded
+//! to a multiple of 64 so the data starts aligned.
 
 /// The header of an `.npy` file holding a C-order array.
 pub fn header(descr: &str, shape: &[u64]) -> Vec<u8> {
