@@ -23,3 +23,16 @@ if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import numpy, h5py' 2>/de
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q -r scripts/requirements.txt
 fi
+
+# The MPI benchmark's Python peer (benches/mpi_bench.rs): mpi4py's PyPI wheel runs against
+# Debian's MPICH once libmpich.so.12 is reachable as libmpi.so.12 (a link in
+# .venv/mpich-abi, put on LD_LIBRARY_PATH by the benchmark). Never Debian's python3-mpi4py:
+# it pulls Open MPI and switches the system's mpirun away from MPICH.
+mkdir -p .venv/mpich-abi
+for d in /usr/lib/x86_64-linux-gnu /usr/lib/aarch64-linux-gnu /usr/lib64 /usr/lib; do
+  if [ -e "$d/libmpich.so.12" ]; then ln -sf "$d/libmpich.so.12" .venv/mpich-abi/libmpi.so.12; break; fi
+done
+if ! LD_LIBRARY_PATH=.venv/mpich-abi .venv/bin/python -c 'import mpi4py.MPI' 2>/dev/null; then
+  echo "setup: installing mpi4py into .venv (MPI benchmark peer)"
+  .venv/bin/pip install -q -r benches/peers/mpi_requirements.txt
+fi

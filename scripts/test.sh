@@ -7,5 +7,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export SMDFS_PYTHON="$PWD/.venv/bin/python"
 cargo fmt --all -- --check
-cargo clippy --workspace --all-targets --release -- -D warnings
-cargo test --workspace --release
+# One feature set for everything (all features: MPI mode and its mpirun tests included), so
+# clippy and the tests share one release build.
+cargo clippy --workspace --all-targets --release --all-features -- -D warnings
+cargo test --workspace --release --all-features

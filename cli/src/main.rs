@@ -27,10 +27,11 @@ enum Cmd {
         /// Number of events.
         #[arg(long, default_value_t = 100_000)]
         events: u64,
-        /// Server threads (shards).
+        /// Server threads (shards); under `mpirun` (feature `mpi`), server ranks.
         #[arg(long, default_value_t = 2)]
         servers: usize,
-        /// Client threads.
+        /// Client threads; under `mpirun` (feature `mpi`) every rank that is not a server is one
+        /// client and this is ignored.
         #[arg(long, default_value_t = 4)]
         clients: usize,
         /// Replace a run already in OUT.
@@ -83,6 +84,21 @@ enum Cmd {
         #[arg(long, default_value_t = 2)]
         threads: usize,
     },
+    /// Write one standalone HDF5 file with the layout of the view's `run.h5` (chunked,
+    /// optionally gzip-compressed), for users who must ship a single file. LZF needs a
+    /// libhdf5 with h5py's LZF filter registered; without it the export fails (no fallback).
+    Export {
+        /// Run directory.
+        run: PathBuf,
+        /// HDF5 file to write (replaced if it exists).
+        file: PathBuf,
+        /// none, gzip (level 4), gzip=0..9 or lzf.
+        #[arg(long, default_value = "none")]
+        compression: String,
+        /// Rows per chunk (default: about 1 MiB of rows).
+        #[arg(long)]
+        chunk_rows: Option<u64>,
+    },
     /// Unmount a mount made by `smdfs mount`; fails while a process still uses it.
     Umount {
         /// Mount point.
@@ -113,12 +129,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let r = smdfs::demo::write_demo(&out, events, servers, clients, force)
                 .with_context(|| format!("writing the demo run to {}", out.display()))?;
             let secs = t.elapsed().as_secs_f64();
-            println!(
-                "wrote {} events to {} with {servers} server(s) and {clients} client(s) in {secs:.2} s ({:.0} events/s)",
-                r.events,
-                out.display(),
-                r.events as f64 / secs.max(1e-9)
-            );
+            // MPI mode (feature `mpi`, under mpirun): clients are the ranks that are not
+            // servers, and rank 0 speaks for the job.
+            let (clients, how) = match r.mpi {
+                Some(m) => (m.clients, format!(" (MPI, {} ranks)", m.size)),
+                None => (clients, String::new()),
+            };
+            if r.mpi.is_none_or(|m| m.rank == 0) {
+                println!(
+                    "wrote {} events to {} with {servers} server(s) and {clients} client(s){how} in {secs:.2} s ({:.0} events/s)",
+                    r.events,
+                    out.display(),
+                    r.events as f64 / secs.max(1e-9)
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Verify { run, json } => verify(&run, json),
@@ -151,6 +175,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             daemon::mount(daemon::MountArgs { run, mountpoint, foreground, view, mount })
         }
         Cmd::Umount { mountpoint, lazy } => daemon::umount(&mountpoint, lazy),
+        Cmd::Export { run, file, compression, chunk_rows } => export(&run, &file, &compression, chunk_rows),
     }
 }
 
@@ -191,6 +216,47 @@ fn print_info(out: &mut impl Write, info: &smdfs::info::RunInfo) -> std::io::Res
         }
     }
     Ok(())
+}
+
+fn export(
+    run: &std::path::Path,
+    file: &std::path::Path,
+    compression: &str,
+    chunk_rows: Option<u64>,
+) -> anyhow::Result<ExitCode> {
+    use std::io::IsTerminal;
+    let compression = compression.parse()?;
+    let opts = smdfs::export::ExportOptions { compression, chunk_rows };
+    let r = smdfs::Run::open(run).with_context(|| format!("opening {}", run.display()))?;
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let b = indicatif::ProgressBar::new(0);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("exporting {bar:40} {bytes}/{total_bytes} ({eta})")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b
+    });
+    let t = std::time::Instant::now();
+    let report = smdfs::export::export(&r, file, &opts, &mut |done, total| {
+        if let Some(b) = &bar {
+            b.set_length(total);
+            b.set_position(done);
+        }
+    })
+    .with_context(|| format!("exporting {} to {}", run.display(), file.display()))?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "wrote {} ({} datasets, {} data bytes, {} bytes on disk, {compression}) in {secs:.2} s ({:.0} MB/s)",
+        report.path.display(),
+        report.datasets,
+        report.data_bytes,
+        report.file_size,
+        report.data_bytes as f64 / 1e6 / secs.max(1e-9)
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn verify(run: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {

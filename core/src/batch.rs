@@ -4,6 +4,10 @@
 //! row count with the fill value (presence byte 0), so the server can append every column
 //! of the batch with one write. Batches are recycled through a per-server pool, so their
 //! buffers are touched once and reused (first touch of fresh memory is slow here).
+//!
+//! The shard writer reads a [`BatchView`]: the same columns as little-endian byte slices,
+//! borrowed from a `Batch` (threads mode) or straight from a received MPI message (MPI
+//! mode, `crate::mpi`), so neither mode copies column bytes on the server side.
 
 use crate::schema::{FieldId, GroupId};
 
@@ -51,4 +55,65 @@ impl Batch {
     pub(crate) fn is_empty(&self) -> bool {
         self.events == 0
     }
+}
+
+impl Batch {
+    /// The batch's columns as byte slices, for the shard writer.
+    pub(crate) fn view(&self) -> BatchView<'_> {
+        BatchView {
+            groups: self
+                .groups
+                .iter()
+                .map(|g| GroupView { group: g.group, ids: bytemuck::cast_slice(&g.ids) })
+                .collect(),
+            fields: self
+                .fields
+                .iter()
+                .map(|f| FieldView {
+                    field: f.field,
+                    group_slot: f.group_slot,
+                    data: &f.data,
+                    present: &f.present,
+                    lens: bytemuck::cast_slice(&f.lens),
+                    rows: f.rows,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// One group's rows as the shard writer reads them.
+#[derive(Debug)]
+pub(crate) struct GroupView<'a> {
+    pub(crate) group: GroupId,
+    /// Event ids, u64 little-endian (8 bytes per row).
+    pub(crate) ids: &'a [u8],
+}
+
+impl GroupView<'_> {
+    /// Rows of the group in the batch.
+    pub(crate) fn rows(&self) -> usize {
+        self.ids.len() / 8
+    }
+}
+
+/// One field's rows as the shard writer reads them; see [`FieldRows`].
+#[derive(Debug)]
+pub(crate) struct FieldView<'a> {
+    pub(crate) field: FieldId,
+    /// Index into `BatchView::groups`.
+    pub(crate) group_slot: usize,
+    pub(crate) data: &'a [u8],
+    pub(crate) present: &'a [u8],
+    /// Ragged fields: element count per row, u64 little-endian.
+    pub(crate) lens: &'a [u8],
+    pub(crate) rows: usize,
+}
+
+/// A batch's columns as byte slices. Invariant (the producer's): every aligned field has one
+/// row per row of its group, and ragged lengths add up to the data's elements.
+#[derive(Debug, Default)]
+pub(crate) struct BatchView<'a> {
+    pub(crate) groups: Vec<GroupView<'a>>,
+    pub(crate) fields: Vec<FieldView<'a>>,
 }

@@ -5,12 +5,15 @@
 //! 65536`), `count` (i64 `-i`), `maybe` (f32 `i`, only when `i % 2 == 0`), `unaligned_hits`
 //! (u32 `i`, only when `i % 5 == 0`), `tag` (bytes `evt{i}`); summary `n_events` (sum of
 //! events per client) and `max_energy` (max over clients).
+//!
+//! [`write_demo`] run by `mpirun -n P` (built with the `mpi` feature) writes the same run
+//! with ranks: the C = P − S client ranks are the clients (client `k` is rank `k`).
 
 use std::path::Path;
 
 use crate::error::Result;
 use crate::value::Value;
-use crate::writer::{DoneReport, SmallData};
+use crate::writer::{DoneReport, MpiRole, SmallData};
 
 /// Event id of demo event `i`.
 pub fn id(i: u64) -> u64 {
@@ -55,30 +58,34 @@ pub fn tag(i: u64) -> String {
 
 /// Writes one client's share of the demo (events `i % clients == client`).
 pub fn write_client_share(c: &mut crate::writer::Client, events: u64, clients: u64, client: u64) -> Result<()> {
+    use std::fmt::Write;
     let (mut n, mut max_e) = (0u64, f64::NEG_INFINITY);
+    // Per event: no allocation of its own (the tag's text goes into one reused buffer, the
+    // optional fields into the tail of one array).
+    let mut t = String::with_capacity(24);
     let mut i = client;
     while i < events {
         let img = image(i);
-        let t = tag(i);
-        let base = [
+        t.clear();
+        write!(t, "evt{i}").expect("writing to a String");
+        let mut f = [
             ("energy", Value::from(energy(i))),
             ("det/image", Value::array(&img, &[4, 8])),
             ("count", Value::from(count(i))),
             ("tag", Value::bytes(t.as_bytes())),
+            ("maybe", Value::from(0f32)),
+            ("unaligned_hits", Value::from(0u32)),
         ];
-        match (maybe(i), hits(i)) {
-            (None, None) => c.event(id(i), &base)?,
-            (m, h) => {
-                let mut v = base.to_vec();
-                if let Some(m) = m {
-                    v.push(("maybe", Value::from(m)));
-                }
-                if let Some(h) = h {
-                    v.push(("unaligned_hits", Value::from(h)));
-                }
-                c.event(id(i), &v)?
-            }
+        let mut k = 4;
+        if let Some(m) = maybe(i) {
+            f[k] = ("maybe", Value::from(m));
+            k += 1;
         }
+        if let Some(h) = hits(i) {
+            f[k] = ("unaligned_hits", Value::from(h));
+            k += 1;
+        }
+        c.event(id(i), &f[..k])?;
         n += 1;
         max_e = max_e.max(energy(i));
         i += clients;
@@ -91,8 +98,21 @@ pub fn write_client_share(c: &mut crate::writer::Client, events: u64, clients: u
 }
 
 /// Writes the demo run with `servers` server threads and `clients` client threads.
+///
+/// In MPI mode (see [`SmallData::builder`]'s `build`) it is collective: `servers` is the
+/// number of server ranks, every other rank is one client (`clients` is ignored: it is
+/// P − S), and every rank returns the same report.
 pub fn write_demo(dir: &Path, events: u64, servers: usize, clients: usize, overwrite: bool) -> Result<DoneReport> {
     let smd = SmallData::builder(dir).servers(servers).overwrite(overwrite).build()?;
+    if let Some(info) = smd.mpi() {
+        if let MpiRole::Client(k) = info.role {
+            let mut c = smd.client();
+            write_client_share(&mut c, events, info.clients as u64, k as u64)?;
+            c.finish()?;
+        }
+        save_demo_summary(&smd)?;
+        return smd.done();
+    }
     let clients = clients.max(1);
     std::thread::scope(|s| -> Result<()> {
         let handles: Vec<_> = (0..clients)

@@ -102,6 +102,15 @@ pub enum Error {
     /// Misuse of the API (wrong type requested, clients alive at done, …).
     #[error("{0}")]
     Usage(String),
+    /// MPI mode: MPI itself failed, or another rank of the job failed (then `rank` names it
+    /// and `why` is its message; every rank returns the error, so the job fails as one).
+    #[error("MPI{}: {why}", rank.map(|r| format!(" rank {r}")).unwrap_or_default())]
+    Mpi {
+        /// The rank whose error this is, if it is another rank's.
+        rank: Option<usize>,
+        /// What failed.
+        why: String,
+    },
 }
 
 impl Error {

@@ -88,6 +88,8 @@ pub struct RunInfo {
     pub summary: Vec<SummaryInfo>,
     /// Statistics of numeric scalar fields.
     pub stats: crate::schema::StatsMap,
+    /// Problems the reader worked around (shards disagreeing on a field).
+    pub warnings: Vec<String>,
 }
 
 impl Run {
@@ -151,6 +153,7 @@ impl Run {
             datasets,
             summary,
             stats: self.stats().clone(),
+            warnings: self.warnings().to_vec(),
         }
     }
 }

@@ -72,6 +72,7 @@ pub struct Run {
     groups: Vec<GroupData>,
     fields: Vec<FieldData>,
     stats: StatsMap,
+    warnings: Vec<String>,
 }
 
 impl Run {
@@ -92,14 +93,18 @@ impl Run {
 
         // The schema: the manifest's when complete, else the union of the shards'.
         let mut schema = if state == RunState::Complete { manifest.schema.clone() } else { Schema::new() };
+        // Shards that disagree on a field (a job whose ranks sent conflicting dtypes before it
+        // failed) lose nothing else: the first definition wins, the other shards' rows of that
+        // field read as missing, and the conflict is reported in `warnings()`.
+        let mut excluded: std::collections::HashSet<(usize, String)> = std::collections::HashSet::new();
+        let mut warnings = Vec::new();
         for s in &shards {
             for f in &s.fields {
                 let aligned = s.groups.iter().find(|g| g.name == f.group).is_none_or(|g| g.aligned);
-                schema.merge_field(f, aligned).map_err(|e| Error::Corrupt {
-                    path: s.dir.clone(),
-                    offset: 0,
-                    why: format!("shards disagree on a field: {e}"),
-                })?;
+                if let Err(e) = schema.merge_field(f, aligned) {
+                    warnings.push(format!("shard {}: {e}; its rows of {:?} read as missing", s.index, f.path));
+                    excluded.insert((s.index, f.path.clone()));
+                }
             }
             for g in &s.groups {
                 if schema.group(&g.name).is_none() {
@@ -132,6 +137,9 @@ impl Run {
             let columns: Vec<FieldColumns> = shards
                 .iter()
                 .map(|s| {
+                    if excluded.contains(&(s.index, f.path.clone())) {
+                        return FieldColumns::default();
+                    }
                     let c = |r| s.column(&f.group, Some(&f.path), r);
                     FieldColumns {
                         data: c(Role::Data),
@@ -154,12 +162,24 @@ impl Run {
             let missing = match (g.spec.aligned, stored_missing) {
                 (false, _) => 0,
                 (true, Some(m)) => m,
-                (true, None) => crate::index::count_missing(&shards, &f.group, &f.path),
+                (true, None) => shards
+                    .iter()
+                    .zip(&columns)
+                    .map(|(s, c)| match c.present {
+                        Some(p) => s.bytes(p).iter().filter(|&&b| b == 0).count() as u64,
+                        None => s.group_rows(&f.group),
+                    })
+                    .sum(),
             };
             fields.push(FieldData { spec: f.clone(), group: gi, columns, offsets, missing });
         }
         let stats = if state == RunState::Complete { manifest.stats.clone() } else { StatsMap::new() };
-        Ok(Run { dir, state, manifest, schema, shards, groups, fields, stats })
+        Ok(Run { dir, state, manifest, schema, shards, groups, fields, stats, warnings })
+    }
+
+    /// Problems the reader worked around (shards disagreeing on a field), for `info`.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     /// The run directory.

@@ -2,6 +2,9 @@
 //!
 //! Each client accumulates locally (no lock per contribution) and merges its accumulators
 //! into the run's when it finishes; integers are summed exactly (i128), floats as f64.
+//! In MPI mode every rank's accumulators are all-gathered (`encode` / `decode`, a small
+//! binary form: JSON has no NaN, infinities or i128) and merged in rank order, so every rank
+//! reads the same value.
 
 use std::collections::BTreeMap;
 
@@ -117,6 +120,79 @@ pub(crate) fn contribute(map: &mut Reductions, name: &str, n: Num) -> Result<()>
     }
 }
 
+/// Merges `other` into `all` (the same as every contribution arriving at `all`).
+#[cfg_attr(not(feature = "mpi"), allow(dead_code))] // used by MPI mode
+pub(crate) fn merge_all(all: &mut Reductions, other: Reductions) -> Result<()> {
+    for (name, acc) in other {
+        match all.get_mut(&name) {
+            Some(a) => a.merge(&name, &acc)?,
+            None => {
+                all.insert(name, acc);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg_attr(not(feature = "mpi"), allow(dead_code))] // used by MPI mode
+fn put_num(out: &mut Vec<u8>, n: Num) {
+    match n {
+        Num::Int(i) => {
+            out.push(0);
+            out.extend_from_slice(&i.to_le_bytes());
+        }
+        Num::Float(f) => {
+            out.push(1);
+            out.extend_from_slice(&f.to_le_bytes());
+        }
+    }
+}
+
+/// Encodes accumulators: per name, `u32 len, name, 3 × (u8 kind, i128 | f64), u64 count`,
+/// all little-endian.
+#[cfg_attr(not(feature = "mpi"), allow(dead_code))] // used by MPI mode
+pub(crate) fn encode(map: &Reductions) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, a) in map {
+        out.extend_from_slice(&(name.len() as u32).to_le_bytes());
+        out.extend_from_slice(name.as_bytes());
+        for n in [a.sum, a.min, a.max] {
+            put_num(&mut out, n);
+        }
+        out.extend_from_slice(&a.count.to_le_bytes());
+    }
+    out
+}
+
+/// Decodes what [`encode`] wrote.
+#[cfg_attr(not(feature = "mpi"), allow(dead_code))] // used by MPI mode
+pub(crate) fn decode(mut b: &[u8]) -> Result<Reductions> {
+    fn take<'a>(b: &mut &'a [u8], n: usize) -> Result<&'a [u8]> {
+        if b.len() < n {
+            return Err(Error::Usage("truncated reductions message".into()));
+        }
+        let (h, t) = b.split_at(n);
+        *b = t;
+        Ok(h)
+    }
+    fn num(b: &mut &[u8]) -> Result<Num> {
+        Ok(match take(b, 1)?[0] {
+            0 => Num::Int(i128::from_le_bytes(take(b, 16)?.try_into().expect("16 bytes"))),
+            _ => Num::Float(f64::from_le_bytes(take(b, 8)?.try_into().expect("8 bytes"))),
+        })
+    }
+    let mut map = Reductions::new();
+    while !b.is_empty() {
+        let n = u32::from_le_bytes(take(&mut b, 4)?.try_into().expect("4 bytes")) as usize;
+        let name = String::from_utf8(take(&mut b, n)?.to_vec())
+            .map_err(|_| Error::Usage("reduction name is not UTF-8".into()))?;
+        let (sum, min, max) = (num(&mut b)?, num(&mut b)?, num(&mut b)?);
+        let count = u64::from_le_bytes(take(&mut b, 8)?.try_into().expect("8 bytes"));
+        map.insert(name, Accumulator { sum, min, max, count });
+    }
+    Ok(map)
+}
+
 /// Reads a reduced value back as `T`, naming the reduction in errors.
 pub(crate) fn read_back<T: Reducible>(name: &str, n: Num) -> Result<T> {
     T::from_num(n).ok_or_else(|| {
@@ -140,5 +216,22 @@ mod tests {
         assert_eq!(read_back::<u64>("n", m["n"].max).unwrap(), u64::MAX);
         assert!(read_back::<u64>("n", m["n"].sum).is_err());
         assert!(contribute(&mut m, "n", 1.0f64.to_num()).is_err());
+    }
+
+    #[test]
+    fn accumulators_survive_encoding_including_nan_infinities_and_i128() {
+        let mut m = Reductions::new();
+        contribute(&mut m, "big", Num::Int(i128::MIN + 1)).unwrap();
+        contribute(&mut m, "f", Num::Float(f64::NEG_INFINITY)).unwrap();
+        contribute(&mut m, "f", Num::Float(f64::NAN)).unwrap();
+        let back = decode(&encode(&m)).unwrap();
+        assert_eq!(back["big"], m["big"]);
+        assert_eq!(back["f"].count, 2);
+        assert_eq!(back["f"].min, Num::Float(f64::NEG_INFINITY));
+        assert!(decode(&encode(&m)[..5]).is_err());
+        let mut all = Reductions::new();
+        merge_all(&mut all, back.clone()).unwrap();
+        merge_all(&mut all, back).unwrap();
+        assert_eq!(all["big"].count, 2);
     }
 }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use rustc_hash::FxHashMap;
 
-use crate::batch::Batch;
+use crate::batch::BatchView;
 use crate::error::{Error, IoContext, Result};
 use crate::format::{
     column_file_name, encode_commit, encode_frame, encode_log_header, CloseRecord, ColumnDef, CommitEntry, Role,
@@ -137,7 +137,7 @@ impl ShardWriter {
     /// shard has not seen yet.
     pub(crate) fn append(
         &mut self,
-        batch: &Batch,
+        batch: &BatchView<'_>,
         field_spec: &dyn Fn(FieldId) -> FieldSpec,
         group_spec: &dyn Fn(GroupId) -> GroupSpec,
     ) -> Result<()> {
@@ -153,7 +153,7 @@ impl ShardWriter {
 
     fn append_inner(
         &mut self,
-        batch: &Batch,
+        batch: &BatchView<'_>,
         field_spec: &dyn Fn(FieldId) -> FieldSpec,
         group_spec: &dyn Fn(GroupId) -> GroupSpec,
     ) -> Result<()> {
@@ -230,30 +230,30 @@ impl ShardWriter {
             by_field.insert(f.field, i);
         }
         for g in &batch.groups {
-            let n = g.ids.len();
+            let n = g.rows();
             let sg = &self.groups[&g.group];
-            pending.push((sg.ts, Pending::Borrowed(bytemuck::cast_slice(&g.ids))));
+            pending.push((sg.ts, Pending::Borrowed(g.ids)));
             for fid in sg.fields.clone() {
                 let sf = self.fields.get_mut(&fid).expect("field registered");
                 match by_field.get(&fid) {
                     Some(&i) => {
                         let fr = &batch.fields[i];
                         debug_assert_eq!(fr.rows, n, "client pads aligned fields to the group's rows");
-                        pending.push((sf.data, Pending::Borrowed(&fr.data)));
+                        pending.push((sf.data, Pending::Borrowed(fr.data)));
                         if let Some(p) = sf.present {
-                            pending.push((p, Pending::Borrowed(&fr.present)));
+                            pending.push((p, Pending::Borrowed(fr.present)));
                         }
                         if let (Some(l), Some(o)) = (sf.len, sf.offs) {
                             let mut offs = Vec::with_capacity(n * 8);
-                            for &len in &fr.lens {
+                            for len in fr.lens.chunks_exact(8) {
                                 offs.extend_from_slice(&sf.elements.to_le_bytes());
-                                sf.elements += len;
+                                sf.elements += u64::from_le_bytes(len.try_into().expect("8-byte chunk"));
                             }
-                            pending.push((l, Pending::Borrowed(bytemuck::cast_slice(&fr.lens))));
+                            pending.push((l, Pending::Borrowed(fr.lens)));
                             pending.push((o, Pending::Owned(offs)));
                         }
                         if let Some(st) = sf.stats.as_mut() {
-                            add_stats(st, &sf.spec, &fr.data, &fr.present);
+                            add_stats(st, &sf.spec, fr.data, fr.present);
                         }
                     }
                     None => {

@@ -1,13 +1,17 @@
-//! The threads-mode writer: [`SmallData`] (the run being written), its [`Builder`], and the
-//! per-worker [`Client`].
+//! The writer: [`SmallData`] (the run being written), its [`Builder`], and the per-worker
+//! [`Client`].
 //!
 //! Clients validate and batch events locally (no lock per event), then hand whole batches to
-//! their server through a bounded channel: at most `max_batches_in_flight` batches wait per
-//! server, so a slow disk slows the clients instead of growing a queue. Each server thread
-//! owns one shard. `done()` drains the servers, closes the shards, merges their index maps
-//! into the global index and marks the manifest complete.
+//! their server. Threads mode: servers are threads, each owning one shard, fed through
+//! bounded channels: at most `max_batches_in_flight` batches wait per server, so a slow disk
+//! slows the clients instead of growing a queue. MPI mode (feature `mpi`, under `mpirun`
+//! with more than one rank; see `crate::mpi`): the same API, with servers on ranks and each
+//! client's batches sent as MPI messages, at most `max_batches_in_flight` in flight per
+//! client. Either way `done()` drains the servers, closes the shards, merges their index
+//! maps into the global index and marks the manifest complete.
 
 use std::collections::{HashMap, HashSet};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -21,9 +25,11 @@ use crate::error::{Error, IoContext, Result};
 use crate::format::shard_dir_name;
 use crate::index::{build_global_index, IndexReport};
 use crate::manifest::{Manifest, RunState, SummaryValue, WriterLock, INDEX_DIR, MANIFEST_FILE};
+#[cfg(feature = "mpi")]
+use crate::mpi::node::Node;
 use crate::path::validate_path;
 use crate::reduce::{contribute, read_back, Accumulator, Reducible, Reductions};
-use crate::schema::{FieldId, FieldSpec, GroupId, Registry, StatsMap};
+use crate::schema::{FieldId, FieldSpec, GroupId, Registry, Schema, StatsMap};
 use crate::shard_writer::ShardWriter;
 use crate::value::{Field, Kind, Value};
 
@@ -32,21 +38,22 @@ pub type Callback = Arc<dyn Fn(u64, &[Field<'_>]) + Send + Sync>;
 
 /// Configures and starts a run. See [`SmallData::builder`].
 pub struct Builder {
-    dir: PathBuf,
-    servers: usize,
+    pub(crate) dir: PathBuf,
+    pub(crate) servers: usize,
     batch_events: usize,
     batch_bytes: usize,
-    in_flight: usize,
+    pub(crate) in_flight: usize,
     unaligned: HashSet<String>,
     groups: HashMap<String, String>,
     fills: HashMap<String, Vec<u8>>,
     callbacks: Vec<Callback>,
-    sync: bool,
-    overwrite: bool,
+    pub(crate) sync: bool,
+    pub(crate) overwrite: bool,
 }
 
 impl Builder {
-    /// Number of servers (shards). Default 2.
+    /// Number of servers (shards). Default 2. In MPI mode, the number of server ranks: the
+    /// last `n` ranks serve, the others are clients (at least one).
     pub fn servers(mut self, n: usize) -> Self {
         self.servers = n;
         self
@@ -64,7 +71,8 @@ impl Builder {
         self
     }
 
-    /// Batches that may wait for each server before clients block. Default 4.
+    /// Batches that may wait for each server before clients block (MPI mode: batches each
+    /// client may have in flight). Default 4.
     pub fn max_batches_in_flight(mut self, n: usize) -> Self {
         self.in_flight = n;
         self
@@ -111,8 +119,23 @@ impl Builder {
         self
     }
 
-    /// Creates the run directory, its shards and server threads.
+    /// Creates the run directory, its shards and servers.
+    ///
+    /// Built with the `mpi` feature and launched by `mpirun` (or another MPI launcher) with
+    /// more than one rank, this runs in MPI mode: it is collective (every rank calls it), the
+    /// last `servers` ranks become servers (a server rank's [`SmallData`] receives and writes
+    /// batches in the background and has no events of its own to write), and every rank gets
+    /// the same error if any rank fails. Otherwise it starts threads mode.
     pub fn build(self) -> Result<SmallData> {
+        self.validate()?;
+        #[cfg(feature = "mpi")]
+        if let Some(world) = crate::mpi::comm::world()? {
+            return crate::mpi::node::build(self, world);
+        }
+        self.build_threads()
+    }
+
+    fn validate(&self) -> Result<()> {
         if self.servers == 0 || self.servers > 1 << 16 {
             return Err(Error::Usage(format!("servers must be 1..=65536, got {}", self.servers)));
         }
@@ -125,31 +148,33 @@ impl Builder {
         for g in self.groups.values() {
             validate_path(g)?;
         }
-        let dir = self.dir.clone();
-        std::fs::create_dir_all(&dir).at(&dir)?;
-        let lock = WriterLock::acquire(&dir)?;
-        if dir.join(MANIFEST_FILE).exists() {
-            if !self.overwrite {
-                return Err(Error::Usage(format!(
-                    "{} already holds a run; choose another directory or overwrite it",
-                    dir.display()
-                )));
-            }
-            remove_run_files(&dir)?;
-        }
-        let manifest = Manifest::new(self.servers);
-        manifest.store(&dir)?;
-        let shared = Arc::new(Shared {
-            registry: RwLock::new(Registry::new(self.unaligned, self.groups, self.fills)),
+        Ok(())
+    }
+
+    /// The state clients share, from this builder's settings (consumes them).
+    pub(crate) fn shared(&mut self) -> Arc<Shared> {
+        Arc::new(Shared {
+            registry: RwLock::new(Registry::new(
+                std::mem::take(&mut self.unaligned),
+                std::mem::take(&mut self.groups),
+                std::mem::take(&mut self.fills),
+            )),
             pools: (0..self.servers).map(|_| Mutex::new(Vec::new())).collect(),
             errors: (0..self.servers).map(|_| Mutex::new(None)).collect(),
             reductions: Mutex::new(Reductions::new()),
             live_clients: AtomicUsize::new(0),
-            callbacks: self.callbacks,
+            callbacks: std::mem::take(&mut self.callbacks),
             batch_events: self.batch_events,
             batch_bytes: self.batch_bytes,
+            in_flight: self.in_flight,
             pool_cap: self.in_flight + 2,
-        });
+        })
+    }
+
+    fn build_threads(mut self) -> Result<SmallData> {
+        let dir = self.dir.clone();
+        let (lock, manifest) = prepare_run(&dir, self.overwrite, self.servers)?;
+        let shared = self.shared();
         let mut senders = Vec::with_capacity(self.servers);
         let mut servers = Vec::with_capacity(self.servers);
         for i in 0..self.servers {
@@ -163,17 +188,27 @@ impl Builder {
             senders.push(tx);
             servers.push(handle);
         }
-        Ok(SmallData {
-            dir,
-            shared,
-            senders,
-            servers,
-            next_client: AtomicUsize::new(0),
-            summary: Mutex::new(Vec::new()),
-            manifest: Mutex::new(manifest),
-            _lock: lock,
-        })
+        Ok(SmallData::assemble(dir, shared, self.servers, Engine::Threads { senders, servers }, manifest, Some(lock)))
     }
+}
+
+/// Creates the run directory, takes the writer lock, clears (with `overwrite`) or refuses an
+/// existing run, and stores a fresh manifest. (MPI mode: rank 0 only.)
+pub(crate) fn prepare_run(dir: &Path, overwrite: bool, servers: usize) -> Result<(WriterLock, Manifest)> {
+    std::fs::create_dir_all(dir).at(dir)?;
+    let lock = WriterLock::acquire(dir)?;
+    if dir.join(MANIFEST_FILE).exists() {
+        if !overwrite {
+            return Err(Error::Usage(format!(
+                "{} already holds a run; choose another directory or overwrite it",
+                dir.display()
+            )));
+        }
+        remove_run_files(dir)?;
+    }
+    let manifest = Manifest::new(servers);
+    manifest.store(dir)?;
+    Ok((lock, manifest))
 }
 
 fn remove_run_files(dir: &Path) -> Result<()> {
@@ -191,15 +226,19 @@ fn remove_run_files(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-struct Shared {
-    registry: RwLock<Registry>,
+/// What a run's clients share (per process).
+pub(crate) struct Shared {
+    pub(crate) registry: RwLock<Registry>,
+    /// Threads mode: recycled batches per server.
     pools: Vec<Mutex<Vec<Batch>>>,
     errors: Vec<Mutex<Option<String>>>,
-    reductions: Mutex<Reductions>,
-    live_clients: AtomicUsize,
+    pub(crate) reductions: Mutex<Reductions>,
+    pub(crate) live_clients: AtomicUsize,
     callbacks: Vec<Callback>,
     batch_events: usize,
     batch_bytes: usize,
+    #[cfg_attr(not(feature = "mpi"), allow(dead_code))]
+    pub(crate) in_flight: usize,
     pool_cap: usize,
 }
 
@@ -210,7 +249,7 @@ impl Shared {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
@@ -223,7 +262,7 @@ fn serve(rx: Receiver<Batch>, mut shard: ShardWriter, shared: &Shared) -> Result
         shared.registry.read().unwrap_or_else(std::sync::PoisonError::into_inner).schema.groups[g as usize].clone()
     };
     while let Ok(mut batch) = rx.recv() {
-        if let Err(e) = shard.append(&batch, &field_spec, &group_spec) {
+        if let Err(e) = shard.append(&batch.view(), &field_spec, &group_spec) {
             *lock(&shared.errors[idx]) = Some(e.to_string());
             return Err(e);
         }
@@ -245,6 +284,32 @@ pub struct DoneReport {
     pub events: u64,
     /// Per group: rows, duplicates.
     pub groups: Vec<IndexReport>,
+    /// MPI mode: this rank's place in the job (every rank gets the same report otherwise).
+    pub mpi: Option<MpiInfo>,
+}
+
+/// What a rank does in an MPI-mode run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MpiRole {
+    /// Client number `k` (`0..clients`, equal to its rank): writes events.
+    Client(usize),
+    /// Server number `k` (shard `k`, rank `clients + k`): receives and writes batches.
+    Server(usize),
+}
+
+/// A process's place in an MPI-mode run ([`SmallData::mpi`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MpiInfo {
+    /// This process's rank in `MPI_COMM_WORLD`.
+    pub rank: usize,
+    /// Ranks in the job.
+    pub size: usize,
+    /// Server ranks (the last `servers` ranks).
+    pub servers: usize,
+    /// Client ranks (ranks `0..clients`).
+    pub clients: usize,
+    /// What this rank does.
+    pub role: MpiRole,
 }
 
 impl DoneReport {
@@ -254,16 +319,27 @@ impl DoneReport {
     }
 }
 
-/// A run being written (threads mode).
+/// How a run's servers are reached.
+pub(crate) enum Engine {
+    /// Server threads, fed through bounded channels.
+    Threads { senders: Vec<SyncSender<Batch>>, servers: Vec<JoinHandle<Result<(u64, StatsMap)>>> },
+    /// Server ranks (MPI mode).
+    #[cfg(feature = "mpi")]
+    Mpi(Node),
+}
+
+/// A run being written, in threads mode or (feature `mpi`, under `mpirun`) MPI mode.
 pub struct SmallData {
     dir: PathBuf,
     shared: Arc<Shared>,
-    senders: Vec<SyncSender<Batch>>,
-    servers: Vec<JoinHandle<Result<(u64, StatsMap)>>>,
+    servers: usize,
+    engine: Engine,
     next_client: AtomicUsize,
     summary: Mutex<Vec<SummaryValue>>,
+    /// MPI mode: only rank 0's is stored.
     manifest: Mutex<Manifest>,
-    _lock: WriterLock,
+    /// MPI mode: held by rank 0.
+    _lock: Option<WriterLock>,
 }
 
 impl SmallData {
@@ -284,6 +360,26 @@ impl SmallData {
         }
     }
 
+    pub(crate) fn assemble(
+        dir: PathBuf,
+        shared: Arc<Shared>,
+        servers: usize,
+        engine: Engine,
+        manifest: Manifest,
+        lock: Option<WriterLock>,
+    ) -> SmallData {
+        SmallData {
+            dir,
+            shared,
+            servers,
+            engine,
+            next_client: AtomicUsize::new(0),
+            summary: Mutex::new(Vec::new()),
+            manifest: Mutex::new(manifest),
+            _lock: lock,
+        }
+    }
+
     /// The run directory.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -291,18 +387,73 @@ impl SmallData {
 
     /// Number of servers (shards).
     pub fn servers(&self) -> usize {
-        self.senders.len()
+        self.servers
+    }
+
+    /// MPI mode: this rank's place in the job. `None` in threads mode.
+    pub fn mpi(&self) -> Option<MpiInfo> {
+        match &self.engine {
+            Engine::Threads { .. } => None,
+            #[cfg(feature = "mpi")]
+            Engine::Mpi(node) => Some(node.info()),
+        }
+    }
+
+    /// True if this process writes events: always in threads mode; on client ranks in MPI
+    /// mode (a server rank's loops over [`SmallData::block`] or
+    /// [`SmallData::round_robin`] are empty).
+    pub fn is_client(&self) -> bool {
+        self.share().1 > 0
+    }
+
+    /// (index, count) of this process among the processes that write events: (0, 1) in
+    /// threads mode, (rank, client ranks) on an MPI client rank, (0, 0) on a server rank.
+    fn share(&self) -> (usize, usize) {
+        match self.mpi() {
+            None => (0, 1),
+            Some(MpiInfo { role: MpiRole::Client(k), clients, .. }) => (k, clients),
+            Some(MpiInfo { role: MpiRole::Server(_), .. }) => (0, 0),
+        }
+    }
+
+    /// This process's contiguous block of `range`: all of it in threads mode (split it among
+    /// threads as usual, e.g. with rayon); in MPI mode client rank `k` of `C` gets the `k`th
+    /// of `C` near-equal blocks, and a server rank an empty range.
+    pub fn block(&self, range: Range<u64>) -> Range<u64> {
+        let (k, n) = self.share();
+        crate::mpi::block(range, n, k)
+    }
+
+    /// This process's round-robin share of `range`: all of it in threads mode; in MPI mode
+    /// client rank `k` of `C` gets `start + k, start + k + C, …`, and a server rank nothing.
+    pub fn round_robin(&self, range: Range<u64>) -> std::iter::StepBy<Range<u64>> {
+        let (k, n) = self.share();
+        crate::mpi::round_robin(range, n, k)
     }
 
     /// A handle for one worker. Clients are assigned to servers round-robin. Drop the client
-    /// (or call [`Client::finish`]) before [`SmallData::done`].
+    /// (or call [`Client::finish`]) before [`SmallData::done`]. On an MPI server rank the
+    /// handle accepts no events (its `event()` says why): give it none.
     pub fn client(&self) -> Client {
-        let k = self.next_client.fetch_add(1, Ordering::Relaxed) % self.senders.len();
-        self.shared.live_clients.fetch_add(1, Ordering::AcqRel);
+        let n = self.next_client.fetch_add(1, Ordering::Relaxed);
+        let (server, sink, finished) = match &self.engine {
+            Engine::Threads { senders, .. } => {
+                let k = n % self.servers;
+                (k, Sink::Thread(senders[k].clone()), false)
+            }
+            #[cfg(feature = "mpi")]
+            Engine::Mpi(node) => match node.sender(n, self.shared.in_flight) {
+                Ok((k, sender)) => (k, Sink::Mpi(Box::new(sender)), false),
+                Err(why) => (0, Sink::Refuse(why), true),
+            },
+        };
+        if !finished {
+            self.shared.live_clients.fetch_add(1, Ordering::AcqRel);
+        }
         Client {
             shared: Arc::clone(&self.shared),
-            server: k,
-            tx: self.senders[k].clone(),
+            server,
+            sink,
             batch: Batch::default(),
             cache: FxHashMap::default(),
             metas: vec![],
@@ -310,18 +461,25 @@ impl SmallData {
             resolved: vec![],
             touched: vec![],
             reductions: Reductions::new(),
-            finished: false,
+            finished,
         }
     }
 
     fn reduced(&self, name: &str) -> Result<Accumulator> {
-        lock(&self.shared.reductions)
-            .get(name)
-            .copied()
-            .ok_or_else(|| Error::NotFound { what: "reduction", name: name.into() })
+        let not_found = || Error::NotFound { what: "reduction", name: name.into() };
+        match &self.engine {
+            Engine::Threads { .. } => lock(&self.shared.reductions).get(name).copied().ok_or_else(not_found),
+            #[cfg(feature = "mpi")]
+            Engine::Mpi(node) => {
+                let mine = lock(&self.shared.reductions).clone();
+                node.reduce(&mine)?.get(name).copied().ok_or_else(not_found)
+            }
+        }
     }
 
     /// Sum of the values finished clients contributed under `name` with [`Client::reduce`].
+    /// In MPI mode the reductions are collective: every rank calls them in the same order
+    /// (the same program does) and gets the value over all client ranks.
     pub fn sum<T: Reducible>(&self, name: &str) -> Result<T> {
         read_back(name, self.reduced(name)?.sum)
     }
@@ -342,7 +500,8 @@ impl SmallData {
     }
 
     /// Saves values once per run (`/summary/<name>` in the view). Saving a name again
-    /// replaces it. Stored in the manifest at once, so a crashed run keeps it.
+    /// replaces it. Stored in the manifest at once, so a crashed run keeps it. In MPI mode
+    /// every rank may call it (the same program does); rank 0's values are stored.
     pub fn save_summary<'v, F: AsRef<[Field<'v>]>>(&self, fields: F) -> Result<()> {
         let mut summary = lock(&self.summary);
         for (path, v) in fields.as_ref() {
@@ -358,6 +517,9 @@ impl SmallData {
             summary.retain(|s| s.path != *path);
             summary.push(SummaryValue::new(path, v));
         }
+        if self.mpi().is_some_and(|m| m.rank != 0) {
+            return Ok(());
+        }
         let mut m = lock(&self.manifest);
         m.summary = summary.clone();
         m.store(&self.dir)
@@ -365,18 +527,37 @@ impl SmallData {
 
     /// Drains every client batch, closes the shards, merges their index maps into the
     /// global index and marks the run complete. Every client must be dropped or finished.
+    ///
+    /// MPI mode: collective. Client ranks tell every server they are done, servers drain and
+    /// close their shards, rank 0 merges the index maps and writes the manifest; every rank
+    /// returns the same report, or an error if any rank failed (naming that rank).
     pub fn done(mut self) -> Result<DoneReport> {
         let live = self.shared.live_clients.load(Ordering::Acquire);
-        if live > 0 {
-            return Err(Error::Usage(format!(
+        let alive = if live > 0 {
+            Err(Error::Usage(format!(
                 "done() called while {live} client(s) are alive: drop them or call finish() first"
-            )));
+            )))
+        } else {
+            Ok(())
+        };
+        let info = self.mpi();
+        let (dir, manifest, summary) = (&self.dir, &self.manifest, &self.summary);
+        #[cfg(feature = "mpi")]
+        if let Engine::Mpi(node) = &mut self.engine {
+            return node
+                .done(alive, |schema, stats, closes| complete(dir, manifest, summary, info, schema, stats, closes));
         }
-        self.senders.clear();
-        let mut closes = Vec::with_capacity(self.servers.len());
+        alive?;
+        #[allow(irrefutable_let_patterns)] // without the `mpi` feature there is one engine
+        let Engine::Threads { senders, servers } = &mut self.engine
+        else {
+            unreachable!("MPI mode returned above")
+        };
+        senders.clear();
+        let mut closes = Vec::with_capacity(servers.len());
         let mut stats = StatsMap::new();
         let mut first_err = None;
-        for (i, h) in std::mem::take(&mut self.servers).into_iter().enumerate() {
+        for (i, h) in std::mem::take(servers).into_iter().enumerate() {
             match h.join() {
                 Ok(Ok((offset, s))) => {
                     closes.push(offset);
@@ -396,31 +577,51 @@ impl SmallData {
             return Err(e);
         }
         let schema = self.shared.registry.read().unwrap_or_else(std::sync::PoisonError::into_inner).schema.clone();
-        let mut m = lock(&self.manifest).clone();
-        m.schema = schema;
-        m.stats = stats;
-        m.summary = lock(&self.summary).clone();
-        let (index, reports) = build_global_index(&self.dir, &m, closes)?;
-        m.index = Some(index);
-        m.state = RunState::Complete;
-        m.store(&self.dir)?;
-        let events = reports.iter().find(|r| r.group.is_empty()).map_or(0, |r| r.rows);
-        Ok(DoneReport { dir: self.dir.clone(), events, groups: reports })
+        complete(dir, manifest, summary, info, schema, stats, closes)
     }
+}
+
+/// Builds the global index of the closed shards and stores the manifest complete.
+fn complete(
+    dir: &Path,
+    manifest: &Mutex<Manifest>,
+    summary: &Mutex<Vec<SummaryValue>>,
+    mpi: Option<MpiInfo>,
+    schema: Schema,
+    stats: StatsMap,
+    closes: Vec<u64>,
+) -> Result<DoneReport> {
+    let mut m = lock(manifest).clone();
+    m.schema = schema;
+    m.stats = stats;
+    m.summary = lock(summary).clone();
+    let (index, reports) = build_global_index(dir, &m, closes)?;
+    m.index = Some(index);
+    m.state = RunState::Complete;
+    m.store(dir)?;
+    let events = reports.iter().find(|r| r.group.is_empty()).map_or(0, |r| r.rows);
+    Ok(DoneReport { dir: dir.to_path_buf(), events, groups: reports, mpi })
 }
 
 impl Drop for SmallData {
     fn drop(&mut self) {
-        // Without done(): stop the servers so their threads end; the manifest stays
-        // `writing`, which readers see as `crashed` once the lock is released.
-        // Clients still alive hold senders: their servers end when the last one drops, so
-        // joining here would wait on user code. Detach instead.
-        self.senders.clear();
-        let servers = std::mem::take(&mut self.servers);
-        if self.shared.live_clients.load(Ordering::Acquire) == 0 {
-            for h in servers {
-                let _ = h.join();
+        match &mut self.engine {
+            Engine::Threads { senders, servers } => {
+                // Without done(): stop the servers so their threads end; the manifest stays
+                // `writing`, which readers see as `crashed` once the lock is released.
+                // Clients still alive hold senders: their servers end when the last one
+                // drops, so joining here would wait on user code. Detach instead.
+                senders.clear();
+                let servers = std::mem::take(servers);
+                if self.shared.live_clients.load(Ordering::Acquire) == 0 {
+                    for h in servers {
+                        let _ = h.join();
+                    }
+                }
             }
+            // The node's own drop fails the job unless done() ran.
+            #[cfg(feature = "mpi")]
+            Engine::Mpi(_) => {}
         }
     }
 }
@@ -435,12 +636,22 @@ struct Meta {
     fill_row: Vec<u8>,
 }
 
+/// Where a client's batches go.
+enum Sink {
+    Thread(SyncSender<Batch>),
+    #[cfg(feature = "mpi")]
+    Mpi(Box<crate::mpi::client::Sender>),
+    /// An MPI server rank's handle: no events (the reason).
+    #[cfg_attr(not(feature = "mpi"), allow(dead_code))]
+    Refuse(String),
+}
+
 /// One worker's handle: validates events, batches them, hands batches to its server.
 /// `Send`, not `Sync`: give each thread its own (`for_each_init(|| smd.client(), …)`).
 pub struct Client {
     shared: Arc<Shared>,
     server: usize,
-    tx: SyncSender<Batch>,
+    sink: Sink,
     batch: Batch,
     cache: FxHashMap<Box<str>, usize>,
     metas: Vec<Meta>,
@@ -481,7 +692,10 @@ impl Client {
     pub fn event<'v, F: AsRef<[Field<'v>]>>(&mut self, id: u64, fields: F) -> Result<()> {
         let fields = fields.as_ref();
         if self.finished {
-            return Err(Error::Usage("event() on a finished client".into()));
+            return Err(Error::Usage(match &self.sink {
+                Sink::Refuse(why) => why.clone(),
+                _ => "event() on a finished client".into(),
+            }));
         }
         self.resolved.clear();
         for (path, v) in fields {
@@ -565,19 +779,32 @@ impl Client {
         contribute(&mut self.reductions, name, value.to_num())
     }
 
-    /// Hands the current batch to the server (blocks while the server's queue is full).
+    /// Hands the current batch to the server (blocks while the server's queue is full, or
+    /// in MPI mode while `max_batches_in_flight` sends are unfinished).
     pub fn flush(&mut self) -> Result<()> {
         if self.batch.is_empty() {
             return Ok(());
         }
         // Aligned fields absent from the batch's last events are filled up to the group.
         self.seal();
-        let fresh = lock(&self.shared.pools[self.server]).pop().unwrap_or_default();
-        let full = std::mem::replace(&mut self.batch, fresh);
         for s in &mut self.slots {
             *s = None;
         }
-        self.tx.send(full).map_err(|_| self.shared.server_error(self.server))
+        match &mut self.sink {
+            Sink::Thread(tx) => {
+                let fresh = lock(&self.shared.pools[self.server]).pop().unwrap_or_default();
+                let full = std::mem::replace(&mut self.batch, fresh);
+                tx.send(full).map_err(|_| self.shared.server_error(self.server))
+            }
+            #[cfg(feature = "mpi")]
+            Sink::Mpi(sender) => {
+                // The batch is copied into a send buffer, so it is reused at once.
+                let r = sender.send(&self.batch, &self.shared.registry);
+                self.batch.clear();
+                r
+            }
+            Sink::Refuse(why) => Err(Error::Usage(why.clone())),
+        }
     }
 
     fn seal(&mut self) {
@@ -602,6 +829,12 @@ impl Client {
         }
         self.finished = true;
         let r = self.flush();
+        // MPI mode: a send buffer must outlive its send.
+        #[cfg(feature = "mpi")]
+        let r = match &mut self.sink {
+            Sink::Mpi(sender) => r.and(sender.wait_all()),
+            _ => r,
+        };
         let mut merged = Ok(());
         {
             let mut all = lock(&self.shared.reductions);

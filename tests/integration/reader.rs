@@ -189,3 +189,44 @@ fn a_schema_record_whose_batch_never_committed_is_ignored() {
     assert_eq!(&x[..10], &(0..10).collect::<Vec<_>>()[..]);
     assert_eq!(x[10], u64::MAX, "fill for the empty event");
 }
+
+#[test]
+fn shards_that_disagree_on_a_field_lose_nothing_else() {
+    // Two one-shard runs whose `x` differs in dtype, joined as the two shards of one crashed
+    // run (what a job whose ranks sent conflicting dtypes leaves behind).
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    for (dir, f32s) in [(a.path(), false), (b.path(), true)] {
+        let smd = SmallData::builder(dir).servers(1).build().unwrap();
+        let mut c = smd.client();
+        for i in 0..50u64 {
+            let id = if f32s { 2 * i + 1 } else { 2 * i };
+            let x = if f32s { smdfs::Value::from(id as f32) } else { smdfs::Value::from(id as f64) };
+            c.event(id, [("x", x), ("y", smdfs::Value::from(id))]).unwrap();
+        }
+        drop(c);
+        drop(smd);
+    }
+    let run_dir = a.path();
+    std::fs::rename(b.path().join("shard-00000"), run_dir.join("shard-00001")).unwrap();
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run_dir.join("manifest.json")).unwrap()).unwrap();
+    m["shards"] = 2.into();
+    std::fs::write(run_dir.join("manifest.json"), serde_json::to_vec(&m).unwrap()).unwrap();
+
+    let run = Run::open(run_dir).unwrap();
+    assert_eq!(run.len(), 100);
+    assert_eq!(run.warnings().len(), 1, "{:?}", run.warnings());
+    assert!(run.warnings()[0].contains("\"x\"") && run.warnings()[0].contains("f32"), "{:?}", run.warnings());
+    let y = run.field("y").unwrap().read_all::<u64>().unwrap();
+    assert_eq!(y, (0..100).collect::<Vec<_>>());
+    let x = run.field("x").unwrap().read_all::<f64>().unwrap();
+    for (id, v) in x.iter().enumerate() {
+        if id % 2 == 0 {
+            assert_eq!(*v, id as f64);
+        } else {
+            assert!(v.is_nan(), "row {id} of the conflicting shard reads as missing");
+        }
+    }
+    assert_eq!(run.field("x").unwrap().data().missing, 50);
+}
