@@ -185,6 +185,12 @@ pub(crate) struct Registry {
 }
 
 impl Registry {
+    /// Sets fields' units by path (applied when each field is first seen).
+    pub(crate) fn with_units(mut self, units: HashMap<String, String>) -> Registry {
+        self.units = units;
+        self
+    }
+
     pub(crate) fn new(
         unaligned: HashSet<String>,
         named_groups: HashMap<String, String>,

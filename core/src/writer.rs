@@ -46,6 +46,7 @@ pub struct Builder {
     unaligned: HashSet<String>,
     groups: HashMap<String, String>,
     fills: HashMap<String, Vec<u8>>,
+    units: HashMap<String, String>,
     callbacks: Vec<Callback>,
     pub(crate) sync: bool,
     pub(crate) overwrite: bool,
@@ -100,6 +101,12 @@ impl Builder {
         self
     }
 
+    /// Gives a field's physical units (the view's `units` attribute, e.g. `"eV"`).
+    pub fn units(mut self, path: &str, units: &str) -> Self {
+        self.units.insert(path.into(), units.into());
+        self
+    }
+
     /// Calls `f(id, fields)` with every accepted event, on the client that produced it.
     pub fn callback(mut self, f: impl Fn(u64, &[Field<'_>]) + Send + Sync + 'static) -> Self {
         self.callbacks.push(Arc::new(f));
@@ -142,7 +149,7 @@ impl Builder {
         if self.batch_events == 0 || self.in_flight == 0 {
             return Err(Error::Usage("batch_events and max_batches_in_flight must be at least 1".into()));
         }
-        for p in self.unaligned.iter().chain(self.groups.keys()).chain(self.fills.keys()) {
+        for p in self.unaligned.iter().chain(self.groups.keys()).chain(self.fills.keys()).chain(self.units.keys()) {
             validate_path(p)?;
         }
         for g in self.groups.values() {
@@ -154,11 +161,14 @@ impl Builder {
     /// The state clients share, from this builder's settings (consumes them).
     pub(crate) fn shared(&mut self) -> Arc<Shared> {
         Arc::new(Shared {
-            registry: RwLock::new(Registry::new(
-                std::mem::take(&mut self.unaligned),
-                std::mem::take(&mut self.groups),
-                std::mem::take(&mut self.fills),
-            )),
+            registry: RwLock::new(
+                Registry::new(
+                    std::mem::take(&mut self.unaligned),
+                    std::mem::take(&mut self.groups),
+                    std::mem::take(&mut self.fills),
+                )
+                .with_units(std::mem::take(&mut self.units)),
+            ),
             pools: (0..self.servers).map(|_| Mutex::new(Vec::new())).collect(),
             errors: (0..self.servers).map(|_| Mutex::new(None)).collect(),
             reductions: Mutex::new(Reductions::new()),
@@ -354,6 +364,7 @@ impl SmallData {
             unaligned: HashSet::new(),
             groups: HashMap::new(),
             fills: HashMap::new(),
+            units: HashMap::new(),
             callbacks: vec![],
             sync: false,
             overwrite: false,

@@ -494,6 +494,24 @@ mod tests {
     }
 
     #[test]
+    fn units_given_to_the_builder_become_an_hdf5_attribute() {
+        let dir = tempfile::tempdir().unwrap();
+        let smd = smdfs::SmallData::builder(dir.path()).servers(1).units("energy", "eV").build().unwrap();
+        let mut c = smd.client();
+        c.event(1, smdfs::fields! { "energy" => 1.5, "n" => 2u8 }).unwrap();
+        drop(c);
+        smd.done().unwrap();
+        let v = View::open(dir.path(), &ViewOptions::default()).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let copy = out.path().join("copy.h5");
+        std::fs::write(&copy, whole(&v, "run.h5")).unwrap();
+        let f = hdf5::File::open(&copy).unwrap();
+        let u: hdf5::types::VarLenUnicode = f.dataset("energy").unwrap().attr("units").unwrap().read_scalar().unwrap();
+        assert_eq!(u.as_str(), "eV");
+        assert!(f.dataset("n").unwrap().attr("units").is_err());
+    }
+
+    #[test]
     fn unknown_paths_and_directory_reads_are_errors() {
         let (_d, v) = demo_view(10, 1, 1);
         assert_eq!(v.resolve("nope").unwrap_err().to_errno(), libc::ENOENT);
