@@ -138,6 +138,29 @@ mod with_mpi {
         out
     }
 
+    /// Every `arrays/*.npy` file read through a real mount (`smdfs mount`, then `smdfs umount`).
+    fn mounted_npy_files(smdfs_bin: &Path, dir: &Path, mnt: &Path) -> BTreeMap<String, Vec<u8>> {
+        std::fs::create_dir_all(mnt).unwrap();
+        let m = Command::new(smdfs_bin).arg("mount").arg(dir).arg(mnt).output().unwrap();
+        assert!(m.status.success(), "mount: {}", text(&m));
+        let mut out = BTreeMap::new();
+        let mut stack = vec![mnt.join("arrays")];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    let rel = p.strip_prefix(mnt).unwrap().to_string_lossy().into_owned();
+                    out.insert(rel, std::fs::read(&p).unwrap());
+                }
+            }
+        }
+        let u = Command::new(smdfs_bin).arg("umount").arg(mnt).output().unwrap();
+        assert!(u.status.success(), "umount: {}", text(&u));
+        out
+    }
+
     fn assert_same(what: &str, mpi: &BTreeMap<String, Vec<u8>>, threads: &BTreeMap<String, Vec<u8>>) {
         assert!(!mpi.is_empty(), "{what}: nothing to compare");
         assert_eq!(mpi.keys().collect::<Vec<_>>(), threads.keys().collect::<Vec<_>>(), "{what}: names");
@@ -181,7 +204,10 @@ mod with_mpi {
             assert_eq!(mpi_run.shards().len(), s);
             check_demo_run(&mpi_run, N);
             assert_same(&format!("P={p} S={s} reader"), &datasets(&mpi_run), &datasets(&threads_run));
-            assert_same(&format!("P={p} S={s} view"), &npy_files(&dir), &npy_files(&reference));
+            let threads_view = npy_files(&reference);
+            assert_same(&format!("P={p} S={s} view"), &npy_files(&dir), &threads_view);
+            let mnt = tmp.path().join(format!("mnt-p{p}-s{s}"));
+            assert_same(&format!("P={p} S={s} mount"), &mounted_npy_files(&smdfs, &dir, &mnt), &threads_view);
             std::fs::remove_dir_all(&reference).unwrap();
             std::fs::remove_dir_all(&dir).unwrap();
         }
