@@ -18,12 +18,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::sync_channel;
 
-use hdf5::types::{FloatSize, IntSize, TypeDescriptor, VarLenUnicode};
-use hdf5::{Datatype, Location};
+use hdf5::Datatype;
 
-use crate::dtype::Dtype;
 use crate::error::{Error, Result};
-use crate::h5skeleton::AttrValue;
+use crate::h5skeleton::{descriptor, write_attrs, AttrValue};
 use crate::layout::{self, DatasetLayout, Source};
 use crate::reader::Run;
 
@@ -171,7 +169,7 @@ fn write(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<()> {
     let file = hdf5::sync::sync(|| hdf5::File::create(path)).map_err(h5err(path, "create"))?;
-    write_attrs(path, "/", &file, root)?;
+    write_attrs("export", path, "/", &file, root)?;
     let mut sets = Vec::with_capacity(plans.len());
     for d in plans {
         sets.push(create(path, &file, d, opts)?);
@@ -264,7 +262,7 @@ fn create(path: &Path, file: &hdf5::File, d: &DatasetLayout, opts: &ExportOption
             b = b.no_chunk();
         }
         let ds = b.empty_as(&dtype).shape(shape).create(name.as_str()).map_err(err())?;
-        write_attrs(path, &name, &ds, &d.attrs)?;
+        write_attrs("export", path, &name, &ds, &d.attrs)?;
         Ok(ds)
     })
 }
@@ -326,51 +324,10 @@ fn write_rows(path: &Path, d: &DatasetLayout, ds: &hdf5::Dataset, row: u64, rows
     })
 }
 
-/// The file type of a [`Dtype`] (little-endian; bool as enum int8 {FALSE, TRUE}), as in the
-/// view's skeleton.
-fn descriptor(dtype: Dtype) -> TypeDescriptor {
-    use TypeDescriptor as T;
-    match dtype {
-        Dtype::Bool => T::Boolean,
-        Dtype::I8 => T::Integer(IntSize::U1),
-        Dtype::I16 => T::Integer(IntSize::U2),
-        Dtype::I32 => T::Integer(IntSize::U4),
-        Dtype::I64 => T::Integer(IntSize::U8),
-        Dtype::U8 => T::Unsigned(IntSize::U1),
-        Dtype::U16 => T::Unsigned(IntSize::U2),
-        Dtype::U32 => T::Unsigned(IntSize::U4),
-        Dtype::U64 => T::Unsigned(IntSize::U8),
-        Dtype::F32 => T::Float(FloatSize::U4),
-        Dtype::F64 => T::Float(FloatSize::U8),
-    }
-}
-
 /// Maps an `hdf5` error to [`Error::Usage`] naming the exported file and the object.
 fn h5err(file: &Path, what: &str) -> impl FnOnce(hdf5::Error) -> Error {
     let context = format!("export {}: {what}", file.display());
     move |e| Error::Usage(format!("{context}: {e}"))
-}
-
-/// Writes scalar attributes on `loc` (as the skeleton does: strings variable-length UTF-8).
-fn write_attrs(path: &Path, owner: &str, loc: &Location, attrs: &[(String, AttrValue)]) -> Result<()> {
-    hdf5::sync::sync(|| {
-        for (name, value) in attrs {
-            let what = format!("{owner} attribute {name:?}");
-            let n = name.as_str();
-            match value {
-                AttrValue::I64(v) => loc.new_attr::<i64>().create(n).and_then(|a| a.write_scalar(v)),
-                AttrValue::U64(v) => loc.new_attr::<u64>().create(n).and_then(|a| a.write_scalar(v)),
-                AttrValue::F64(v) => loc.new_attr::<f64>().create(n).and_then(|a| a.write_scalar(v)),
-                AttrValue::Str(s) => {
-                    let v: VarLenUnicode =
-                        s.parse().map_err(|e| Error::Usage(format!("export {}: {what}: {e}", path.display())))?;
-                    loc.new_attr::<VarLenUnicode>().create(n).and_then(|a| a.write_scalar(&v))
-                }
-            }
-            .map_err(h5err(path, &what))?;
-        }
-        Ok(())
-    })
 }
 
 #[cfg(test)]

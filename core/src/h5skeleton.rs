@@ -178,13 +178,17 @@ fn h5err(file: &Path, what: &str) -> impl FnOnce(hdf5::Error) -> Error {
     move |e| Error::Usage(format!("{context}: {e}"))
 }
 
+/// How errors about the skeleton file start.
+const SKELETON: &str = "HDF5 skeleton";
+
 /// An [`Error::Usage`] naming the skeleton file and the object.
 fn usage(file: &Path, what: &str, why: impl std::fmt::Display) -> Error {
     Error::Usage(format!("HDF5 skeleton {}: {what}: {why}", file.display()))
 }
 
-/// The file type of a [`Dtype`] (little-endian; bool as enum int8 {FALSE, TRUE}).
-fn descriptor(dtype: Dtype) -> TypeDescriptor {
+/// The file type of a [`Dtype`] (little-endian; bool as enum int8 {FALSE, TRUE}); the skeleton
+/// and `export` share it, so both files store the same types.
+pub(crate) fn descriptor(dtype: Dtype) -> TypeDescriptor {
     use TypeDescriptor as T;
     match dtype {
         Dtype::Bool => T::Boolean,
@@ -212,7 +216,7 @@ fn write_file(
         .with_fapl(|p| p.alignment(1, 4096).fclose_degree(FileCloseDegree::Strong))
         .create(path)
         .map_err(h5err(path, "create"))?;
-    write_attrs(path, "/", &file, root_attrs)?;
+    write_attrs(SKELETON, path, "/", &file, root_attrs)?;
     let mut extents = Vec::with_capacity(plans.len());
     for (plan, &size) in plans.iter().zip(sizes) {
         let offset = create_dataset(path, &file, plan, size)?;
@@ -260,28 +264,37 @@ fn create_dataset(path: &Path, file: &hdf5::File, plan: &DatasetPlan, size: u64)
             return Err(usage(path, &plan.path, "cannot write the data"));
         }
     }
-    write_attrs(path, &plan.path, &ds, &plan.attrs)?;
+    write_attrs(SKELETON, path, &plan.path, &ds, &plan.attrs)?;
     Ok(offset)
 }
 
-/// Writes scalar attributes on `loc`.
-fn write_attrs(path: &Path, owner: &str, loc: &Location, attrs: &[(String, AttrValue)]) -> Result<()> {
-    for (name, value) in attrs {
-        let what = format!("{owner} attribute {name:?}");
-        let err = || h5err(path, &what);
-        let n = name.as_str();
-        match value {
-            AttrValue::I64(v) => loc.new_attr::<i64>().create(n).and_then(|a| a.write_scalar(v)),
-            AttrValue::U64(v) => loc.new_attr::<u64>().create(n).and_then(|a| a.write_scalar(v)),
-            AttrValue::F64(v) => loc.new_attr::<f64>().create(n).and_then(|a| a.write_scalar(v)),
-            AttrValue::Str(s) => {
-                let v: VarLenUnicode = s.parse().map_err(|e| usage(path, &what, e))?;
-                loc.new_attr::<VarLenUnicode>().create(n).and_then(|a| a.write_scalar(&v))
+/// Writes scalar attributes on `loc` (strings variable-length UTF-8). `label` starts error
+/// messages (`"HDF5 skeleton"`, `"export"`); shared by the skeleton and `export`.
+pub(crate) fn write_attrs(
+    label: &str,
+    path: &Path,
+    owner: &str,
+    loc: &Location,
+    attrs: &[(String, AttrValue)],
+) -> Result<()> {
+    hdf5::sync::sync(|| {
+        for (name, value) in attrs {
+            let what = format!("{owner} attribute {name:?}");
+            let fail = |e: &dyn std::fmt::Display| Error::Usage(format!("{label} {}: {what}: {e}", path.display()));
+            let n = name.as_str();
+            match value {
+                AttrValue::I64(v) => loc.new_attr::<i64>().create(n).and_then(|a| a.write_scalar(v)),
+                AttrValue::U64(v) => loc.new_attr::<u64>().create(n).and_then(|a| a.write_scalar(v)),
+                AttrValue::F64(v) => loc.new_attr::<f64>().create(n).and_then(|a| a.write_scalar(v)),
+                AttrValue::Str(s) => {
+                    let v: VarLenUnicode = s.parse().map_err(|e| fail(&e))?;
+                    loc.new_attr::<VarLenUnicode>().create(n).and_then(|a| a.write_scalar(&v))
+                }
             }
+            .map_err(|e| fail(&e))?;
         }
-        .map_err(err())?;
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 #[cfg(test)]
