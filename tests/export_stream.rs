@@ -9,7 +9,7 @@ use std::process::Command;
 use smdfs::export::{export, Compression, ExportOptions};
 use smdfs::h5skeleton::AttrValue;
 use smdfs::layout::{plan, root_attrs, DatasetLayout};
-use smdfs::{fields, Dtype, Run, SmallData, Value};
+use smdfs::{fields, Run, SmallData, Value};
 
 fn venv_python() -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
@@ -60,23 +60,6 @@ for i, n in enumerate(sorted(names)):
 print(json.dumps(desc))
 "#;
 
-    fn numpy_str(d: Dtype) -> &'static str {
-        match d {
-            Dtype::Bool => "|b1",
-            Dtype::I8 => "|i1",
-            Dtype::I16 => "<i2",
-            Dtype::I32 => "<i4",
-            Dtype::I64 => "<i8",
-            Dtype::U8 => "|u1",
-            Dtype::U16 => "<u2",
-            Dtype::U32 => "<u4",
-            Dtype::U64 => "<u8",
-            Dtype::F32 => "<f4",
-            Dtype::F64 => "<f8",
-            other => panic!("no numpy name for {other:?}"),
-        }
-    }
-
     fn hex(b: &[u8]) -> String {
         b.iter().map(|x| format!("{x:02x}")).collect()
     }
@@ -120,7 +103,7 @@ print(json.dumps(desc))
             assert!(g.is_object(), "{} missing from the export", d.path);
             let shape: Vec<u64> = g["shape"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
             assert_eq!(shape, d.shape, "{}", d.path);
-            assert_eq!(g["dtype"].as_str().unwrap(), numpy_str(d.dtype), "{}", d.path);
+            assert_eq!(g["dtype"].as_str().unwrap(), d.dtype.numpy_descr(), "{}", d.path);
             if let Some(fill) = &d.fill {
                 assert_eq!(g["fill"].as_str().unwrap(), hex(fill), "{} fill", d.path);
             }

@@ -120,3 +120,12 @@ pub fn check_demo_subset(run: &Run) -> u64 {
     }
     n
 }
+
+/// True if FUSE mounts are possible here (`/dev/fuse` exists); prints why a test skips if not.
+pub fn fuse_available() -> bool {
+    let ok = std::path::Path::new("/dev/fuse").exists();
+    if !ok {
+        eprintln!("skipping: /dev/fuse is absent, so nothing can be mounted here");
+    }
+    ok
+}

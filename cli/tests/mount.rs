@@ -14,14 +14,6 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-fn fuse_available() -> bool {
-    let ok = Path::new("/dev/fuse").exists();
-    if !ok {
-        eprintln!("skipping: /dev/fuse is absent, so nothing can be mounted here");
-    }
-    ok
-}
-
 /// Whether something is mounted at `path` (absolute, without escapes).
 fn mounted(path: &Path) -> bool {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
@@ -77,7 +69,7 @@ fn setup(events: &str) -> (tempfile::TempDir, String, PathBuf) {
 
 #[test]
 fn mount_returns_once_the_mount_is_ready_and_umount_ends_the_daemon() {
-    if !fuse_available() {
+    if !smdfs_tests::fuse_available() {
         return;
     }
     let (_dir, run, mnt) = setup("1000");
@@ -110,7 +102,7 @@ fn mount_returns_once_the_mount_is_ready_and_umount_ends_the_daemon() {
 
 #[test]
 fn mount_failures_exit_1_with_the_reason_and_usage_errors_exit_2() {
-    if !fuse_available() {
+    if !smdfs_tests::fuse_available() {
         return;
     }
     let (dir, run, mnt) = setup("10");
@@ -136,7 +128,7 @@ fn mount_failures_exit_1_with_the_reason_and_usage_errors_exit_2() {
 
 #[test]
 fn foreground_mount_serves_until_sigterm_then_unmounts() {
-    if !fuse_available() {
+    if !smdfs_tests::fuse_available() {
         return;
     }
     let (_dir, run, mnt) = setup("100");
@@ -158,7 +150,7 @@ fn foreground_mount_serves_until_sigterm_then_unmounts() {
 
 #[test]
 fn umount_of_a_busy_mount_fails_and_lazy_umount_keeps_open_files_readable() {
-    if !fuse_available() {
+    if !smdfs_tests::fuse_available() {
         return;
     }
     let (_dir, run, mnt) = setup("1000");
@@ -185,7 +177,7 @@ fn umount_of_a_busy_mount_fails_and_lazy_umount_keeps_open_files_readable() {
 
 #[test]
 fn a_killed_server_leaves_a_dead_mount_that_mount_reports_and_umount_removes() {
-    if !fuse_available() {
+    if !smdfs_tests::fuse_available() {
         return;
     }
     let (_dir, run, mnt) = setup("100");

@@ -61,14 +61,6 @@ impl Drop for LiveMount {
     }
 }
 
-fn fuse_available() -> bool {
-    let ok = Path::new("/dev/fuse").exists();
-    if !ok {
-        eprintln!("skipping: /dev/fuse is absent, so nothing can be mounted here");
-    }
-    ok
-}
-
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
@@ -190,7 +182,7 @@ fn wait_for_finished_run(run: &Path, root: &Path, since: Instant) {
 
 #[test]
 fn h5py_reading_while_the_demo_writes_sees_only_correct_values_and_never_fewer_events() {
-    if !fuse_available() {
+    if !smdfs_tests::fuse_available() {
         return;
     }
     let n = 3000u64;
@@ -244,7 +236,7 @@ fn h5py_reading_while_the_demo_writes_sees_only_correct_values_and_never_fewer_e
 
 #[test]
 fn an_open_file_keeps_its_bytes_while_new_opens_see_the_run_grow() {
-    if !fuse_available() {
+    if !smdfs_tests::fuse_available() {
         return;
     }
     // Two clients, one per server: client 0 writes even events, client 1 odd ones, and each

@@ -38,14 +38,6 @@ impl Drop for Mount {
     }
 }
 
-fn fuse_available() -> bool {
-    let ok = Path::new("/dev/fuse").exists();
-    if !ok {
-        eprintln!("skipping: /dev/fuse is absent, so nothing can be mounted here");
-    }
-    ok
-}
-
 /// A temporary directory with a demo run in `run/` and an empty `mnt/`.
 fn demo_run(n: u64, servers: usize, clients: usize) -> (tempfile::TempDir, PathBuf, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
@@ -164,7 +156,7 @@ fn check_bytes_against_view(run: &Path, root: &Path) {
 
 /// Mounts the demo run and reads it with every tool; then copies the mount and reads the copy.
 fn every_tool_reads_the_demo_formula(n: u64, servers: usize, clients: usize, dump_everything: bool) {
-    if !fuse_available() {
+    if !smdfs_tests::fuse_available() {
         return;
     }
     let (dir, run, mnt) = demo_run(n, servers, clients);
@@ -216,7 +208,7 @@ fn three_server_run_reads_as_the_demo_formula_with_h5dump_h5ls_h5py_numpy_and_cp
 
 #[test]
 fn writes_fail_with_erofs_and_missing_paths_with_enoent() {
-    if !fuse_available() {
+    if !smdfs_tests::fuse_available() {
         return;
     }
     let (_dir, run, mnt) = demo_run(20, 2, 2);
@@ -252,7 +244,7 @@ fn writes_fail_with_erofs_and_missing_paths_with_enoent() {
 
 #[test]
 fn a_non_run_or_an_unsuitable_mount_point_fails_with_a_clear_message() {
-    if !fuse_available() {
+    if !smdfs_tests::fuse_available() {
         return;
     }
     let (dir, run, mnt) = demo_run(10, 1, 1);
@@ -282,7 +274,7 @@ fn a_non_run_or_an_unsuitable_mount_point_fails_with_a_clear_message() {
 
 #[test]
 fn a_mount_in_use_refuses_a_clean_unmount_until_its_files_are_closed() {
-    if !fuse_available() {
+    if !smdfs_tests::fuse_available() {
         return;
     }
     let (_dir, run, mnt) = demo_run(10, 1, 1);
@@ -297,7 +289,7 @@ fn a_mount_in_use_refuses_a_clean_unmount_until_its_files_are_closed() {
 
 #[test]
 fn concurrent_readers_get_the_same_bytes_as_one_reader() {
-    if !fuse_available() {
+    if !smdfs_tests::fuse_available() {
         return;
     }
     let (_dir, run, mnt) = demo_run(30_000, 2, 3);
