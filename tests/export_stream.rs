@@ -17,8 +17,17 @@ fn venv_python() -> PathBuf {
     p
 }
 
+/// Readers spawned by these tests take no HDF5 file locks: the tests run in parallel threads,
+/// and libhdf5 opens files without `O_CLOEXEC`, so a child spawned by one test can inherit
+/// (and hold) the lock of a file another test has open.
+fn reader(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut c = Command::new(program);
+    c.env("HDF5_USE_FILE_LOCKING", "FALSE");
+    c
+}
+
 fn python(script: &str, args: &[&str]) -> String {
-    let out = Command::new(venv_python()).arg("-c").arg(script).args(args).output().expect("run python");
+    let out = reader(venv_python()).arg("-c").arg(script).args(args).output().expect("run python");
     assert!(
         out.status.success(),
         "python failed: {}\n{}",
@@ -122,7 +131,7 @@ print(json.dumps(desc))
             run.read_dataset(d, 0, &mut want).unwrap();
             assert!(got == want, "{}: h5py reads other bytes than read_dataset", d.path);
         }
-        let out = Command::new("h5dump").arg(&file).output().expect("run h5dump");
+        let out = reader("h5dump").arg(&file).output().expect("run h5dump");
         assert!(out.status.success(), "h5dump failed: {}", String::from_utf8_lossy(&out.stderr));
         report.file_size
     }
