@@ -1,0 +1,19 @@
+"""smdfs: write one parallel for-loop's results into one dataset, read it back as numpy.
+
+Writer (the smalldata API)::
+
+    from smdfs import SmallData
+    smd = SmallData("out", servers=2, batch_size=1000)
+    for i in smd.round_robin(range(n)):
+        smd.event(i, energy=i * 0.5)
+    smd.done()
+
+Reader::
+
+    run = smdfs.open("out")
+    run["energy"][:]
+"""
+
+from ._smdfs import CorruptRunError, Error, MpiError, RunExistsError, SchemaError
+
+__all__ = ["Error", "SchemaError", "RunExistsError", "CorruptRunError", "MpiError"]
