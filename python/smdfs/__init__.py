@@ -15,5 +15,7 @@ Reader::
 """
 
 from ._smdfs import CorruptRunError, Error, MpiError, RunExistsError, SchemaError
+from .reader import open
+from .writer import SmallData
 
-__all__ = ["Error", "SchemaError", "RunExistsError", "CorruptRunError", "MpiError"]
+__all__ = ["Error", "SchemaError", "RunExistsError", "CorruptRunError", "MpiError", "SmallData", "open"]
