@@ -1,4 +1,4 @@
-//! Streaming benchmark: `smdfs::h5stream` against the PyPI package `multitables` 2.0.1 and
+//! Streaming benchmark: `smdfs::tools::h5stream` against the PyPI package `multitables` 2.0.1 and
 //! plain h5py, streaming the same dataset of the same HDF5 file in one run.
 //!
 //! The file (default 1 GiB: f32 `[1 Mi, 256]`, contiguous, `/data`) is written by h5py, so
@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
-use smdfs::h5stream::{H5File, StreamOptions};
+use smdfs::tools::h5stream::{H5File, StreamOptions};
 
 const USAGE: &str = "usage: h5stream_bench [--rows N] [--cols C] [--block-rows B] [--dir PATH] \
                      [--python PATH] [--cold]";

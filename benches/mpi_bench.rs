@@ -1,4 +1,4 @@
-//! MPI benchmark: events/s of the demo run (DESIGN.md "Demo run", default 1,000,000 events)
+//! MPI benchmark: events/s of the demo run (docs/ARCHITECTURE.md "The demo run", default 1,000,000 events)
 //! written by `mpirun -n P` ranks in MPI mode, for P = 2, 4, 8, beside the same job in threads
 //! mode in one process and beside a Python peer doing it the common way, all in one run.
 //!

@@ -1,7 +1,7 @@
 //! Older-tools benchmark: smdfs's split records and named slices against the PyPI packages
 //! they replace, on the same data in one run.
 //!
-//! Split records (`smdfs::split`) against `splitdataloader` 0.0.1: writing the same records
+//! Split records (`smdfs::tools::split`) against `splitdataloader` 0.0.1: writing the same records
 //! into the same number of bins, random access (the same list of seeded random indices on
 //! both sides), shuffled bin-wise iteration over every record, and the prefetching iterator
 //! (smdfs: background threads fault in the next bins' pages, records stay zero-copy slices;
@@ -11,7 +11,7 @@
 //! every byte of every record (xor of its 8-byte words, so the data is really read); the
 //! Python side takes `len()` of each `bytes` object it gets (already a copy in memory).
 //!
-//! Named slices (`smdfs::slices`) against `bigarray` 0.2.2 (`PointerArrayWriter` /
+//! Named slices (`smdfs::tools::slices`) against `bigarray` 0.2.2 (`PointerArrayWriter` /
 //! `PointerArray`): writing M names of R rows × C f32 each (default 10,000 × 64 × 64 ≈ 164 MB)
 //! one name per call at its row position into a file created at full size, then closing it
 //! (smdfs: fdatasync of data and names; bigarray: msync of its map plus its pickled index),
@@ -32,9 +32,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
-use smdfs::reader::SplitMix;
-use smdfs::slices::{Slices, SlicesWriter};
-use smdfs::split::{SplitLoader, SplitWriter};
+use smdfs::read::shuffle::SplitMix;
+use smdfs::tools::slices::{Slices, SlicesWriter};
+use smdfs::tools::split::{SplitLoader, SplitWriter};
 
 const USAGE: &str = "usage: older_tools_bench [--records N] [--splits S] [--lookups K] [--names M] \
                      [--rows-per-name R] [--cols C] [--dir PATH] [--python PATH]\n\

@@ -228,7 +228,7 @@ fn run_bytes(dir: &Path) -> Result<u64, BoxErr> {
         let e = e?;
         let name = e.file_name();
         let name = name.to_string_lossy();
-        if e.file_type()?.is_dir() && (name.starts_with("shard-") || name == smdfs::manifest::INDEX_DIR) {
+        if e.file_type()?.is_dir() && (name.starts_with("shard-") || name == smdfs::format::manifest::INDEX_DIR) {
             n += walk(&e.path())?;
         }
     }

@@ -1,14 +1,14 @@
 //! Integration tests for `smdfs export` (one standalone HDF5 file with the view's layout) and
-//! `smdfs::h5stream` (parallel streaming and async reads of any HDF5 file). Exported files are
-//! checked value for value against [`Run::read_dataset`] through h5py (the project's `.venv`)
+//! `smdfs::tools::h5stream` (parallel streaming and async reads of any HDF5 file). Exported files are
+//! checked value for value against [`DatasetLayout::read`] through h5py (the project's `.venv`)
 //! and h5dump; h5stream is checked on files that h5py writes.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use smdfs::export::{export, Compression, ExportOptions};
-use smdfs::h5skeleton::AttrValue;
-use smdfs::layout::{plan, root_attrs, DatasetLayout};
+use smdfs::h5::export::{export, Compression, ExportOptions};
+use smdfs::h5::layout::{plan, root_attrs, DatasetLayout};
+use smdfs::h5::skeleton::AttrValue;
 use smdfs::{fields, Run, SmallData, Value};
 
 fn venv_python() -> PathBuf {
@@ -128,7 +128,7 @@ print(json.dumps(desc))
             }
             let got = std::fs::read(bins.join(format!("{}.bin", g["i"]))).unwrap();
             let mut want = vec![0u8; d.byte_size() as usize];
-            run.read_dataset(d, 0, &mut want).unwrap();
+            d.read(&run, 0, &mut want).unwrap();
             assert!(got == want, "{}: h5py reads other bytes than read_dataset", d.path);
         }
         let out = reader("h5dump").arg(&file).output().expect("run h5dump");
@@ -214,7 +214,7 @@ print(json.dumps(desc))
 
 mod h5stream_tests {
     use super::*;
-    use smdfs::h5stream::{Access, H5File, StreamOptions};
+    use smdfs::tools::h5stream::{Access, H5File, StreamOptions};
 
     /// Writes `f.h5` with h5py (contiguous, chunked + gzip, 2-D rows, several dtypes, a scalar,
     /// an unwritten contiguous dataset, a string dataset) and each dataset's raw bytes as
@@ -313,7 +313,7 @@ with h5py.File(f'{d}/f.h5', 'w') as f:
     fn async_requests_out_of_order_match_h5py_bytes() {
         let (dir, f) = fixture();
         let req = f.requests(3).unwrap();
-        let mut rng = smdfs::reader::SplitMix::new(11);
+        let mut rng = smdfs::read::shuffle::SplitMix::new(11);
         let mut pending = Vec::new();
         for k in 0..200 {
             let name = NAMES[rng.below(NAMES.len() as u64) as usize];

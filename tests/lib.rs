@@ -1,5 +1,5 @@
 //! Shared helpers for the integration tests: a checker that verifies a run against the demo
-//! formula (DESIGN.md "Demo run") through the reader, value by value.
+//! formula (docs/ARCHITECTURE.md "The demo run") through the reader, value by value.
 
 use smdfs::{demo, Run};
 

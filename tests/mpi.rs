@@ -320,7 +320,7 @@ mod with_mpi {
             assert_eq!(run.state(), smdfs::RunState::Crashed);
             let n = smdfs_tests::check_demo_subset(&run);
             assert!(n > 0, "some events committed before the kill");
-            let v = smdfs::verify::verify(&dir, &mut |_, _| {}).unwrap();
+            let v = smdfs::verify(&dir, &mut |_, _| {}).unwrap();
             assert!(v.is_sound(), "rank {victim} killed: {:?}", v.problems);
             let mnt = tmp.path().join(format!("mnt-{victim}"));
             std::fs::create_dir_all(&mnt).unwrap();

@@ -1,4 +1,4 @@
-"""Python peer of benches/mpi_bench.rs: the demo run (DESIGN.md "Demo run") written the
+"""Python peer of benches/mpi_bench.rs: the demo run (docs/ARCHITECTURE.md "The demo run") written the
 common way with mpi4py + h5py. Every rank is a writer: rank k takes events i = k, k + P, ...
 (round-robin, like the demo's clients), builds each batch of 4096 events with numpy and
 appends it to its own HDF5 file (chunked, resizable datasets: one resize + one write per

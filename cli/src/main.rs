@@ -20,7 +20,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Write the demo run (DESIGN.md "Demo run") with server and client threads.
+    /// Write the demo run (docs/ARCHITECTURE.md "The demo run") with server and client threads.
     Demo {
         /// Output run directory.
         out: PathBuf,
@@ -148,7 +148,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Verify { run, json } => verify(&run, json),
         Cmd::Info { run, json } => {
             let r = smdfs::Run::open(&run).with_context(|| format!("opening {}", run.display()))?;
-            let info = r.info();
+            let info = smdfs::RunInfo::of(&r);
             // The files `smdfs mount` would show, with their sizes.
             let view = smdfs_fuse::View::from_run(r, &smdfs_fuse::ViewOptions::default())
                 .with_context(|| format!("building the view of {}", run.display()))?;
@@ -179,7 +179,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn print_info(out: &mut impl Write, info: &smdfs::info::RunInfo) -> std::io::Result<()> {
+fn print_info(out: &mut impl Write, info: &smdfs::RunInfo) -> std::io::Result<()> {
     writeln!(out, "run      {}", info.dir)?;
     writeln!(out, "state    {}", info.state)?;
     writeln!(out, "events   {}", info.events)?;
@@ -226,7 +226,7 @@ fn export(
 ) -> anyhow::Result<ExitCode> {
     use std::io::IsTerminal;
     let compression = compression.parse()?;
-    let opts = smdfs::export::ExportOptions { compression, chunk_rows };
+    let opts = smdfs::h5::export::ExportOptions { compression, chunk_rows };
     let r = smdfs::Run::open(run).with_context(|| format!("opening {}", run.display()))?;
     let bar = std::io::stderr().is_terminal().then(|| {
         let b = indicatif::ProgressBar::new(0);
@@ -237,7 +237,7 @@ fn export(
         b
     });
     let t = std::time::Instant::now();
-    let report = smdfs::export::export(&r, file, &opts, &mut |done, total| {
+    let report = smdfs::h5::export::export(&r, file, &opts, &mut |done, total| {
         if let Some(b) = &bar {
             b.set_length(total);
             b.set_position(done);
@@ -269,7 +269,7 @@ fn verify(run: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
         );
         b
     });
-    let report = smdfs::verify::verify(run, &mut |done, total| {
+    let report = smdfs::verify(run, &mut |done, total| {
         if let Some(b) = &bar {
             b.set_length(total);
             b.set_position(done);

@@ -6,7 +6,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use smdfs::reader::SplitMix;
+use smdfs::read::shuffle::SplitMix;
 use smdfs::{Run, RunState};
 use smdfs_tests::check_demo_subset;
 

@@ -1,4 +1,4 @@
-//! The DESIGN.md writer program, one source for both modes: `cargo run --example mpi_writer
+//! The writer program of docs/ARCHITECTURE.md, one source for both modes: `cargo run --example mpi_writer
 //! -- OUT` writes with threads; built with `--features mpi` and started by `mpirun -n P`, the
 //! same binary writes with P ranks (the last S serve, the others are clients). Each client
 //! writes its block of event indices with rayon, one client handle per worker thread.

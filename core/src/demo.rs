@@ -1,4 +1,4 @@
-//! The demo run of DESIGN.md ("Demo run"): a formula any checker can verify a run against.
+//! The demo run of docs/ARCHITECTURE.md ("The demo run"): a formula any checker can verify a run against.
 //!
 //! For i in 0..N: id `1000 + 3*i`; dealt to C clients round-robin (`i % C`), each client in
 //! increasing i; fields `energy` (f64 `i*0.5`), `det/image` (u16 [4, 8], `(i + 8r + c) %
@@ -12,8 +12,9 @@
 use std::path::Path;
 
 use crate::error::Result;
-use crate::value::Value;
-use crate::writer::{DoneReport, MpiRole, SmallData};
+use crate::model::value::Value;
+use crate::write::report::{DoneReport, MpiRole};
+use crate::write::smalldata::SmallData;
 
 /// Event id of demo event `i`.
 pub fn id(i: u64) -> u64 {
@@ -57,7 +58,7 @@ pub fn tag(i: u64) -> String {
 }
 
 /// Writes one client's share of the demo (events `i % clients == client`).
-pub fn write_client_share(c: &mut crate::writer::Client, events: u64, clients: u64, client: u64) -> Result<()> {
+pub fn write_client_share(c: &mut crate::write::client::Client, events: u64, clients: u64, client: u64) -> Result<()> {
     use std::fmt::Write;
     let (mut n, mut max_e) = (0u64, f64::NEG_INFINITY);
     // Per event: no allocation of its own (the tag's text goes into one reused buffer, the
@@ -125,7 +126,7 @@ pub fn write_demo(dir: &Path, events: u64, servers: usize, clients: usize, overw
             })
             .collect();
         for h in handles {
-            h.join().map_err(|_| crate::Error::Usage("demo client thread panicked".into()))??;
+            h.join().map_err(|_| crate::Error::thread("demo client", "panicked"))??;
         }
         Ok(())
     })?;

@@ -1,5 +1,8 @@
-//! The crate's one error type. Every variant names the file, field or shard it concerns and
-//! what was expected, so a user can act on the message alone.
+//! The crate's one error type, a variant per kind of failure: I/O (with its path), a field's
+//! schema or value, corrupt or unreadable run data (with file and offset), a run that exists
+//! or is locked, HDF5, MPI, a stopped background thread, and misuse of the API. Every variant
+//! names the file, field or shard it concerns and what was expected, so a user can act on the
+//! message alone. The OS cause of an I/O error is printed once, by the variant itself.
 
 use std::path::PathBuf;
 
@@ -11,7 +14,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// An I/O error on a named file.
-    #[error("{path}: {source}")]
+    #[error("{}: {source}", path.display())]
     Io {
         /// The file or directory.
         path: PathBuf,
@@ -99,7 +102,49 @@ pub enum Error {
         /// The length.
         len: u64,
     },
-    /// Misuse of the API (wrong type requested, clients alive at done, …).
+    /// The directory already holds a run (a writer without `overwrite`).
+    #[error("{} already holds a run; choose another directory or overwrite it", path.display())]
+    RunExists {
+        /// The run directory.
+        path: PathBuf,
+    },
+    /// Another live writer holds the run's writer lock.
+    #[error("{}: another writer holds this run ({holder})", path.display())]
+    Locked {
+        /// The run directory.
+        path: PathBuf,
+        /// What the lock file says of its holder.
+        holder: String,
+    },
+    /// libhdf5 failed on a file (the skeleton, an export, a streamed file).
+    #[error("HDF5 {}: {object}: {why}", path.display())]
+    Hdf5 {
+        /// The HDF5 file.
+        path: PathBuf,
+        /// The object (dataset path) or operation.
+        object: String,
+        /// libhdf5's message.
+        why: String,
+    },
+    /// A record this crate writes could not be encoded (a manifest, a log record, an MPI
+    /// status): a bug or an exhausted resource, never user data.
+    #[error("cannot encode {what}: {why}")]
+    Encode {
+        /// What was being encoded.
+        what: &'static str,
+        /// The encoder's message.
+        why: String,
+    },
+    /// A background thread (prefetch, streaming, a demo client) could not start or stopped.
+    #[error("{what}: {why}")]
+    Thread {
+        /// The thread's job.
+        what: String,
+        /// Why it could not start or stopped.
+        why: String,
+    },
+    /// Misuse of the API: a setting out of range, the wrong element type requested, a
+    /// buffer of the wrong size, a call on a closed or finished handle, clients alive at done.
     #[error("{0}")]
     Usage(String),
     /// MPI mode: MPI itself failed, or another rank of the job failed (then `rank` names it
@@ -117,6 +162,16 @@ impl Error {
     /// Wraps an I/O error with the path it concerns.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
         Error::Io { path: path.into(), source }
+    }
+
+    /// An [`Error::Encode`] for `what`.
+    pub(crate) fn encode(what: &'static str) -> impl FnOnce(serde_json::Error) -> Error {
+        move |e| Error::Encode { what, why: e.to_string() }
+    }
+
+    /// An [`Error::Thread`] for a thread doing `what`.
+    pub(crate) fn thread(what: impl Into<String>, why: impl std::fmt::Display) -> Error {
+        Error::Thread { what: what.into(), why: why.to_string() }
     }
 }
 

@@ -24,41 +24,35 @@
 //! # Ok::<(), smdfs::Error>(())
 //! ```
 
-mod batch;
 pub mod demo;
-pub mod dtype;
 pub mod error;
-pub mod export;
+#[doc(hidden)]
 pub mod format;
-pub mod h5skeleton;
-pub mod h5stream;
+#[cfg(feature = "hdf5")]
+pub mod h5;
+#[doc(hidden)]
 pub mod index;
-pub mod info;
-pub mod layout;
-pub mod manifest;
-pub mod mpi;
-pub mod npy;
-pub mod path;
-pub mod reader;
-pub mod recorder;
-pub mod reduce;
-pub mod schema;
+pub mod model;
+pub mod read;
+#[doc(hidden)]
 pub mod shard;
-mod shard_writer;
-pub mod slices;
-pub mod split;
-pub mod stream;
-pub mod value;
-pub mod verify;
-pub mod writer;
+#[doc(hidden)]
+pub mod sync;
+pub mod tools;
+pub mod write;
 
-pub use crate::mpi::{block, round_robin};
-pub use dtype::{Dtype, Element};
 pub use error::{Error, Result};
+pub use format::manifest::{RunState, SummaryValue};
 pub use index::Loc;
-pub use manifest::{RunState, SummaryValue};
-pub use reader::{FieldReader, Run};
-pub use schema::{FieldSpec, GroupSpec, Schema, Stats};
-pub use stream::{Block, Prefetch};
-pub use value::{Field, Kind, Value};
-pub use writer::{Builder, Client, DoneReport, MpiInfo, MpiRole, SmallData};
+pub use model::dtype::{Dtype, Element};
+pub use model::schema::{FieldSpec, GroupSpec, Schema, Stats};
+pub use model::value::{Field, Kind, Value};
+pub use read::field::Block;
+pub use read::info::RunInfo;
+pub use read::run::{FieldReader, Run};
+pub use read::stream::Prefetch;
+pub use read::verify::{verify, VerifyReport};
+pub use write::client::Client;
+pub use write::report::{DoneReport, MpiInfo, MpiRole};
+pub use write::share::{block, round_robin};
+pub use write::smalldata::{Builder, SmallData};

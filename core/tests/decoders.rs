@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use proptest::prelude::*;
 use smdfs::format::{check_log_header, FrameIter};
 use smdfs::index::{load_offsets, GroupIndex};
-use smdfs::shard::replay_log;
+use smdfs::shard::reader::replay_log;
 use smdfs::Run;
 
 fn corpus() -> PathBuf {
@@ -89,7 +89,7 @@ fn apply(bytes: &mut Vec<u8>, d: &Damage) {
 /// Opens a damaged run and reads everything the reader offers.
 fn read_everything(dir: &Path) {
     let Ok(run) = Run::open(dir) else { return };
-    let _ = run.info();
+    let _ = smdfs::RunInfo::of(&run);
     for g in run.groups() {
         let n = g.index.len().min(10_000);
         let mut ids = vec![0u64; n as usize];
@@ -113,7 +113,7 @@ fn read_everything(dir: &Path) {
     for loc in run.shardwise("", Some(1)).into_iter().flatten().take(10_000) {
         let _ = run.id_at(0, loc);
     }
-    let _ = smdfs::verify::verify(dir, &mut |_, _| {});
+    let _ = smdfs::verify(dir, &mut |_, _| {});
 }
 
 proptest! {
@@ -140,7 +140,7 @@ proptest! {
         let _ = replay_log(Path::new("fuzz"), &log, true);
         let _ = replay_log(Path::new("fuzz"), &bytes, true);
         let _ = smdfs::format::decode_commit(&bytes);
-        let _ = serde_json::from_slice::<smdfs::manifest::Manifest>(&bytes);
+        let _ = serde_json::from_slice::<smdfs::format::manifest::Manifest>(&bytes);
     }
 
     #[test]
@@ -169,7 +169,7 @@ proptest! {
 fn the_corpus_itself_is_a_sound_run() {
     let dir = tempfile::tempdir().unwrap();
     copy_corpus(dir.path());
-    let r = smdfs::verify::verify(dir.path(), &mut |_, _| {}).unwrap();
+    let r = smdfs::verify(dir.path(), &mut |_, _| {}).unwrap();
     assert!(r.is_sound(), "{:?}", r.problems);
     assert_eq!(Run::open(dir.path()).unwrap().len(), 40);
 }

@@ -24,15 +24,16 @@
 //! swaps it in. [`Live::watch`] refreshes on a background thread until the run is complete.
 
 use std::collections::HashMap;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
+use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
+
+use smdfs::sync::{lock, wait_while};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
-use smdfs::format::{shard_dir_name, LOG_FILE};
-use smdfs::manifest::{writer_alive, Manifest, MANIFEST_FILE};
+use smdfs::format::manifest::Manifest;
+use smdfs::read::watch::RunSignature as Signature;
 use smdfs::RunState;
 
 use crate::error::ViewError;
@@ -63,40 +64,6 @@ struct Source {
     /// What the current snapshot was built from; `None` forces a rebuild. Held for a whole
     /// refresh, so refreshes never interleave and snapshots are installed in order.
     seen: Mutex<Option<Signature>>,
-}
-
-/// What changes whenever the run's committed content or state does.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Signature {
-    /// Inode, size and mtime of `manifest.json` (replaced atomically, so a new inode).
-    manifest: Option<(u64, u64, i64, i64)>,
-    /// Size and mtime of each shard's commit log.
-    logs: Vec<Option<(u64, i64, i64)>>,
-    /// Whether a live writer holds the run (a writer that dies turns it `crashed`).
-    writer: bool,
-}
-
-impl Signature {
-    fn read(dir: &Path, shards: usize) -> Signature {
-        let manifest =
-            std::fs::metadata(dir.join(MANIFEST_FILE)).ok().map(|m| (m.ino(), m.len(), m.mtime(), m.mtime_nsec()));
-        let logs = (0..shards)
-            .map(|i| {
-                let log = std::fs::metadata(dir.join(shard_dir_name(i)).join(LOG_FILE));
-                log.ok().map(|m| (m.len(), m.mtime(), m.mtime_nsec()))
-            })
-            .collect();
-        Signature { manifest, logs, writer: writer_alive(dir) }
-    }
-
-    /// When the run last changed: the newest of the manifest's and the logs' mtimes. A
-    /// snapshot's files carry it, so tools that compare mtimes (rsync, make) see them change.
-    fn mtime(&self) -> Option<SystemTime> {
-        let times = self.manifest.iter().map(|m| (m.2, m.3)).chain(self.logs.iter().flatten().map(|l| (l.1, l.2)));
-        times
-            .filter_map(|(s, ns)| Some(SystemTime::UNIX_EPOCH + Duration::new(u64::try_from(s).ok()?, ns as u32)))
-            .max()
-    }
 }
 
 enum Node {
@@ -231,11 +198,11 @@ impl Live {
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Table> {
-        self.table.read().unwrap_or_else(PoisonError::into_inner)
+        smdfs::sync::read(&self.table)
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, Table> {
-        self.table.write().unwrap_or_else(PoisonError::into_inner)
+        smdfs::sync::write(&self.table)
     }
 
     /// The current snapshot.
@@ -317,13 +284,13 @@ impl Live {
     pub fn opendir(&self, ino: Ino) -> Result<u64, ViewError> {
         let entries: Arc<[DirEntry]> = self.readdir(ino)?.into();
         let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
-        self.listings.lock().unwrap_or_else(PoisonError::into_inner).insert(fh, entries);
+        lock(&self.listings).insert(fh, entries);
         Ok(fh)
     }
 
     /// The listing directory handle `fh` took, or a fresh one of `ino` for an unknown handle.
     pub fn listing(&self, ino: Ino, fh: u64) -> Result<Arc<[DirEntry]>, ViewError> {
-        let taken = self.listings.lock().unwrap_or_else(PoisonError::into_inner).get(&fh).cloned();
+        let taken = lock(&self.listings).get(&fh).cloned();
         match taken {
             Some(entries) => Ok(entries),
             None => Ok(self.readdir(ino)?.into()),
@@ -332,7 +299,7 @@ impl Live {
 
     /// Drops directory handle `fh`.
     pub fn releasedir(&self, fh: u64) {
-        self.listings.lock().unwrap_or_else(PoisonError::into_inner).remove(&fh);
+        lock(&self.listings).remove(&fh);
     }
 
     /// Reads file `ino` from the snapshot it belongs to; see [`View::read_into`].
@@ -350,7 +317,7 @@ impl Live {
     /// the current snapshot stays and the next call tries again.
     pub fn refresh(&self) -> Result<Option<Changed>, ViewError> {
         let Some(src) = &self.source else { return Ok(None) };
-        let mut seen = src.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut seen = lock(&src.seen);
         let shards = self.current().run().manifest().shards;
         let sig = Signature::read(&src.dir, shards);
         if seen.as_ref() == Some(&sig) {
@@ -415,9 +382,8 @@ impl Live {
                     _ => every * 4,
                 }
             };
-            let (lock, cv) = &*flag;
-            let stopped = lock.lock().unwrap_or_else(PoisonError::into_inner);
-            let (stopped, _) = cv.wait_timeout_while(stopped, wait, |s| !*s).unwrap_or_else(PoisonError::into_inner);
+            let (flag_lock, cv) = &*flag;
+            let stopped = wait_while(cv, lock(flag_lock), wait, |s| !*s);
             if *stopped {
                 return;
             }
@@ -435,8 +401,8 @@ pub struct Watcher {
 
 impl Drop for Watcher {
     fn drop(&mut self) {
-        let (lock, cv) = &*self.stop;
-        *lock.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        let (flag, cv) = &*self.stop;
+        *lock(flag) = true;
         cv.notify_all();
         if let Some(t) = self.thread.take() {
             let _ = t.join();

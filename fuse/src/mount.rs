@@ -425,8 +425,7 @@ pub fn mount_live(live: Live, mountpoint: &Path, opts: &MountOptions) -> Result<
     config.acl = if opts.allow_other { SessionACL::All } else { SessionACL::Owner };
     config.n_threads = Some(opts.threads.max(1));
     config.clone_fd = true;
-    let failed =
-        |source: std::io::Error| ViewError::Mount(format!("cannot mount at {}: {source}", mountpoint.display()));
+    let failed = |source: std::io::Error| ViewError::Mount { path: mountpoint.clone(), source };
     let session = fuser::Session::new(fs, &mountpoint, &config).map_err(failed)?.spawn().map_err(failed)?;
     let watcher = if live.is_final() {
         None

@@ -4,7 +4,7 @@
 //! without mounting.
 //!
 //! `run.h5` is a real HDF5 file: its metadata comes from a skeleton libhdf5 writes (see
-//! `smdfs::h5skeleton`), and every byte inside a dataset's extent is served from the run.
+//! `smdfs::h5::skeleton`), and every byte inside a dataset's extent is served from the run.
 //! `arrays/<path>.npy` serve the same dataset bytes behind an `.npy` header. Layout:
 //! `/timestamp`, `/<path>` per aligned field, `/<G>/timestamp` + `/<G>/<path>` for a named
 //! aligned group, `/<P>` + `/<P>_timestamp` for an unaligned field, ragged `x` as `/x` (flat
@@ -17,12 +17,12 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use memmap2::Mmap;
-use smdfs::h5skeleton::build_skeleton;
-use smdfs::layout::{self, DatasetLayout, Source};
+use smdfs::h5::layout::{self, DatasetLayout, Source};
+use smdfs::h5::skeleton::build_skeleton;
 use smdfs::Run;
 
 use crate::error::ViewError;
-use smdfs::npy;
+use smdfs::format::npy;
 
 /// Inode number (root is [`ROOT_INO`]).
 pub type Ino = u64;
@@ -133,9 +133,9 @@ impl View {
     /// Builds the view of an opened run.
     pub fn from_run(run: Run, opts: &ViewOptions) -> Result<View, ViewError> {
         if opts.h5_name.is_empty() || opts.h5_name.contains('/') || opts.h5_name == "arrays" {
-            return Err(ViewError::Mount(format!("invalid HDF5 file name {:?}", opts.h5_name)));
+            return Err(ViewError::Layout(format!("invalid HDF5 file name {:?}", opts.h5_name)));
         }
-        let mtime = std::fs::metadata(run.dir().join(smdfs::manifest::MANIFEST_FILE))
+        let mtime = std::fs::metadata(run.dir().join(smdfs::format::manifest::MANIFEST_FILE))
             .and_then(|m| m.modified())
             .unwrap_or(SystemTime::UNIX_EPOCH);
         let layouts = layout::plan(&run);
@@ -223,7 +223,7 @@ impl View {
                 return match self.nodes[(ino - 1) as usize] {
                     Node::Dir { .. } => Ok(ino),
                     Node::File { .. } => {
-                        Err(ViewError::Mount(format!("view name {name:?} is both a file and a directory")))
+                        Err(ViewError::Layout(format!("view name {name:?} is both a file and a directory")))
                     }
                 };
             }
@@ -245,7 +245,7 @@ impl View {
         match &mut self.nodes[(parent - 1) as usize] {
             Node::Dir { children } => {
                 if children.insert(name.to_string(), ino).is_some() {
-                    return Err(ViewError::Mount(format!("two view entries named {name:?}")));
+                    return Err(ViewError::Layout(format!("two view entries named {name:?}")));
                 }
                 Ok(())
             }
@@ -380,7 +380,7 @@ impl View {
 
     /// Bytes `at..at + out.len()` of dataset `i`.
     fn read_dataset(&self, i: usize, at: u64, out: &mut [u8]) -> Result<(), ViewError> {
-        Ok(self.run.read_dataset(&self.datasets[i].layout, at, out)?)
+        Ok(self.datasets[i].layout.read(&self.run, at, out)?)
     }
 }
 
@@ -451,7 +451,7 @@ mod tests {
     #[test]
     fn reads_at_any_offset_and_length_equal_the_whole_file() {
         let (_d, v) = demo_view(777, 2, 3);
-        let mut rng = smdfs::reader::SplitMix::new(11);
+        let mut rng = smdfs::read::shuffle::SplitMix::new(11);
         for path in ["run.h5", "arrays/det/image.npy", "arrays/tag.npy", "arrays/tag_offsets.npy", "arrays/count.npy"] {
             let full = whole(&v, path);
             let ino = v.resolve(path).unwrap().ino;

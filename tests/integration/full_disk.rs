@@ -74,6 +74,6 @@ fn a_full_disk_is_a_clear_error_and_the_committed_prefix_stays_readable() {
         assert_eq!(x[k], id, "row {k}");
         assert!(im[k * 8192..(k + 1) * 8192].iter().all(|&v| v == 7));
     }
-    let v = smdfs::verify::verify(&run, &mut |_, _| {}).unwrap();
+    let v = smdfs::verify(&run, &mut |_, _| {}).unwrap();
     assert!(v.is_sound(), "{:?}", v.problems);
 }

@@ -84,7 +84,7 @@ fn start_run(servers: usize, batch: usize) -> (tempfile::TempDir, PathBuf, PathB
     (dir, run, mnt, smd)
 }
 
-/// Demo event `i` (DESIGN.md "Demo run"), exactly as `demo::write_client_share` writes it.
+/// Demo event `i` (docs/ARCHITECTURE.md "The demo run"), exactly as `demo::write_client_share` writes it.
 fn demo_event(c: &mut Client, i: u64) {
     let img = demo::image(i);
     let tag = demo::tag(i);

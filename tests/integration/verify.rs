@@ -1,4 +1,4 @@
-//! `smdfs::verify::verify` on real runs: sound data, bit rot in committed bytes, torn log
+//! `smdfs::verify` on real runs: sound data, bit rot in committed bytes, torn log
 //! tails (reported, not damage), truncated columns, and a tampered global index.
 
 use std::fs::OpenOptions;
@@ -6,7 +6,7 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use smdfs::verify::verify;
+use smdfs::verify;
 use smdfs::{demo, RunState};
 
 fn demo_run(n: u64) -> tempfile::TempDir {
@@ -15,7 +15,7 @@ fn demo_run(n: u64) -> tempfile::TempDir {
     dir
 }
 
-fn check(dir: &Path) -> smdfs::verify::VerifyReport {
+fn check(dir: &Path) -> smdfs::VerifyReport {
     let mut last = (0, 0);
     let r = verify(dir, &mut |d, t| last = (d, t)).unwrap();
     assert_eq!(last.0, last.1, "progress reaches the total");

@@ -4,7 +4,7 @@ Usage: check_view.py ROOT N [H5NAME]
 
 Reads ROOT/H5NAME with h5py (every dataset whole and sliced, dtypes, shapes, attributes,
 fill values) and every ROOT/arrays/**/*.npy with np.load(mmap_mode='r'), and compares each
-value with the demo formula of DESIGN.md ("Demo run"). Exits non-zero on the first mismatch.
+value with the demo formula of docs/ARCHITECTURE.md ("The demo run"). Exits non-zero on the first mismatch.
 """
 
 import os

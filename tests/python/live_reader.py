@@ -5,7 +5,7 @@ Usage: live_reader.py ROOT N [TIMEOUT_S]
 Loops until ROOT/run.h5 says `complete` with N events, or TIMEOUT_S (default 60) pass. Each
 pass opens run.h5 with h5py and reads /timestamp and every demo field, then opens
 arrays/timestamp.npy, arrays/energy.npy and arrays/det/image.npy with np.load(mmap_mode='r').
-Within one open file every value must be the demo formula's for its event id (DESIGN.md "Demo
+Within one open file every value must be the demo formula's for its event id (docs/ARCHITECTURE.md "The demo
 run"): ids are demo ids, strictly ascending, and every aligned field, mask, ragged row and the
 unaligned group agree with them. The number of events each file shows never decreases from one
 pass to the next. Prints one JSON line: passes, the distinct event counts run.h5 showed, and

@@ -72,7 +72,7 @@ fn is_dead(e: &std::io::Error) -> bool {
 /// Returns it absolute.
 pub(super) fn check_mountpoint(path: &Path) -> Result<PathBuf, ViewError> {
     let shown = path.display();
-    let err = |why: &str| Err(ViewError::Mount(format!("mount point {shown} {why}")));
+    let err = |why: &str| Err(ViewError::MountPoint { path: path.to_path_buf(), why: why.to_string() });
     let abs = absolute(path).or_else(|_| err("does not exist"))?;
     let dead = || err(&format!("is a dead FUSE mount (its server exited); run `smdfs umount {shown}` first"));
     let md = match std::fs::metadata(&abs) {
@@ -93,7 +93,8 @@ pub(super) fn check_mountpoint(path: &Path) -> Result<PathBuf, ViewError> {
         }
         return err(&format!("is busy: {source} ({fstype}) is already mounted there"));
     }
-    let mut entries = listing.map_err(|e| ViewError::Mount(format!("mount point {shown}: {e}")))?;
+    let mut entries = listing
+        .map_err(|e| ViewError::MountPoint { path: path.to_path_buf(), why: format!("cannot be listed: {e}") })?;
     if entries.next().is_some() {
         return err("is not empty");
     }
@@ -115,14 +116,14 @@ pub fn detach(mountpoint: &Path) -> Result<(), ViewError> {
 fn unmount_with(mountpoint: &Path, lazy: bool) -> Result<(), ViewError> {
     let abs = absolute(mountpoint)?;
     let shown = mountpoint.display();
+    let fail = |why: String| ViewError::Unmount { path: mountpoint.to_path_buf(), why };
     let Some((fstype, _)) = mount_entry(&abs) else {
-        return Err(ViewError::Mount(format!("{shown} is not mounted")));
+        return Err(fail("it is not mounted".into()));
     };
     if fstype != "fuse" && !fstype.starts_with("fuse.") {
-        return Err(ViewError::Mount(format!("{shown} is a {fstype} mount, not a FUSE mount; not unmounting it")));
+        return Err(fail(format!("it is a {fstype} mount, not a FUSE mount; not unmounting it")));
     }
-    let path =
-        CString::new(abs.as_os_str().as_bytes()).map_err(|_| ViewError::Mount(format!("{shown}: NUL in path")))?;
+    let path = CString::new(abs.as_os_str().as_bytes()).map_err(|_| fail("NUL in path".into()))?;
     let flags = if lazy { libc::MNT_DETACH } else { 0 };
     // SAFETY: `path` is a valid NUL-terminated string.
     if unsafe { libc::umount2(path.as_ptr(), flags) } == 0 {
@@ -137,20 +138,21 @@ fn unmount_with(mountpoint: &Path, lazy: bool) -> Result<(), ViewError> {
             if lazy {
                 cmd.arg("-z");
             }
-            let out = cmd.arg("--").arg(&abs).output().map_err(|e| {
-                ViewError::Mount(format!("cannot unmount {shown}: not permitted, and fusermount3 failed to run: {e}"))
-            })?;
+            let out = cmd
+                .arg("--")
+                .arg(&abs)
+                .output()
+                .map_err(|e| fail(format!("not permitted, and fusermount3 failed to run: {e}")))?;
             if out.status.success() {
                 return Ok(());
             }
             let why = String::from_utf8_lossy(&out.stderr);
-            Err(ViewError::Mount(format!("cannot unmount {shown}: {}", why.trim())))
+            Err(fail(why.trim().to_string()))
         }
-        Some(libc::EBUSY) => Err(ViewError::Mount(format!(
-            "cannot unmount {shown}: it is busy (a process has a file open or its working directory there; \
-             `fuser -vm {shown}` lists them)"
+        Some(libc::EBUSY) => Err(fail(format!(
+            "it is busy (a process has a file open or its working directory there; `fuser -vm {shown}` lists them)"
         ))),
-        _ => Err(ViewError::Mount(format!("cannot unmount {shown}: {e}"))),
+        _ => Err(fail(e.to_string())),
     }
 }
 

@@ -1,0 +1,262 @@
+//! The run's dataset layout: the one description of which datasets a run shows, at which
+//! HDF5 paths, with which dtype, shape, fill, attributes and byte source. The view's
+//! `run.h5` and `.npy` files, and `smdfs export`, are both built from [`plan`], so the mounted
+//! file and the exported file cannot drift apart. Layout (readers' code depends on it):
+//! `timestamp`, `<path>` per aligned field, `<G>/timestamp` + `<G>/<path>` for a named
+//! aligned group, `<P>` + `<P>_timestamp` for an unaligned field, ragged `x` as `x` (flat
+//! values) + `x_len` + `x_offsets` (rows + 1), `_present/<path>` for aligned fields with
+//! missing rows, `summary/<name>`.
+
+use crate::error::{Error, Result};
+use crate::h5::skeleton::{text_dataset, AttrValue, DatasetPlan};
+use crate::model::dtype::Dtype;
+use crate::model::value::Kind;
+use crate::read::run::Run;
+
+/// Where a dataset's bytes come from.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Source {
+    /// Fixed-width rows of one column per shard, gathered through a group's index.
+    Gather {
+        /// Index of the group in [`Run::groups`].
+        group: usize,
+        /// Per shard: the column (`None` reads as `fill`).
+        columns: Vec<Option<u32>>,
+        /// Bytes per row.
+        row_bytes: usize,
+        /// One row of fill bytes.
+        fill: Vec<u8>,
+    },
+    /// A ragged field's global offsets (u64, rows + 1).
+    Offsets {
+        /// Index of the field in [`Run::fields`].
+        field: usize,
+    },
+    /// A ragged field's flat values.
+    RaggedValues {
+        /// Index of the field in [`Run::fields`].
+        field: usize,
+        /// Bytes per element.
+        elem: usize,
+    },
+    /// Literal bytes (summary values).
+    Literal(Vec<u8>),
+}
+
+/// One dataset of the layout.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DatasetLayout {
+    /// Path in the HDF5 file, without the leading `/` (`det/image`).
+    pub path: String,
+    /// Element type.
+    pub dtype: Dtype,
+    /// Full shape.
+    pub shape: Vec<u64>,
+    /// Where its bytes come from.
+    pub source: Source,
+    /// Whether the view serves it as `arrays/<path>.npy` too.
+    pub npy: bool,
+    /// One element's fill value (the HDF5 fill value property).
+    pub fill: Option<Vec<u8>>,
+    /// Attributes.
+    pub attrs: Vec<(String, AttrValue)>,
+}
+
+impl DatasetLayout {
+    /// Bytes of the whole dataset.
+    pub fn byte_size(&self) -> u64 {
+        self.shape.iter().product::<u64>() * self.dtype.size() as u64
+    }
+
+    /// Bytes of one row (first dimension), for chunking and streaming.
+    pub fn row_bytes(&self) -> u64 {
+        self.shape.iter().skip(1).product::<u64>() * self.dtype.size() as u64
+    }
+
+    /// The skeleton plan of this dataset (literal data included, other bytes left as holes).
+    pub fn skeleton_plan(&self) -> DatasetPlan {
+        DatasetPlan {
+            path: format!("/{}", self.path),
+            dtype: self.dtype,
+            shape: self.shape.clone(),
+            fill: self.fill.clone(),
+            data: match &self.source {
+                Source::Literal(b) => Some(b.clone()),
+                _ => None,
+            },
+            attrs: self.attrs.clone(),
+        }
+    }
+}
+
+fn gather(group: usize, columns: Vec<Option<u32>>, row_bytes: usize, fill: Vec<u8>) -> Source {
+    Source::Gather { group, columns, row_bytes, fill }
+}
+
+fn dataset(path: String, dtype: Dtype, shape: Vec<u64>, source: Source) -> DatasetLayout {
+    DatasetLayout { path, dtype, shape, source, npy: true, fill: None, attrs: vec![] }
+}
+
+/// The run's datasets, in HDF5 order.
+pub fn plan(run: &Run) -> Vec<DatasetLayout> {
+    let mut ds = Vec::new();
+    let groups = run.groups();
+    // Event-id columns: the run's, each named aligned group's, each unaligned field's.
+    for (gi, g) in groups.iter().enumerate() {
+        let path = if g.spec.name.is_empty() {
+            "timestamp".to_string()
+        } else if g.spec.aligned {
+            format!("{}/timestamp", g.spec.name)
+        } else {
+            format!("{}_timestamp", g.spec.name)
+        };
+        let mut d =
+            dataset(path, Dtype::U64, vec![g.index.len()], gather(gi, run.id_columns(gi).to_vec(), 8, vec![0; 8]));
+        d.attrs.push(("description".into(), AttrValue::Str("event ids, ascending".into())));
+        ds.push(d);
+    }
+    for (fi, f) in run.fields().iter().enumerate() {
+        let g = &groups[f.group];
+        let rows = g.index.len();
+        let base = if g.spec.aligned && !g.spec.name.is_empty() {
+            format!("{}/{}", g.spec.name, f.spec.path)
+        } else {
+            f.spec.path.clone()
+        };
+        let mut attrs = vec![
+            ("dtype".into(), AttrValue::Str(f.spec.dtype.name().into())),
+            ("kind".into(), AttrValue::Str(format!("{:?}", f.spec.kind).to_lowercase())),
+            ("aligned".into(), AttrValue::I64(i64::from(g.spec.aligned))),
+            ("missing".into(), AttrValue::U64(f.missing)),
+        ];
+        if let Some(u) = &f.spec.units {
+            attrs.push(("units".into(), AttrValue::Str(u.clone())));
+        }
+        if let Some(st) = run.stats().get(&f.spec.path) {
+            attrs.push(("count".into(), AttrValue::U64(st.count)));
+            if st.count > 0 {
+                attrs.push(("min".into(), AttrValue::F64(st.min)));
+                attrs.push(("max".into(), AttrValue::F64(st.max)));
+                attrs.push(("mean".into(), AttrValue::F64(st.mean())));
+            }
+        }
+        if f.spec.kind == Kind::Fixed {
+            let mut shape = vec![rows];
+            shape.extend(f.spec.shape.iter().map(|&d| d as u64));
+            let cols = f.columns.iter().map(|c| c.data).collect();
+            let src = gather(f.group, cols, f.spec.row_bytes(), f.spec.fill.repeat(f.spec.elements_per_row()));
+            let mut d = dataset(base.clone(), f.spec.dtype, shape, src);
+            d.fill = g.spec.aligned.then(|| f.spec.fill.clone());
+            d.attrs = attrs;
+            ds.push(d);
+        } else {
+            let elems = f.offsets.as_ref().map_or(0, |o| o.get().last().copied().unwrap_or(0));
+            attrs.push((
+                "ragged".into(),
+                AttrValue::Str(format!("row i is {base}[{base}_offsets[i]:{base}_offsets[i+1]]")),
+            ));
+            let src = Source::RaggedValues { field: fi, elem: f.spec.dtype.size() };
+            let mut d = dataset(base.clone(), f.spec.dtype, vec![elems], src);
+            d.attrs = attrs;
+            ds.push(d);
+            let cols = f.columns.iter().map(|c| c.len).collect();
+            ds.push(dataset(format!("{base}_len"), Dtype::U64, vec![rows], gather(f.group, cols, 8, vec![0; 8])));
+            ds.push(dataset(format!("{base}_offsets"), Dtype::U64, vec![rows + 1], Source::Offsets { field: fi }));
+        }
+        if g.spec.aligned && f.missing > 0 {
+            let cols = f.columns.iter().map(|c| c.present).collect();
+            ds.push(dataset(format!("_present/{base}"), Dtype::Bool, vec![rows], gather(f.group, cols, 1, vec![0])));
+        }
+    }
+    for s in run.summary() {
+        let path = format!("summary/{}", s.path);
+        let (dtype, shape) = match s.kind {
+            Kind::Fixed => (s.dtype, s.shape.iter().map(|&d| d as u64).collect()),
+            _ => {
+                let p = text_dataset(&format!("/{path}"), &String::from_utf8_lossy(&s.data()));
+                (p.dtype, p.shape)
+            }
+        };
+        let mut d = dataset(path, dtype, shape, Source::Literal(s.data()));
+        d.npy = false;
+        ds.push(d);
+    }
+    ds
+}
+
+/// Attributes of the file's root group.
+pub fn root_attrs(run: &Run) -> Vec<(String, AttrValue)> {
+    vec![
+        ("smdfs_format_version".to_string(), AttrValue::U64(u64::from(crate::format::FORMAT_VERSION))),
+        ("events".to_string(), AttrValue::U64(run.len())),
+        ("state".to_string(), AttrValue::Str(run.state().to_string())),
+    ]
+}
+
+impl DatasetLayout {
+    /// Bytes `at..at + out.len()` of this dataset of `run` (see [`plan`]): gathered in event-id order, fill
+    /// where an event lacks the field. Partial rows at either end are handled; whole rows
+    /// are gathered straight into `out`.
+    pub fn read(&self, run: &Run, at: u64, out: &mut [u8]) -> Result<()> {
+        let short = || Error::Usage(format!("dataset /{} read past its committed data", self.path));
+        match &self.source {
+            Source::Gather { group, columns, row_bytes, fill } => {
+                let rb = *row_bytes as u64;
+                let (mut at, mut out) = (at, out);
+                while !out.is_empty() {
+                    let row = at / rb;
+                    let skip = (at % rb) as usize;
+                    if skip == 0 && out.len() >= *row_bytes {
+                        let whole = out.len() / *row_bytes * *row_bytes;
+                        run.gather(*group, columns, *row_bytes, fill, row, &mut out[..whole])?;
+                        at += whole as u64;
+                        out = &mut out[whole..];
+                    } else {
+                        let mut tmp = vec![0u8; *row_bytes];
+                        run.gather(*group, columns, *row_bytes, fill, row, &mut tmp)?;
+                        let take = (*row_bytes - skip).min(out.len());
+                        out[..take].copy_from_slice(&tmp[skip..skip + take]);
+                        at += take as u64;
+                        out = &mut out[take..];
+                    }
+                }
+                Ok(())
+            }
+            Source::Offsets { field } => {
+                let offs = run.fields()[*field].offsets.as_ref().map_or(&[][..], |o| o.get());
+                let bytes: &[u8] = bytemuck::cast_slice(offs);
+                let a = at as usize;
+                out.copy_from_slice(bytes.get(a..a + out.len()).ok_or_else(short)?);
+                Ok(())
+            }
+            Source::RaggedValues { field, elem } => {
+                let f = &run.fields()[*field];
+                let offs = f.offsets.as_ref().map_or(&[][..], |o| o.get());
+                let reader = run.field(&f.spec.path)?;
+                let es = *elem as u64;
+                // First row whose values reach past `at`.
+                let mut row = offs.partition_point(|&o| o * es <= at).saturating_sub(1) as u64;
+                let mut pos = 0usize;
+                while pos < out.len() {
+                    let start = offs.get(row as usize).ok_or_else(short)? * es;
+                    let vals = reader.ragged_row(row)?;
+                    let from = (at + pos as u64).saturating_sub(start) as usize;
+                    let take = vals.len().saturating_sub(from).min(out.len() - pos);
+                    out[pos..pos + take].copy_from_slice(&vals[from..from + take]);
+                    pos += take;
+                    row += 1;
+                    if row > reader.rows() && pos < out.len() {
+                        return Err(short());
+                    }
+                }
+                Ok(())
+            }
+            Source::Literal(b) => {
+                let a = at as usize;
+                out.copy_from_slice(b.get(a..a + out.len()).ok_or_else(short)?);
+                Ok(())
+            }
+        }
+    }
+}

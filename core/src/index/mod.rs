@@ -1,0 +1,202 @@
+//! The global index: for each alignment group, the run's rows in event-id order, each
+//! mapped to (shard, row).
+//!
+//! Two encodings, whichever is smaller, both memory-mappable arrays of u64:
+//! *dense* — one word per row, `shard << 48 | row`; *runs* — three words per run of
+//! consecutive rows from one shard: `global_start, shard << 48 | row_start, len`.
+//! Round-robin dealing (runs of length 1) costs 8 bytes per event; one client per server
+//! costs 24 bytes per shard. Built at `done()` by sorting each shard's event ids (rayon,
+//! stable: duplicates keep arrival order) and k-way merging; built the same way in memory
+//! when a run has no index on disk (crashed or still writing).
+
+use std::fs::File;
+use std::path::Path;
+
+use memmap2::Mmap;
+
+use crate::error::{Error, IoContext, Result};
+use crate::format::FORMAT_VERSION;
+
+mod build;
+mod offsets;
+
+pub(crate) use build::build_global_index;
+pub use build::{build_group, count_missing, IndexReport};
+pub use offsets::{load_offsets, ragged_offsets, OffsetsMap};
+
+/// Magic of a group index file.
+pub const INDEX_MAGIC: &[u8; 8] = b"SMDFSIDX";
+/// Magic of a ragged offsets file.
+pub const OFFSETS_MAGIC: &[u8; 8] = b"SMDFSOFF";
+/// Header bytes of index and offsets files: magic, version u32, kind u32, rows u64, words u64.
+pub const INDEX_HEADER_LEN: usize = 32;
+/// Kind code: dense encoding.
+pub const KIND_DENSE: u32 = 1;
+/// Kind code: runs encoding.
+pub const KIND_RUNS: u32 = 2;
+const SHARD_SHIFT: u32 = 48;
+const ROW_MASK: u64 = (1 << SHARD_SHIFT) - 1;
+
+/// A location: row `row` of shard `shard`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Loc {
+    /// Shard index.
+    pub shard: usize,
+    /// Row within the shard's group.
+    pub row: u64,
+}
+
+/// u64 words, owned or mapped from an index file.
+#[derive(Debug)]
+enum Words {
+    Owned(Vec<u64>),
+    Mapped(Mmap),
+}
+
+impl Words {
+    fn get(&self) -> &[u64] {
+        match self {
+            Words::Owned(v) => v,
+            Words::Mapped(m) => bytemuck::try_cast_slice(&m[INDEX_HEADER_LEN..]).unwrap_or(&[]),
+        }
+    }
+}
+
+/// One group's global index.
+#[derive(Debug)]
+pub struct GroupIndex {
+    rows: u64,
+    runs: bool,
+    words: Words,
+}
+
+impl GroupIndex {
+    /// Number of rows.
+    pub fn len(&self) -> u64 {
+        self.rows
+    }
+
+    /// True if the group has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// Number of runs (rows for the dense encoding).
+    pub fn entries(&self) -> u64 {
+        if self.runs {
+            self.words.get().len() as u64 / 3
+        } else {
+            self.rows
+        }
+    }
+
+    /// True for the runs encoding.
+    pub fn is_runs(&self) -> bool {
+        self.runs
+    }
+
+    /// Where global row `i` lives.
+    pub fn locate(&self, i: u64) -> Option<Loc> {
+        if i >= self.rows {
+            return None;
+        }
+        let w = self.words.get();
+        if !self.runs {
+            return w.get(i as usize).map(|&e| unpack(e));
+        }
+        let k = self.run_of(i)?;
+        let l = unpack(w[3 * k + 1]);
+        Some(Loc { shard: l.shard, row: l.row.saturating_add(i.saturating_sub(w[3 * k])) })
+    }
+
+    fn run_of(&self, i: u64) -> Option<usize> {
+        let w = self.words.get();
+        let n = w.len() / 3;
+        // Last run whose start <= i.
+        let (mut lo, mut hi) = (0usize, n);
+        while hi - lo > 1 {
+            let mid = (lo + hi) / 2;
+            if w[3 * mid] <= i {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        (n > 0).then_some(lo)
+    }
+
+    /// Calls `f(loc, n)` for each maximal stretch of global rows `start..end` that are
+    /// consecutive rows of one shard, in order. This is the batched gather.
+    pub fn for_each_segment(&self, start: u64, end: u64, mut f: impl FnMut(Loc, u64)) {
+        let end = end.min(self.rows);
+        if start >= end {
+            return;
+        }
+        let w = self.words.get();
+        if self.runs {
+            let Some(mut k) = self.run_of(start) else { return };
+            let mut i = start;
+            while i < end && 3 * k + 2 < w.len() {
+                let (gs, l, len) = (w[3 * k], unpack(w[3 * k + 1]), w[3 * k + 2]);
+                // Saturating: a damaged runs file must end the walk, not wrap or spin.
+                let off = i.saturating_sub(gs);
+                let n = len.saturating_sub(off).min(end - i);
+                if n == 0 {
+                    break;
+                }
+                f(Loc { shard: l.shard, row: l.row + off }, n);
+                i += n;
+                k += 1;
+            }
+        } else {
+            let s = &w[start as usize..end as usize];
+            let mut j = 0;
+            while j < s.len() {
+                let first = s[j];
+                let mut n = 1;
+                while j + n < s.len() && s[j + n] == first + n as u64 {
+                    n += 1;
+                }
+                f(unpack(first), n as u64);
+                j += n;
+            }
+        }
+    }
+
+    /// Loads an index file, checking its header and size.
+    pub fn load(path: &Path) -> Result<GroupIndex> {
+        let file = File::open(path).at(path)?;
+        // SAFETY: index files are written once at done() and never modified.
+        let map = unsafe { Mmap::map(&file) }.at(path)?;
+        let bad = |why: String| Error::Corrupt { path: path.into(), offset: 0, why };
+        if map.len() < INDEX_HEADER_LEN || &map[..8] != INDEX_MAGIC {
+            return Err(bad("not an smdfs index file".into()));
+        }
+        let u32_at = |o: usize| u32::from_le_bytes(map[o..o + 4].try_into().expect("4 bytes"));
+        let u64_at = |o: usize| u64::from_le_bytes(map[o..o + 8].try_into().expect("8 bytes"));
+        if u32_at(8) != FORMAT_VERSION {
+            return Err(Error::Version { path: path.into(), found: u32_at(8), supported: FORMAT_VERSION });
+        }
+        let (kind, rows, words) = (u32_at(12), u64_at(16), u64_at(24));
+        let want_words = match kind {
+            KIND_DENSE => rows,
+            KIND_RUNS if words % 3 == 0 => words,
+            _ => return Err(bad(format!("unknown index kind {kind}"))),
+        };
+        if words != want_words || (map.len() - INDEX_HEADER_LEN) as u64 != words * 8 {
+            return Err(bad(format!("header says {words} words, file has {} bytes", map.len())));
+        }
+        Ok(GroupIndex { rows, runs: kind == KIND_RUNS, words: Words::Mapped(map) })
+    }
+}
+
+pub(crate) fn pack(shard: usize, row: u64) -> u64 {
+    ((shard as u64) << SHARD_SHIFT) | row
+}
+
+pub(crate) fn unpack(e: u64) -> Loc {
+    Loc { shard: (e >> SHARD_SHIFT) as usize, row: e & ROW_MASK }
+}
+
+/// Most sorted stretches the streaming merge takes per shard before it sorts a permutation.
+const MAX_STRETCHES: usize = 1 << 16;

@@ -1,0 +1,424 @@
+//! The run's schema: alignment groups and fields, fixed at first sight.
+//!
+//! [`Registry`] is the writer's shared copy (threads mode): the first event that shows a
+//! field registers its kind, dtype, shape, group and fill value; every later event is checked
+//! against it. Clients cache what they resolved, so the registry's lock is taken once per
+//! client per field, never per event.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::model::dtype::Dtype;
+use crate::model::path::validate_path;
+use crate::model::value::{describe, Kind, Value};
+
+/// Index of a field in the run's schema (order of first sight).
+pub type FieldId = u32;
+/// Index of an alignment group in the run's schema; 0 is the run's own group.
+pub type GroupId = u32;
+
+/// Id of the run's aligned group.
+pub const RUN_GROUP_ID: GroupId = 0;
+/// Name of the run's aligned group.
+pub const RUN_GROUP: &str = "";
+
+/// An alignment group: its own event-id column, one row per event that touched it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupSpec {
+    /// `""` for the run, a group name, or an unaligned field's path.
+    pub name: String,
+    /// Aligned groups fill missing fields (and keep presence masks); an unaligned field's
+    /// group has rows only where the field is present.
+    pub aligned: bool,
+}
+
+/// A field: everything fixed at first sight.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FieldSpec {
+    /// `/`-separated path.
+    pub path: String,
+    /// Fixed shape, ragged array, bytes or text.
+    pub kind: Kind,
+    /// Element type (u8 for bytes and text).
+    pub dtype: Dtype,
+    /// Per-event shape (fixed kind only; empty for scalars).
+    pub shape: Vec<usize>,
+    /// Name of the field's alignment group.
+    pub group: String,
+    /// One element's fill value (little-endian), used where an aligned event lacks the field.
+    pub fill: Vec<u8>,
+    /// Physical units, if given; shown as the `units` attribute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub units: Option<String>,
+}
+
+impl FieldSpec {
+    /// Elements per row for fixed fields (1 for scalars).
+    pub fn elements_per_row(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Bytes per row in the data column (fixed kind); element size for ragged kinds.
+    pub fn row_bytes(&self) -> usize {
+        match self.kind {
+            Kind::Fixed => self.elements_per_row() * self.dtype.size(),
+            _ => self.dtype.size(),
+        }
+    }
+
+    /// Human description (`u16 array [4, 8]`).
+    pub fn describe(&self) -> String {
+        describe(self.kind, self.dtype, &self.shape)
+    }
+
+    /// Checks a value against this spec.
+    pub fn check(&self, v: &Value<'_>) -> Result<()> {
+        if v.kind() != self.kind || v.dtype() != self.dtype || (self.kind == Kind::Fixed && v.shape() != self.shape) {
+            return Err(Error::SchemaMismatch {
+                field: self.path.clone(),
+                expected: self.describe(),
+                given: v.describe(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A run's schema: groups and fields in order of first sight.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Schema {
+    /// Alignment groups; index 0 is the run group.
+    pub groups: Vec<GroupSpec>,
+    /// Fields.
+    pub fields: Vec<FieldSpec>,
+}
+
+impl Schema {
+    /// A schema with only the run group.
+    pub fn new() -> Schema {
+        Schema { groups: vec![GroupSpec { name: RUN_GROUP.into(), aligned: true }], fields: vec![] }
+    }
+
+    /// Looks a field up by path.
+    pub fn field(&self, path: &str) -> Option<(FieldId, &FieldSpec)> {
+        self.fields.iter().enumerate().find(|(_, f)| f.path == path).map(|(i, f)| (i as FieldId, f))
+    }
+
+    /// Looks a group up by name.
+    pub fn group(&self, name: &str) -> Option<(GroupId, &GroupSpec)> {
+        self.groups.iter().enumerate().find(|(_, g)| g.name == name).map(|(i, g)| (i as GroupId, g))
+    }
+
+    /// Adds a field (and its group if new), checking it against what exists.
+    /// Returns the field's id; an existing identical field returns its id.
+    pub fn merge_field(&mut self, spec: &FieldSpec, group_aligned: bool) -> Result<FieldId> {
+        if let Some((id, f)) = self.field(&spec.path) {
+            if f.kind != spec.kind || f.dtype != spec.dtype || f.shape != spec.shape || f.group != spec.group {
+                return Err(Error::SchemaMismatch {
+                    field: spec.path.clone(),
+                    expected: format!("{} in group {:?}", f.describe(), f.group),
+                    given: format!("{} in group {:?}", spec.describe(), spec.group),
+                });
+            }
+            return Ok(id);
+        }
+        check_no_collision(self, &spec.path, spec.kind, !group_aligned)?;
+        if self.group(&spec.group).is_none() {
+            self.groups.push(GroupSpec { name: spec.group.clone(), aligned: group_aligned });
+        }
+        self.fields.push(spec.clone());
+        Ok((self.fields.len() - 1) as FieldId)
+    }
+
+    /// Merges another shard's or rank's fields and groups into this schema (the first
+    /// definition of a field wins). A field that disagrees with what exists is skipped and
+    /// handed to `conflict` with the mismatch, which decides whether that is an error.
+    pub fn merge_from(
+        &mut self,
+        fields: &[FieldSpec],
+        groups: &[GroupSpec],
+        mut conflict: impl FnMut(&FieldSpec, Error) -> Result<()>,
+    ) -> Result<()> {
+        for f in fields {
+            let aligned = groups.iter().find(|g| g.name == f.group).is_none_or(|g| g.aligned);
+            if let Err(e) = self.merge_field(f, aligned) {
+                conflict(f, e)?;
+            }
+        }
+        for g in groups {
+            if self.group(&g.name).is_none() {
+                self.groups.push(g.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// Fields of one group, with their ids.
+    pub fn fields_of<'a>(&'a self, group: &'a str) -> impl Iterator<Item = (FieldId, &'a FieldSpec)> + 'a {
+        self.fields.iter().enumerate().filter(move |(_, f)| f.group == group).map(|(i, f)| (i as FieldId, f))
+    }
+}
+
+/// The names a field occupies in the view, besides its own path.
+fn derived_names(path: &str, kind: Kind, unaligned: bool) -> Vec<String> {
+    let mut v = vec![path.to_string()];
+    if kind.is_ragged() {
+        v.push(format!("{path}_len"));
+        v.push(format!("{path}_offsets"));
+    }
+    if unaligned {
+        v.push(format!("{path}_timestamp"));
+    }
+    v
+}
+
+/// A new field must not make a dataset also a group (`a` and `a/b`) or take a name another
+/// field derives (`x_len` beside ragged `x`).
+fn check_no_collision(schema: &Schema, path: &str, kind: Kind, unaligned: bool) -> Result<()> {
+    let mut taken: HashSet<String> = HashSet::new();
+    for f in &schema.fields {
+        let un = schema.group(&f.group).is_some_and(|(_, g)| !g.aligned);
+        taken.extend(derived_names(&f.path, f.kind, un));
+    }
+    for name in derived_names(path, kind, unaligned) {
+        let clash = taken
+            .iter()
+            .find(|t| **t == name || t.starts_with(&format!("{name}/")) || name.starts_with(&format!("{t}/")));
+        if let Some(t) = clash {
+            return Err(Error::BadPath {
+                path: path.to_string(),
+                why: format!("its view name {name:?} collides with {t:?} of an existing field"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The writer's shared schema: first sight registers, later sights are checked.
+#[derive(Debug, Default)]
+pub(crate) struct Registry {
+    pub(crate) schema: Schema,
+    by_path: HashMap<String, FieldId>,
+    unaligned: HashSet<String>,
+    named_groups: HashMap<String, String>,
+    fills: HashMap<String, Vec<u8>>,
+    units: HashMap<String, String>,
+}
+
+impl Registry {
+    /// Sets fields' units by path (applied when each field is first seen).
+    pub(crate) fn with_units(mut self, units: HashMap<String, String>) -> Registry {
+        self.units = units;
+        self
+    }
+
+    pub(crate) fn new(
+        unaligned: HashSet<String>,
+        named_groups: HashMap<String, String>,
+        fills: HashMap<String, Vec<u8>>,
+    ) -> Registry {
+        Registry {
+            schema: Schema::new(),
+            by_path: HashMap::new(),
+            unaligned,
+            named_groups,
+            fills,
+            units: HashMap::new(),
+        }
+    }
+
+    /// The group a new field at `path` belongs to, and whether that group is aligned.
+    fn group_for(&self, path: &str) -> (String, bool) {
+        let last = path.rsplit('/').next().unwrap_or(path);
+        if self.unaligned.contains(path) || last.starts_with("unaligned_") {
+            (path.to_string(), false)
+        } else if let Some(g) = self.named_groups.get(path) {
+            (g.clone(), true)
+        } else {
+            (RUN_GROUP.to_string(), true)
+        }
+    }
+
+    /// Resolves a field by path for a value: registers it at first sight, checks it after.
+    pub(crate) fn resolve(&mut self, path: &str, v: &Value<'_>) -> Result<FieldId> {
+        if let Some(&id) = self.by_path.get(path) {
+            self.schema.fields[id as usize].check(v)?;
+            return Ok(id);
+        }
+        validate_path(path)?;
+        if let Value::Array { shape, data, dtype } = v {
+            let n: usize = shape.iter().product();
+            if n * dtype.size() != data.len() {
+                return Err(Error::BadValue {
+                    field: path.into(),
+                    why: format!(
+                        "shape {shape:?} needs {} bytes of {dtype}, data has {}",
+                        n * dtype.size(),
+                        data.len()
+                    ),
+                });
+            }
+        }
+        let (group, aligned) = self.group_for(path);
+        let fill = match self.fills.get(path) {
+            Some(f) if f.len() == v.dtype().size() => f.clone(),
+            Some(f) => {
+                return Err(Error::BadValue {
+                    field: path.into(),
+                    why: format!("fill value has {} bytes, {} needs {}", f.len(), v.dtype(), v.dtype().size()),
+                })
+            }
+            None => v.dtype().default_fill(),
+        };
+        let spec = FieldSpec {
+            path: path.into(),
+            kind: v.kind(),
+            dtype: v.dtype(),
+            shape: v.shape().to_vec(),
+            group,
+            fill,
+            units: self.units.get(path).cloned(),
+        };
+        let id = self.schema.merge_field(&spec, aligned)?;
+        self.by_path.insert(path.into(), id);
+        Ok(id)
+    }
+
+    pub(crate) fn group_id(&self, name: &str) -> GroupId {
+        self.schema.group(name).map(|(i, _)| i).unwrap_or(0)
+    }
+}
+
+/// Running statistics of a numeric scalar field.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Number of present values.
+    pub count: u64,
+    /// Minimum (NaN ignored; +inf when there are none).
+    #[serde(with = "nonfinite")]
+    pub min: f64,
+    /// Maximum (NaN ignored; -inf when there are none).
+    #[serde(with = "nonfinite")]
+    pub max: f64,
+    /// Sum, for the mean.
+    pub sum: f64,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats { count: 0, min: f64::INFINITY, max: f64::NEG_INFINITY, sum: 0.0 }
+    }
+}
+
+impl Stats {
+    /// Adds one value.
+    pub fn add(&mut self, x: f64) {
+        self.count += 1;
+        if x < self.min {
+            self.min = x;
+        }
+        if x > self.max {
+            self.max = x;
+        }
+        self.sum += x;
+    }
+
+    /// Combines two partial statistics.
+    pub fn merge(&mut self, o: &Stats) {
+        self.count += o.count;
+        self.min = self.min.min(o.min);
+        self.max = self.max.max(o.max);
+        self.sum += o.sum;
+    }
+
+    /// Mean of the present values (NaN if none).
+    pub fn mean(&self) -> f64 {
+        if self.count == 0 {
+            f64::NAN
+        } else {
+            self.sum / self.count as f64
+        }
+    }
+}
+
+/// JSON has no infinities or NaN: they are stored as strings ("inf", "-inf", "nan").
+mod nonfinite {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(x: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if x.is_finite() {
+            s.serialize_f64(*x)
+        } else {
+            s.serialize_str(&x.to_string())
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum F {
+            N(f64),
+            S(String),
+        }
+        match F::deserialize(d)? {
+            F::N(x) => Ok(x),
+            F::S(s) => s.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Per-field statistics by path.
+pub type StatsMap = BTreeMap<String, Stats>;
+
+/// Adds `from`'s statistics into `into` (the merge over shards or ranks).
+pub fn merge_stats(into: &mut StatsMap, from: StatsMap) {
+    for (k, v) in from {
+        into.entry(k).or_default().merge(&v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reg() -> Registry {
+        Registry::new(HashSet::new(), HashMap::new(), HashMap::new())
+    }
+
+    #[test]
+    fn second_sight_with_other_dtype_is_rejected_naming_field_expected_and_given() {
+        let mut r = reg();
+        r.resolve("energy", &Value::from(1.0f64)).unwrap();
+        let e = r.resolve("energy", &Value::from(1.0f32)).unwrap_err().to_string();
+        assert!(e.contains("energy") && e.contains("f64 scalar") && e.contains("f32 scalar"), "{e}");
+    }
+
+    #[test]
+    fn empty_statistics_survive_json() {
+        let st = Stats::default();
+        let j = serde_json::to_string(&st).unwrap();
+        let back: Stats = serde_json::from_str(&j).unwrap();
+        assert_eq!(back.min, f64::INFINITY);
+        assert_eq!(back.max, f64::NEG_INFINITY);
+    }
+
+    #[test]
+    fn unaligned_prefix_makes_its_own_group() {
+        let mut r = reg();
+        let id = r.resolve("unaligned_hits", &Value::from(1u32)).unwrap();
+        let f = &r.schema.fields[id as usize];
+        assert_eq!(f.group, "unaligned_hits");
+        assert!(!r.schema.group("unaligned_hits").unwrap().1.aligned);
+    }
+
+    #[test]
+    fn dataset_and_group_with_the_same_name_collide() {
+        let mut r = reg();
+        r.resolve("a", &Value::from(1u8)).unwrap();
+        assert!(r.resolve("a/b", &Value::from(1u8)).is_err());
+        r.resolve("x", &Value::from("s")).unwrap();
+        assert!(r.resolve("x_len", &Value::from(1u8)).is_err());
+    }
+}

@@ -1,0 +1,389 @@
+//! [`Run`]: a read-only snapshot of a run — complete, crashed or still being written — with
+//! row access in event-id order, event-id lookup, zero-copy shard slices, shard-wise
+//! (optionally shuffled) iteration, and per-field readers.
+//!
+//! Opening a complete run maps its index files and reads one close record per shard:
+//! O(shards + datasets). A run without a global index (crashed, writing) is indexed at open.
+
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::format::manifest::{writer_alive, Manifest, RunState, SummaryValue};
+use crate::format::Role;
+use crate::index::{build_group, load_offsets, ragged_offsets, GroupIndex, Loc, OffsetsMap};
+use crate::model::schema::{FieldSpec, GroupSpec, Schema, StatsMap};
+use crate::read::shuffle::ShardwiseIter;
+use crate::shard::reader::Shard;
+
+/// One alignment group as read.
+#[derive(Debug)]
+pub struct GroupData {
+    /// The group.
+    pub spec: GroupSpec,
+    /// Its rows in event-id order.
+    pub index: GroupIndex,
+    /// Rows whose id repeats the previous row's.
+    pub duplicates: u64,
+    /// Up to 16 duplicated ids.
+    pub duplicate_ids: Vec<u64>,
+    /// Per shard: the event-id column.
+    ts: Vec<Option<u32>>,
+}
+
+/// Per shard: the columns of one field.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FieldColumns {
+    /// Values.
+    pub data: Option<u32>,
+    /// Presence bytes (aligned fields).
+    pub present: Option<u32>,
+    /// Ragged: element counts.
+    pub len: Option<u32>,
+    /// Ragged: element offsets.
+    pub offs: Option<u32>,
+}
+
+/// One field as read.
+#[derive(Debug)]
+pub struct FieldData {
+    /// The field.
+    pub spec: FieldSpec,
+    /// Index of its group in [`Run::groups`].
+    pub group: usize,
+    /// Per shard: its columns (all `None` where a shard never saw the field).
+    pub columns: Vec<FieldColumns>,
+    /// Ragged: global offsets (`rows + 1`).
+    pub offsets: Option<OffsetsMap>,
+    /// Rows where the event lacked the field (aligned fields).
+    pub missing: u64,
+}
+
+/// A read-only snapshot of a run.
+#[derive(Debug)]
+pub struct Run {
+    dir: PathBuf,
+    state: RunState,
+    manifest: Manifest,
+    schema: Schema,
+    shards: Vec<Shard>,
+    groups: Vec<GroupData>,
+    fields: Vec<FieldData>,
+    stats: StatsMap,
+    warnings: Vec<String>,
+}
+
+impl Run {
+    /// Opens the run in `dir`.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Run> {
+        let dir = dir.as_ref().to_path_buf();
+        let manifest = Manifest::load(&dir)?;
+        let state = match manifest.state {
+            RunState::Complete => RunState::Complete,
+            _ if writer_alive(&dir) => RunState::Writing,
+            _ => RunState::Crashed,
+        };
+        let index = manifest.index.as_ref().filter(|_| state == RunState::Complete);
+        let shards: Vec<Shard> = (0..manifest.shards)
+            .into_par_iter()
+            .map(|i| Shard::load(&dir, i, index.and_then(|x| x.close_offsets.get(i).copied())))
+            .collect::<Result<_>>()?;
+
+        // The schema: the manifest's when complete, else the union of the shards'.
+        let mut schema = if state == RunState::Complete { manifest.schema.clone() } else { Schema::new() };
+        // Shards that disagree on a field (a job whose ranks sent conflicting dtypes before it
+        // failed) lose nothing else: the first definition wins, the other shards' rows of that
+        // field read as missing, and the conflict is reported in `warnings()`.
+        let mut excluded: std::collections::HashSet<(usize, String)> = std::collections::HashSet::new();
+        let mut warnings = Vec::new();
+        for s in &shards {
+            schema.merge_from(&s.fields, &s.groups, |f, e| {
+                warnings.push(format!("shard {}: {e}; its rows of {:?} read as missing", s.index, f.path));
+                excluded.insert((s.index, f.path.clone()));
+                Ok(())
+            })?;
+        }
+
+        let mut groups = Vec::with_capacity(schema.groups.len());
+        for g in &schema.groups {
+            let stored = index.and_then(|x| x.groups.iter().find(|i| i.group == g.name)).filter(|i| {
+                i.shard_rows.len() == shards.len()
+                    && shards.iter().zip(&i.shard_rows).all(|(s, &r)| s.group_rows(&g.name) == r)
+            });
+            let (idx, duplicates, duplicate_ids) = match stored {
+                Some(i) => (GroupIndex::load(&dir.join(&i.file))?, i.duplicates, i.duplicate_ids.clone()),
+                None => build_group(&shards, &g.name),
+            };
+            let ts = shards.iter().map(|s| s.column(&g.name, None, Role::Ts)).collect();
+            groups.push(GroupData { spec: g.clone(), index: idx, duplicates, duplicate_ids, ts });
+        }
+
+        let mut fields = Vec::with_capacity(schema.fields.len());
+        for f in &schema.fields {
+            let gi = schema.groups.iter().position(|g| g.name == f.group).ok_or_else(|| Error::Corrupt {
+                path: dir.clone(),
+                offset: 0,
+                why: format!("field {:?} names unknown group {:?}", f.path, f.group),
+            })?;
+            let columns: Vec<FieldColumns> = shards
+                .iter()
+                .map(|s| {
+                    if excluded.contains(&(s.index, f.path.clone())) {
+                        return FieldColumns::default();
+                    }
+                    let c = |r| s.column(&f.group, Some(&f.path), r);
+                    FieldColumns {
+                        data: c(Role::Data),
+                        present: c(Role::Present),
+                        len: c(Role::Len),
+                        offs: c(Role::Offs),
+                    }
+                })
+                .collect();
+            let g = &groups[gi];
+            let offsets = if f.kind.is_ragged() {
+                let stored = index.and_then(|x| x.ragged.iter().find(|r| r.field == f.path));
+                // A stored offsets file that does not match the index is recomputed.
+                let loaded = stored.and_then(|r| load_offsets(&dir.join(&r.file), g.index.len()).ok());
+                Some(loaded.unwrap_or_else(|| OffsetsMap::Owned(ragged_offsets(&shards, &g.index, &f.group, &f.path))))
+            } else {
+                None
+            };
+            let stored_missing = index.and_then(|x| x.missing.get(&f.path)).copied();
+            let missing = match (g.spec.aligned, stored_missing) {
+                (false, _) => 0,
+                (true, Some(m)) => m,
+                (true, None) => shards
+                    .iter()
+                    .zip(&columns)
+                    .map(|(s, c)| match c.present {
+                        Some(p) => s.bytes(p).iter().filter(|&&b| b == 0).count() as u64,
+                        None => s.group_rows(&f.group),
+                    })
+                    .sum(),
+            };
+            fields.push(FieldData { spec: f.clone(), group: gi, columns, offsets, missing });
+        }
+        let stats = if state == RunState::Complete { manifest.stats.clone() } else { StatsMap::new() };
+        Ok(Run { dir, state, manifest, schema, shards, groups, fields, stats, warnings })
+    }
+
+    /// Problems the reader worked around (shards disagreeing on a field), for `info`.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// The run directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Writing, complete or crashed.
+    pub fn state(&self) -> RunState {
+        self.state
+    }
+
+    /// The schema.
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    /// The manifest as read.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The loaded shards.
+    pub fn shards(&self) -> &[Shard] {
+        &self.shards
+    }
+
+    /// Groups, in schema order (index 0 is the run).
+    pub fn groups(&self) -> &[GroupData] {
+        &self.groups
+    }
+
+    /// Fields, in schema order.
+    pub fn fields(&self) -> &[FieldData] {
+        &self.fields
+    }
+
+    /// Summary values.
+    pub fn summary(&self) -> &[SummaryValue] {
+        &self.manifest.summary
+    }
+
+    /// A summary value by name.
+    pub fn summary_value(&self, name: &str) -> Result<&SummaryValue> {
+        self.manifest
+            .summary
+            .iter()
+            .find(|s| s.path == name)
+            .ok_or_else(|| Error::NotFound { what: "summary value", name: name.into() })
+    }
+
+    /// Statistics of numeric scalar fields (complete runs).
+    pub fn stats(&self) -> &StatsMap {
+        &self.stats
+    }
+
+    /// Number of events in the run's aligned group.
+    pub fn len(&self) -> u64 {
+        self.groups.first().map_or(0, |g| g.index.len())
+    }
+
+    /// True if the run has no events.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A group by name (`""` is the run, an unaligned field's group is its path).
+    pub fn group(&self, name: &str) -> Result<&GroupData> {
+        self.groups
+            .iter()
+            .find(|g| g.spec.name == name)
+            .ok_or_else(|| Error::NotFound { what: "group", name: name.into() })
+    }
+
+    fn group_index(&self, name: &str) -> Result<usize> {
+        self.groups
+            .iter()
+            .position(|g| g.spec.name == name)
+            .ok_or_else(|| Error::NotFound { what: "group", name: name.into() })
+    }
+
+    /// The event id at a location of a group.
+    pub fn id_at(&self, group: usize, loc: Loc) -> u64 {
+        let g = &self.groups[group];
+        self.column_of(&g.ts, loc.shard).and_then(|(s, c)| s.u64s(c).get(loc.row as usize).copied()).unwrap_or(0)
+    }
+
+    /// The shard and column id of `columns[shard]`, if both exist. Index entries come from
+    /// files, so a damaged index may name a shard that does not exist: never index blindly.
+    pub(crate) fn column_of<'a>(&'a self, columns: &[Option<u32>], shard: usize) -> Option<(&'a Shard, u32)> {
+        Some((self.shards.get(shard)?, columns.get(shard).copied().flatten()?))
+    }
+
+    /// The event id of a group's global row.
+    pub fn event_id(&self, group: &str, row: u64) -> Result<u64> {
+        let gi = self.group_index(group)?;
+        let g = &self.groups[gi];
+        let loc = g.index.locate(row).ok_or(Error::OutOfRange { what: "row", index: row, len: g.index.len() })?;
+        Ok(self.id_at(gi, loc))
+    }
+
+    /// A group's event ids in order into `out` (rows `start..start + out.len()`).
+    pub fn read_ids(&self, group: &str, start: u64, out: &mut [u64]) -> Result<()> {
+        let gi = self.group_index(group)?;
+        let g = &self.groups[gi];
+        check_range(start, out.len() as u64, g.index.len())?;
+        let mut pos = 0usize;
+        g.index.for_each_segment(start, start + out.len() as u64, |loc, n| {
+            let ids = self.column_of(&g.ts, loc.shard).map_or(&[][..], |(s, c)| s.u64s(c));
+            let n = n as usize;
+            match ids.get(loc.row as usize..loc.row as usize + n) {
+                Some(s) => out[pos..pos + n].copy_from_slice(s),
+                None => out[pos..pos + n].fill(0),
+            }
+            pos += n;
+        });
+        Ok(())
+    }
+
+    /// Gathers rows `start..start + out.len() / row_bytes` of a group through its index from
+    /// one fixed-width column per shard (`columns[shard]`, `None` where a shard lacks it, which
+    /// reads as `fill`). One copy per stretch of consecutive rows: the batched gather.
+    pub fn gather(
+        &self,
+        group: usize,
+        columns: &[Option<u32>],
+        row_bytes: usize,
+        fill: &[u8],
+        start: u64,
+        out: &mut [u8],
+    ) -> Result<()> {
+        let g = &self.groups[group];
+        if row_bytes == 0 || !out.len().is_multiple_of(row_bytes) || fill.len() != row_bytes {
+            return Err(Error::Usage(format!("gather of {} bytes in rows of {row_bytes}", out.len())));
+        }
+        let n = (out.len() / row_bytes) as u64;
+        check_range(start, n, g.index.len())?;
+        let mut pos = 0usize;
+        g.index.for_each_segment(start, start + n, |loc, k| {
+            let len = k as usize * row_bytes;
+            let dst = &mut out[pos..pos + len];
+            let from = loc.row as usize * row_bytes;
+            let src = self.column_of(columns, loc.shard).map(|(s, c)| s.bytes(c));
+            match src.and_then(|s| s.get(from..from + len)) {
+                Some(s) => dst.copy_from_slice(s),
+                None => dst.chunks_exact_mut(row_bytes).for_each(|r| r.copy_from_slice(fill)),
+            }
+            pos += len;
+        });
+        Ok(())
+    }
+
+    /// Per shard: the event-id column of a group.
+    pub fn id_columns(&self, group: usize) -> &[Option<u32>] {
+        &self.groups[group].ts
+    }
+
+    /// The first global row of `group` whose event id is `id` (binary search).
+    pub fn row_of(&self, group: &str, id: u64) -> Result<Option<u64>> {
+        let gi = self.group_index(group)?;
+        let g = &self.groups[gi];
+        let (mut lo, mut hi) = (0u64, g.index.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let loc = g.index.locate(mid).expect("mid < len");
+            if self.id_at(gi, loc) < id {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok((lo < g.index.len() && self.id_at(gi, g.index.locate(lo).expect("lo < len")) == id).then_some(lo))
+    }
+
+    /// A field reader by path.
+    pub fn field(&self, path: &str) -> Result<FieldReader<'_>> {
+        let i = self
+            .fields
+            .iter()
+            .position(|f| f.spec.path == path)
+            .ok_or_else(|| Error::NotFound { what: "field", name: path.into() })?;
+        Ok(FieldReader { run: self, f: &self.fields[i], g: &self.groups[self.fields[i].group] })
+    }
+
+    /// The group's rows shard by shard (shards in order, rows in shard order), or, with a
+    /// seed, shards in a random order and rows shuffled within each shard — the access
+    /// pattern that keeps reads local while decorrelating samples.
+    pub fn shardwise(&self, group: &str, seed: Option<u64>) -> Result<ShardwiseIter> {
+        let gi = self.group_index(group)?;
+        let order = self.shards.iter().map(|s| (s.index, s.group_rows(&self.groups[gi].spec.name))).collect();
+        Ok(ShardwiseIter::new(order, seed))
+    }
+}
+
+pub(crate) fn bad_loc(loc: Loc) -> Error {
+    Error::Usage(format!(
+        "the index names shard {} row {}, which does not exist (run `smdfs verify`)",
+        loc.shard, loc.row
+    ))
+}
+
+pub(crate) fn check_range(start: u64, n: u64, len: u64) -> Result<()> {
+    if start.checked_add(n).is_none_or(|e| e > len) {
+        return Err(Error::OutOfRange { what: "row", index: start.saturating_add(n), len });
+    }
+    Ok(())
+}
+
+/// Reads one field: rows in event-id order, fill where absent.
+#[derive(Clone, Copy)]
+pub struct FieldReader<'r> {
+    pub(crate) run: &'r Run,
+    pub(crate) f: &'r FieldData,
+    pub(crate) g: &'r GroupData,
+}

@@ -1,0 +1,277 @@
+//! `check_integrity` for runs: what `smdfs verify` reports. Checks every commit's crc32c
+//! against the bytes it committed, every committed length against the file sizes, the row
+//! counts of every group's columns, the global index against the event-id columns (every
+//! shard row exactly once, ids ascending), ragged offsets against the lengths, and the
+//! manifest against the shards. Torn log tails are reported but are not damage: a reader
+//! never returns them.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::format::manifest::{Manifest, RunState};
+use crate::format::{column_file_name, shard_dir_name, LOG_FILE};
+use crate::index::{GroupIndex, Loc};
+use crate::read::run::Run;
+use crate::shard::reader::replay_log;
+
+/// One problem found in committed data.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Problem {
+    /// The file concerned.
+    pub file: PathBuf,
+    /// Byte offset (0 when the whole file is concerned).
+    pub offset: u64,
+    /// What is wrong.
+    pub what: String,
+}
+
+/// What verify found in one shard.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ShardReport {
+    /// Shard index.
+    pub shard: usize,
+    /// Committed rows of the run's aligned group.
+    pub events: u64,
+    /// Commit records.
+    pub commits: u64,
+    /// Committed bytes whose checksums were verified.
+    pub bytes_checked: u64,
+    /// Bytes after the last valid log frame (ignored by readers; not damage).
+    pub torn_bytes: u64,
+    /// Why the log ends early, when it does.
+    pub torn_reason: Option<String>,
+    /// True if the shard was closed cleanly.
+    pub closed: bool,
+}
+
+/// The result of verifying a run.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct VerifyReport {
+    /// Run directory.
+    pub dir: PathBuf,
+    /// Writing, complete or crashed (`None` if the manifest is unreadable).
+    pub state: Option<RunState>,
+    /// Events of the run group as the reader sees them.
+    pub events: u64,
+    /// Per shard.
+    pub shards: Vec<ShardReport>,
+    /// Problems in committed data (empty when sound).
+    pub problems: Vec<Problem>,
+}
+
+impl VerifyReport {
+    /// True when the committed data is sound (torn tails allowed).
+    pub fn is_sound(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    /// Total torn bytes over all shards.
+    pub fn torn_bytes(&self) -> u64 {
+        self.shards.iter().map(|s| s.torn_bytes).sum()
+    }
+}
+
+/// Verifies the run in `dir`. `progress(done, total)` is called as committed bytes are
+/// checked. Errors are returned only for problems verify itself cannot work around (the
+/// directory is unreadable); damage is reported in [`VerifyReport::problems`].
+pub fn verify(dir: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<VerifyReport> {
+    let mut rep = VerifyReport { dir: dir.into(), ..Default::default() };
+    let manifest = match Manifest::load(dir) {
+        Ok(m) => m,
+        Err(e) => {
+            rep.problems.push(Problem {
+                file: dir.join(crate::format::manifest::MANIFEST_FILE),
+                offset: 0,
+                what: e.to_string(),
+            });
+            return Ok(rep);
+        }
+    };
+    // Pass 1: every shard's log and the checksums of every committed byte.
+    let mut replays = Vec::new();
+    for i in 0..manifest.shards {
+        let sdir = dir.join(shard_dir_name(i));
+        let log_path = sdir.join(LOG_FILE);
+        let log = match std::fs::read(&log_path) {
+            Ok(l) => l,
+            // A writer killed before it created this shard's log committed nothing to it;
+            // only a complete run must have every log.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && manifest.state != RunState::Complete => {
+                replays.push(None);
+                continue;
+            }
+            Err(e) => {
+                rep.problems.push(Problem { file: log_path, offset: 0, what: format!("cannot read: {e}") });
+                replays.push(None);
+                continue;
+            }
+        };
+        match replay_log(&log_path, &log, true) {
+            Ok(r) => replays.push(Some((sdir, r))),
+            Err(e) => {
+                rep.problems.push(Problem { file: log_path, offset: 0, what: e.to_string() });
+                replays.push(None);
+            }
+        }
+    }
+    let total: u64 = replays.iter().flatten().flat_map(|(_, r)| r.segments.iter().map(|s| s.2 - s.1)).sum();
+    let mut done = 0u64;
+    for (i, rp) in replays.iter().enumerate() {
+        let mut sr = ShardReport { shard: i, ..Default::default() };
+        if let Some((sdir, r)) = rp {
+            sr.commits = r.commits;
+            sr.torn_bytes = r.torn_bytes;
+            sr.torn_reason = r.torn_reason.clone();
+            sr.closed = r.close.is_some();
+            let mut files: Vec<Option<File>> = (0..r.columns.len()).map(|_| None).collect();
+            let mut buf = Vec::new();
+            for &(col, start, end, crc) in &r.segments {
+                let path = sdir.join(column_file_name(col));
+                if files[col as usize].is_none() {
+                    match File::open(&path) {
+                        Ok(f) => files[col as usize] = Some(f),
+                        Err(e) => {
+                            rep.problems.push(Problem { file: path, offset: 0, what: format!("cannot open: {e}") });
+                            continue;
+                        }
+                    }
+                }
+                let f = files[col as usize].as_ref().expect("opened above");
+                buf.resize((end - start) as usize, 0);
+                match f.read_exact_at(&mut buf, start) {
+                    Ok(()) if crc32c::crc32c(&buf) == crc => sr.bytes_checked += end - start,
+                    Ok(()) => rep.problems.push(Problem {
+                        file: path,
+                        offset: start,
+                        what: format!("{} committed bytes fail their checksum", end - start),
+                    }),
+                    Err(e) => rep.problems.push(Problem {
+                        file: path,
+                        offset: start,
+                        what: format!("committed bytes {start}..{end} unreadable (file too short?): {e}"),
+                    }),
+                }
+                done += end - start;
+                progress(done, total);
+            }
+        }
+        rep.shards.push(sr);
+    }
+    // Pass 2: open as a reader does (row counts, schema agreement, index, offsets).
+    let run = match Run::open(dir) {
+        Ok(r) => r,
+        Err(e) => {
+            rep.problems.push(Problem {
+                file: dir.into(),
+                offset: 0,
+                what: format!("the reader cannot open the run: {e}"),
+            });
+            return Ok(rep);
+        }
+    };
+    rep.state = Some(run.state());
+    rep.events = run.len();
+    for (sr, s) in rep.shards.iter_mut().zip(run.shards()) {
+        sr.events = s.group_rows(crate::model::schema::RUN_GROUP);
+    }
+    if let Some(ix) = manifest.index.as_ref().filter(|_| run.state() == RunState::Complete) {
+        for gi in &ix.groups {
+            let path = dir.join(&gi.file);
+            let shard_rows: Vec<u64> = run.shards().iter().map(|s| s.group_rows(&gi.group)).collect();
+            if shard_rows != gi.shard_rows {
+                rep.problems.push(Problem {
+                    file: dir.join(crate::format::manifest::MANIFEST_FILE),
+                    offset: 0,
+                    what: format!(
+                        "group {:?}: manifest says shard rows {:?}, shards hold {shard_rows:?}",
+                        gi.group, gi.shard_rows
+                    ),
+                });
+            }
+            match GroupIndex::load(&path) {
+                Ok(idx) => check_index(&run, &gi.group, &idx, &path, &mut rep.problems),
+                Err(e) => rep.problems.push(Problem { file: path, offset: 0, what: e.to_string() }),
+            }
+        }
+        for r in &ix.ragged {
+            check_offsets(&run, &r.field, &dir.join(&r.file), &mut rep.problems);
+        }
+    }
+    Ok(rep)
+}
+
+/// Every shard row appears exactly once, and event ids ascend.
+fn check_index(run: &Run, group: &str, idx: &GroupIndex, path: &Path, problems: &mut Vec<Problem>) {
+    let Some(gi) = run.groups().iter().position(|g| g.spec.name == group) else { return };
+    let rows: Vec<u64> = run.shards().iter().map(|s| s.group_rows(group)).collect();
+    if idx.len() != rows.iter().sum::<u64>() {
+        problems.push(Problem {
+            file: path.into(),
+            offset: 0,
+            what: format!("index has {} rows, shards hold {}", idx.len(), rows.iter().sum::<u64>()),
+        });
+        return;
+    }
+    let mut seen: Vec<Vec<u64>> = rows.iter().map(|&n| vec![0u64; n.div_ceil(64) as usize]).collect();
+    let (mut last, mut pos, mut bad) = (0u64, 0u64, None);
+    idx.for_each_segment(0, idx.len(), |loc, n| {
+        for k in 0..n {
+            let l = Loc { shard: loc.shard, row: loc.row + k };
+            let ok = l.shard < rows.len() && l.row < rows[l.shard];
+            if bad.is_none() {
+                if !ok {
+                    bad = Some((
+                        pos,
+                        format!("row {pos} points at shard {} row {} which does not exist", l.shard, l.row),
+                    ));
+                } else {
+                    let w = &mut seen[l.shard][(l.row / 64) as usize];
+                    let bit = 1u64 << (l.row % 64);
+                    let id = run.id_at(gi, l);
+                    if *w & bit != 0 {
+                        bad = Some((pos, format!("shard {} row {} appears twice", l.shard, l.row)));
+                    } else if pos > 0 && id < last {
+                        bad = Some((pos, format!("event ids descend at row {pos} ({last} then {id})")));
+                    }
+                    *w |= bit;
+                    last = id;
+                }
+            }
+            pos += 1;
+        }
+    });
+    if let Some((row, what)) = bad {
+        problems.push(Problem { file: path.into(), offset: crate::index::INDEX_HEADER_LEN as u64 + 8 * row, what });
+    }
+}
+
+/// Stored ragged offsets equal the prefix sums of the rows' lengths.
+fn check_offsets(run: &Run, field: &str, path: &Path, problems: &mut Vec<Problem>) {
+    let Ok(f) = run.field(field) else { return };
+    // The stored file itself (the reader silently recomputes offsets it cannot load).
+    let stored = match crate::index::load_offsets(path, f.rows()) {
+        Ok(o) => o,
+        Err(e) => {
+            problems.push(Problem { file: path.into(), offset: 0, what: e.to_string() });
+            return;
+        }
+    };
+    let offs = stored.get();
+    let mut acc = 0u64;
+    for i in 0..f.rows() {
+        if offs.get(i as usize) != Some(&acc) {
+            problems.push(Problem {
+                file: path.into(),
+                offset: 8 * i,
+                what: format!("offset of row {i} is not {acc}"),
+            });
+            return;
+        }
+        let es = f.spec().dtype.size() as u64;
+        acc += f.ragged_row(i).map_or(0, |r| r.len() as u64 / es);
+    }
+}

@@ -1,0 +1,295 @@
+//! Reading one shard: what its commit log commits, and memory maps of its columns cut at the
+//! committed lengths. Nothing past a committed length is ever exposed.
+//!
+//! A complete run names each shard's close record, so loading reads one frame; otherwise the
+//! log is replayed from the start and stops at the first torn or corrupt frame.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use memmap2::{Mmap, MmapOptions};
+
+use crate::error::{Error, IoContext, Result};
+use crate::format::{
+    check_log_header, column_file_name, decode_commit, CloseRecord, ColumnDef, FrameIter, Role, SchemaRecord,
+    FRAME_OVERHEAD, LOG_FILE, LOG_HEADER_LEN, MAX_FRAME_PAYLOAD, REC_CLOSE, REC_COMMIT, REC_SCHEMA,
+};
+use crate::model::schema::{FieldSpec, GroupSpec, StatsMap};
+use crate::model::value::Kind;
+
+/// What replaying a shard's log found.
+#[derive(Clone, Debug, Default)]
+pub struct LogReplay {
+    /// Column definitions, by id.
+    pub columns: Vec<ColumnDef>,
+    /// Committed length of each column, by id.
+    pub lens: Vec<u64>,
+    /// Whether any commit has named each column (a column defined by a schema record whose
+    /// batch never committed does not exist yet).
+    pub committed: Vec<bool>,
+    /// Groups the shard defines.
+    pub groups: Vec<GroupSpec>,
+    /// Fields the shard defines.
+    pub fields: Vec<FieldSpec>,
+    /// Number of commit records.
+    pub commits: u64,
+    /// Bytes of the log that are valid frames (header included).
+    pub valid_len: u64,
+    /// Bytes after the last valid frame (a torn tail, ignored).
+    pub torn_bytes: u64,
+    /// Why the log ended early, if it did with bytes left.
+    pub torn_reason: Option<String>,
+    /// The close record, if the shard was closed cleanly.
+    pub close: Option<CloseRecord>,
+    /// Per commit: (column, start, end, crc) of the bytes it appended; kept for `verify`.
+    pub segments: Vec<(u32, u64, u64, u32)>,
+}
+
+/// Replays a log image. `keep_segments` records every commit's byte ranges (for verify).
+pub fn replay_log(path: &Path, log: &[u8], keep_segments: bool) -> Result<LogReplay> {
+    check_log_header(log).map_err(|why| Error::Corrupt { path: path.into(), offset: 0, why })?;
+    let mut r = LogReplay::default();
+    let mut frames = FrameIter::new(log);
+    let mut stop: Option<String> = None;
+    for frame in frames.by_ref() {
+        let (kind, body) = (frame.payload[0], &frame.payload[1..]);
+        let ok = match kind {
+            REC_SCHEMA => match serde_json::from_slice::<SchemaRecord>(body) {
+                Ok(rec) => {
+                    // All or nothing: a record whose column ids do not continue the log's
+                    // ends the log without being applied.
+                    let good = rec.columns.iter().enumerate().all(|(k, c)| c.id as usize == r.columns.len() + k);
+                    if good {
+                        r.lens.extend(std::iter::repeat_n(0, rec.columns.len()));
+                        r.committed.extend(std::iter::repeat_n(false, rec.columns.len()));
+                        r.columns.extend(rec.columns);
+                        r.groups.extend(rec.groups);
+                        r.fields.extend(rec.fields);
+                    }
+                    good
+                }
+                Err(_) => false,
+            },
+            REC_COMMIT => match decode_commit(body) {
+                Some(entries) => {
+                    let valid = entries
+                        .iter()
+                        .all(|e| (e.column as usize) < r.lens.len() && e.len >= r.lens[e.column as usize]);
+                    if valid {
+                        for e in entries {
+                            let start = r.lens[e.column as usize];
+                            if keep_segments {
+                                r.segments.push((e.column, start, e.len, e.crc));
+                            }
+                            r.lens[e.column as usize] = e.len;
+                            r.committed[e.column as usize] = true;
+                        }
+                        r.commits += 1;
+                    }
+                    valid
+                }
+                None => false,
+            },
+            REC_CLOSE => match serde_json::from_slice::<CloseRecord>(body) {
+                Ok(c) => {
+                    r.close = Some(c);
+                    true
+                }
+                Err(_) => false,
+            },
+            _ => false,
+        };
+        if !ok {
+            stop = Some(format!("undecodable record (type {kind}) at byte {}", frame.offset));
+            r.valid_len = frame.offset;
+            break;
+        }
+    }
+    if stop.is_none() {
+        r.valid_len = frames.valid_end();
+    }
+    r.torn_bytes = log.len() as u64 - r.valid_len;
+    if r.torn_bytes > 0 {
+        r.torn_reason = Some(stop.unwrap_or_else(|| format!("torn or corrupt frame at byte {}", r.valid_len)));
+    }
+    Ok(r)
+}
+
+/// Reads only the close record at `offset` (complete runs): O(1) in the run's size.
+fn read_close(path: &Path, offset: u64) -> Result<Option<CloseRecord>> {
+    let f = File::open(path).at(path)?;
+    let mut header = [0u8; LOG_HEADER_LEN];
+    f.read_exact_at(&mut header, 0).at(path)?;
+    check_log_header(&header).map_err(|why| Error::Corrupt { path: path.into(), offset: 0, why })?;
+    let mut head = [0u8; 8];
+    if f.read_exact_at(&mut head, offset).is_err() {
+        return Ok(None);
+    }
+    let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes"));
+    if len > MAX_FRAME_PAYLOAD {
+        return Ok(None);
+    }
+    let mut frame = vec![0u8; len as usize + FRAME_OVERHEAD];
+    if f.read_exact_at(&mut frame, offset).is_err() {
+        return Ok(None);
+    }
+    let mut image = header.to_vec();
+    image.extend_from_slice(&frame);
+    let Some(fr) = FrameIter::new(&image).next() else { return Ok(None) };
+    if fr.payload[0] != REC_CLOSE {
+        return Ok(None);
+    }
+    Ok(serde_json::from_slice(&fr.payload[1..]).ok())
+}
+
+/// A loaded shard: committed column lengths and read-only maps of the committed bytes.
+#[derive(Debug)]
+pub struct Shard {
+    /// Shard index.
+    pub index: usize,
+    /// Shard directory.
+    pub dir: PathBuf,
+    /// Columns by id.
+    pub columns: Vec<ColumnDef>,
+    /// Committed lengths by column id.
+    pub lens: Vec<u64>,
+    /// Groups the shard defines.
+    pub groups: Vec<GroupSpec>,
+    /// Fields the shard defines.
+    pub fields: Vec<FieldSpec>,
+    /// Statistics from the close record (closed shards).
+    pub stats: Option<StatsMap>,
+    /// Torn bytes at the log's end (0 when loaded from a close record).
+    pub torn_bytes: u64,
+    maps: Vec<Option<Mmap>>,
+}
+
+impl Shard {
+    /// Loads shard `index` of the run in `run_dir`; `close_offset` (complete runs) lets it
+    /// read the close record instead of replaying the log.
+    pub fn load(run_dir: &Path, index: usize, close_offset: Option<u64>) -> Result<Shard> {
+        let dir = run_dir.join(crate::format::shard_dir_name(index));
+        let log_path = dir.join(LOG_FILE);
+        let mut from_close = None;
+        if let Some(off) = close_offset {
+            from_close = read_close(&log_path, off)?;
+        }
+        let (columns, lens, groups, fields, stats, torn) = match from_close {
+            Some(c)
+                if c.columns.len() == c.lens.len() && c.columns.iter().enumerate().all(|(k, d)| d.id as usize == k) =>
+            {
+                (c.columns, c.lens, c.groups, c.fields, Some(c.stats), 0)
+            }
+            _ => {
+                let log = match std::fs::read(&log_path) {
+                    Ok(l) => l,
+                    // A shard whose server never started holds nothing yet.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                    Err(e) => return Err(Error::io(&log_path, e)),
+                };
+                if log.is_empty() {
+                    (vec![], vec![], vec![], vec![], None, 0)
+                } else {
+                    let r = replay_log(&log_path, &log, false)?;
+                    // Only columns some commit named exist; fields and groups without a
+                    // committed column were announced by a batch that never committed.
+                    let columns: Vec<ColumnDef> =
+                        r.columns.into_iter().filter(|c| r.committed[c.id as usize]).collect();
+                    let fields = r
+                        .fields
+                        .into_iter()
+                        .filter(|f| columns.iter().any(|c| c.field.as_deref() == Some(&f.path)))
+                        .collect();
+                    let groups = r
+                        .groups
+                        .into_iter()
+                        .filter(|g| columns.iter().any(|c| c.role == Role::Ts && c.group == g.name))
+                        .collect();
+                    (columns, r.lens, groups, fields, r.close.map(|c| c.stats), r.torn_bytes)
+                }
+            }
+        };
+        let mut maps: Vec<Option<Mmap>> = (0..lens.len()).map(|_| None).collect();
+        for c in &columns {
+            let len = lens[c.id as usize];
+            let path = dir.join(column_file_name(c.id));
+            if len == 0 {
+                continue;
+            }
+            let file = File::open(&path).at(&path)?;
+            let size = file.metadata().at(&path)?.len();
+            if size < len {
+                return Err(Error::Corrupt {
+                    path,
+                    offset: size,
+                    why: format!("commit log commits {len} bytes but the file has {size}"),
+                });
+            }
+            let len_usize = usize::try_from(len).map_err(|_| Error::Corrupt {
+                path: path.clone(),
+                offset: 0,
+                why: "column too large".into(),
+            })?;
+            // SAFETY: the mapped prefix is committed and append-only: no writer modifies it.
+            let map = unsafe { MmapOptions::new().len(len_usize).map(&file) }.at(&path)?;
+            maps[c.id as usize] = Some(map);
+        }
+        let shard = Shard { index, dir, columns, lens, groups, fields, stats, torn_bytes: torn, maps };
+        shard.check_row_counts()?;
+        Ok(shard)
+    }
+
+    /// Every column of a group must hold exactly the group's committed rows.
+    fn check_row_counts(&self) -> Result<()> {
+        for g in &self.groups {
+            let rows = self.group_rows(&g.name);
+            for c in self.columns.iter().filter(|c| c.group == g.name) {
+                let need = match (c.role.fixed_row_bytes(), &c.field) {
+                    (Some(b), _) => Some(rows * b as u64),
+                    (None, Some(f)) => self
+                        .fields
+                        .iter()
+                        .find(|s| &s.path == f)
+                        .filter(|s| s.kind == Kind::Fixed)
+                        .map(|s| rows * s.row_bytes() as u64),
+                    (None, None) => None,
+                };
+                if let Some(need) = need {
+                    if self.lens[c.id as usize] != need {
+                        return Err(Error::Corrupt {
+                            path: self.dir.join(column_file_name(c.id)),
+                            offset: self.lens[c.id as usize],
+                            why: format!(
+                                "column holds {} bytes, group {:?} has {rows} rows needing {need}",
+                                self.lens[c.id as usize], g.name
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The column holding `role` of `field` (or the group's event ids for `Role::Ts`).
+    pub fn column(&self, group: &str, field: Option<&str>, role: Role) -> Option<u32> {
+        self.columns.iter().find(|c| c.group == group && c.field.as_deref() == field && c.role == role).map(|c| c.id)
+    }
+
+    /// The committed bytes of a column.
+    pub fn bytes(&self, column: u32) -> &[u8] {
+        self.maps.get(column as usize).and_then(|m| m.as_deref()).unwrap_or(&[])
+    }
+
+    /// A u64 column (event ids, lengths, offsets) as a slice.
+    pub fn u64s(&self, column: u32) -> &[u64] {
+        // Maps are page aligned and committed lengths of u64 columns are multiples of 8.
+        bytemuck::try_cast_slice(self.bytes(column)).unwrap_or(&[])
+    }
+
+    /// Committed rows of a group in this shard.
+    pub fn group_rows(&self, group: &str) -> u64 {
+        self.column(group, None, Role::Ts).map_or(0, |c| self.lens[c as usize] / 8)
+    }
+}

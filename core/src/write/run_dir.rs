@@ -1,0 +1,83 @@
+//! The run directory's life as a writer sees it: [`prepare`] creates it, takes the writer
+//! lock, refuses or clears an existing run and stores a fresh manifest; [`complete`] builds
+//! the global index of the closed shards and stores the manifest complete. Both engines
+//! (threads and MPI rank 0) call these; the settings they need travel as [`RunConfig`].
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use crate::error::{Error, IoContext, Result};
+use crate::format::manifest::{Manifest, RunState, SummaryValue, WriterLock, INDEX_DIR, MANIFEST_FILE};
+use crate::index::build_global_index;
+use crate::model::schema::{Schema, StatsMap};
+use crate::sync::lock;
+use crate::write::report::{DoneReport, MpiInfo};
+
+/// The settings an engine needs to start a run's servers.
+#[derive(Clone, Debug)]
+pub(crate) struct RunConfig {
+    /// The run directory.
+    pub(crate) dir: PathBuf,
+    /// Servers (shards).
+    pub(crate) servers: usize,
+    /// Batches that may wait per server (MPI: in flight per client handle).
+    pub(crate) in_flight: usize,
+    /// fdatasync at every commit.
+    pub(crate) sync: bool,
+    /// Replace an existing run.
+    pub(crate) overwrite: bool,
+}
+
+/// Creates the run directory, takes the writer lock, clears (with `overwrite`) or refuses an
+/// existing run, and stores a fresh manifest. (MPI mode: rank 0 only.)
+pub(crate) fn prepare(cfg: &RunConfig) -> Result<(WriterLock, Manifest)> {
+    let dir = &cfg.dir;
+    std::fs::create_dir_all(dir).at(dir)?;
+    let lock = WriterLock::acquire(dir)?;
+    if dir.join(MANIFEST_FILE).exists() {
+        if !cfg.overwrite {
+            return Err(Error::RunExists { path: dir.clone() });
+        }
+        remove_run_files(dir)?;
+    }
+    let manifest = Manifest::new(cfg.servers);
+    manifest.store(dir)?;
+    Ok((lock, manifest))
+}
+
+fn remove_run_files(dir: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(dir).at(dir)? {
+        let entry = entry.at(dir)?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let p = entry.path();
+        if name.starts_with("shard-") || name == INDEX_DIR {
+            std::fs::remove_dir_all(&p).at(&p)?;
+        } else if name == MANIFEST_FILE {
+            std::fs::remove_file(&p).at(&p)?;
+        }
+    }
+    Ok(())
+}
+
+/// Builds the global index of the closed shards and stores the manifest complete.
+pub(crate) fn complete(
+    dir: &Path,
+    manifest: &Mutex<Manifest>,
+    summary: &Mutex<Vec<SummaryValue>>,
+    mpi: Option<MpiInfo>,
+    schema: Schema,
+    stats: StatsMap,
+    closes: Vec<u64>,
+) -> Result<DoneReport> {
+    let mut m = lock(manifest).clone();
+    m.schema = schema;
+    m.stats = stats;
+    m.summary = lock(summary).clone();
+    let (index, reports) = build_global_index(dir, &m, closes)?;
+    m.index = Some(index);
+    m.state = RunState::Complete;
+    m.store(dir)?;
+    let events = reports.iter().find(|r| r.group.is_empty()).map_or(0, |r| r.rows);
+    Ok(DoneReport { dir: dir.to_path_buf(), events, groups: reports, mpi })
+}

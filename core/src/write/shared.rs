@@ -1,0 +1,70 @@
+//! What a run's clients and server threads share within one process: the schema registry,
+//! recycled batch buffers and error slots per server, reductions, the live-client count, the
+//! callbacks and the batching limits. Built once by the builder; both engines use it.
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex, RwLock};
+
+use crate::error::Error;
+use crate::model::batch::Batch;
+use crate::model::reduce::Reductions;
+use crate::model::schema::Registry;
+use crate::model::value::Field;
+use crate::sync::lock;
+
+/// A function called with every event on the client that produced it.
+pub(crate) type Callback = Arc<dyn Fn(u64, &[Field<'_>]) + Send + Sync>;
+
+/// What a run's clients share (per process).
+pub(crate) struct Shared {
+    pub(crate) registry: RwLock<Registry>,
+    /// Threads mode: recycled batches per server.
+    pub(crate) pools: Vec<Mutex<Vec<Batch>>>,
+    /// Per server: the error that stopped it, for the clients' and `done()`'s messages.
+    pub(crate) errors: Vec<Mutex<Option<String>>>,
+    pub(crate) reductions: Mutex<Reductions>,
+    pub(crate) live_clients: AtomicUsize,
+    pub(crate) callbacks: Vec<Callback>,
+    pub(crate) batch_events: usize,
+    pub(crate) batch_bytes: usize,
+    #[cfg_attr(not(feature = "mpi"), allow(dead_code))]
+    pub(crate) in_flight: usize,
+    /// Most recycled batches kept per server.
+    pub(crate) pool_cap: usize,
+}
+
+/// The batching limits a builder sets.
+pub(crate) struct Limits {
+    pub(crate) servers: usize,
+    pub(crate) batch_events: usize,
+    pub(crate) batch_bytes: usize,
+    pub(crate) in_flight: usize,
+}
+
+impl Shared {
+    pub(crate) fn new(registry: Registry, callbacks: Vec<Callback>, l: Limits) -> Arc<Shared> {
+        Arc::new(Shared {
+            registry: RwLock::new(registry),
+            pools: (0..l.servers).map(|_| Mutex::new(Vec::new())).collect(),
+            errors: (0..l.servers).map(|_| Mutex::new(None)).collect(),
+            reductions: Mutex::new(Reductions::new()),
+            live_clients: AtomicUsize::new(0),
+            callbacks,
+            batch_events: l.batch_events,
+            batch_bytes: l.batch_bytes,
+            in_flight: l.in_flight,
+            pool_cap: l.in_flight + 2,
+        })
+    }
+
+    /// The error of a server that stopped taking batches.
+    pub(crate) fn server_error(&self, shard: usize) -> Error {
+        let why = lock(&self.errors[shard]).clone().unwrap_or_else(|| "server stopped".into());
+        Error::ServerFailed { shard, why }
+    }
+
+    /// Records why server `shard` stopped (the first reason wins).
+    pub(crate) fn set_server_error(&self, shard: usize, why: String) {
+        lock(&self.errors[shard]).get_or_insert(why);
+    }
+}
