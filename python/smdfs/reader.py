@@ -192,14 +192,12 @@ class Dataset:
             return self._range(0, len(self))[rows]
         if kind == "int":
             out = self._range(rows, rows + 1)[0]
-        elif kind == "range":
-            out = self._range(*rows)
+            return out[rest] if rest else out
+        if kind == "range":
+            out, lead = self._range(*rows), 1
         else:
-            out = self._take(rows)
-            if rest:
-                return out[(slice(None),) * rows.ndim + rest]
-            return out
-        return out[rest] if rest else out
+            out, lead = self._take(rows), rows.ndim
+        return out[(slice(None),) * lead + rest] if rest else out
 
     def read(self, start: int = 0, stop: Optional[int] = None) -> np.ndarray:
         """Rows ``start:stop`` (zero-copy where they lie contiguous in one shard)."""
@@ -508,7 +506,7 @@ class Run(Mapping):
         if role == "ts":
             return Dataset(self, name, target, "ts", np.uint64, (), target)
         if role == "summary":
-            return ArrayDataset(name, self.summary[target])
+            return ArrayDataset(name, np.asarray(self.summary[target]))
         f = self._fields[target]
         if role == "data":
             return Dataset(self, name, target, "data", f["dtype"], f["shape"], f["group"], f)
