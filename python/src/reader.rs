@@ -387,7 +387,12 @@ impl BatchIter {
     }
 
     fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyList>>> {
-        let Some(b) = py.detach(|| self.inner.next_batch()) else { return Ok(None) };
+        // A batch read ahead is taken without releasing the GIL; only a wait releases it.
+        let next = match self.inner.ready() {
+            Ok(b) => b,
+            Err(()) => py.detach(|| self.inner.next_batch()),
+        };
+        let Some(b) = next else { return Ok(None) };
         let b = b.map_err(to_py)?;
         let l = PyList::empty(py);
         for (data, counts) in b.parts {

@@ -4,7 +4,7 @@
 //! have read already. Each batch holds, per requested column, its rows' bytes (ragged
 //! fields: concatenated values plus per-row element counts).
 
-use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::mpsc::{sync_channel, Receiver, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -96,6 +96,17 @@ impl Batches {
             })
             .map_err(|e| Error::Usage(format!("cannot start the batch thread: {e}")))?;
         Ok(Batches { rx: Mutex::new(Some(rx)), handle: Some(handle) })
+    }
+
+    /// The next batch if one is ready now: `Ok(None)` at the end, `Err(())` when the
+    /// caller must wait ([`Batches::next_batch`]).
+    pub(crate) fn ready(&self) -> std::result::Result<Option<Result<Batch>>, ()> {
+        let rx = self.rx.lock().unwrap_or_else(|e| e.into_inner());
+        match rx.as_ref().map(|r| r.try_recv()) {
+            None | Some(Err(TryRecvError::Disconnected)) => Ok(None),
+            Some(Ok(b)) => Ok(Some(b)),
+            Some(Err(TryRecvError::Empty)) => Err(()),
+        }
     }
 
     /// The next batch (blocks until it is read); `None` at the end.

@@ -134,6 +134,35 @@ impl Column {
         }
     }
 
+    /// Each shard's committed bytes of the column (empty where a shard lacks it).
+    fn bases<'r>(&self, run: &'r Run) -> Vec<Option<&'r [u8]>> {
+        run.shards().iter().zip(&self.columns).map(|(s, c)| c.map(|c| s.bytes(c))).collect()
+    }
+
+    /// Gathers rows `start..start + out.len() / row_bytes` through the group's index: one
+    /// copy per stretch of consecutive rows of one shard, the shard's bytes looked up once
+    /// per read (not per row) and small rows copied as fixed-size moves, because round-robin
+    /// runs gather one row per stretch.
+    fn gather(&self, run: &Run, bases: &[Option<&[u8]>], start: u64, out: &mut [u8]) {
+        let rb = self.row_bytes;
+        let n = (out.len() / rb) as u64;
+        let mut pos = 0usize;
+        run.groups()[self.group].index.for_each_segment(start, start + n, |loc, k| {
+            let len = k as usize * rb;
+            let Some(dst) = out.get_mut(pos..pos + len) else { return };
+            let from = loc.row as usize * rb;
+            match bases.get(loc.shard).copied().flatten().and_then(|b| b.get(from..from + len)) {
+                Some(src) => copy(dst, src),
+                None => dst.chunks_exact_mut(rb).for_each(|r| r.copy_from_slice(&self.fill)),
+            }
+            pos += len;
+        });
+        // A damaged index that covers fewer rows than asked leaves the rest as fill.
+        if let Some(rest) = out.get_mut(pos..) {
+            rest.chunks_exact_mut(rb).for_each(|r| r.copy_from_slice(&self.fill));
+        }
+    }
+
     /// Rows `start..start + out.len() / row_bytes` in event-id order into `out`, split
     /// across threads when large.
     pub(crate) fn read(&self, run: &Run, start: u64, out: &mut [u8]) -> Result<()> {
@@ -141,7 +170,16 @@ impl Column {
         if rb == 0 || out.is_empty() {
             return Ok(());
         }
-        par_chunks(out, rb, |first, piece| run.gather(self.group, &self.columns, rb, &self.fill, start + first, piece))
+        let n = (out.len() / rb) as u64;
+        let len = self.rows(run);
+        if out.len() % rb != 0 || start.checked_add(n).is_none_or(|e| e > len) {
+            return Err(Error::OutOfRange { what: "row", index: start.saturating_add(n), len });
+        }
+        let bases = self.bases(run);
+        par_chunks(out, rb, |first, piece| {
+            self.gather(run, &bases, start + first, piece);
+            Ok(())
+        })
     }
 
     /// The rows listed in `rows` (any order, repeats allowed) into `out`, split across
@@ -159,6 +197,7 @@ impl Column {
             return Err(Error::Usage(format!("{} rows of {rb} bytes do not fill {} bytes", rows.len(), out.len())));
         }
         let index = &run.groups()[self.group].index;
+        let bases = self.bases(run);
         par_chunks(out, rb, |first, piece| {
             let rows = &rows[first as usize..first as usize + piece.len() / rb];
             let mut k = 0;
@@ -169,10 +208,14 @@ impl Column {
                 }
                 let dst = &mut piece[k * rb..(k + n) * rb];
                 if n > 1 {
-                    run.gather(self.group, &self.columns, rb, &self.fill, rows[k], dst)?;
+                    self.gather(run, &bases, rows[k], dst);
                 } else {
                     let loc = index.locate(rows[k]).ok_or(Error::OutOfRange { what: "row", index: rows[k], len })?;
-                    self.copy_at(run, loc, dst);
+                    let from = loc.row as usize * rb;
+                    match bases.get(loc.shard).copied().flatten().and_then(|b| b.get(from..from + rb)) {
+                        Some(src) => copy(dst, src),
+                        None => dst.copy_from_slice(&self.fill),
+                    }
                 }
                 k += n;
             }
@@ -201,8 +244,21 @@ impl Column {
     }
 }
 
+/// Copies `src` into `dst` (same length); the small row sizes of scalar columns become
+/// single moves instead of `memcpy` calls.
+#[inline(always)]
+fn copy(dst: &mut [u8], src: &[u8]) {
+    match (dst.len(), src.len()) {
+        (8, 8) => dst[..8].copy_from_slice(&src[..8]),
+        (4, 4) => dst[..4].copy_from_slice(&src[..4]),
+        (2, 2) => dst[..2].copy_from_slice(&src[..2]),
+        (1, 1) => dst[0] = src[0],
+        _ => dst.copy_from_slice(src),
+    }
+}
+
 /// Bytes below which a read stays on the calling thread (thread start-up costs more).
-const PAR_MIN_BYTES: usize = 4 << 20;
+const PAR_MIN_BYTES: usize = 1 << 20;
 
 /// Calls `f(first_row, piece)` on pieces of `out` (whole rows of `row_bytes`), on up to one
 /// thread per core when `out` is large, and returns the first error.
@@ -232,37 +288,81 @@ where
     })
 }
 
-/// Ragged rows: element bytes of rows `rows` concatenated into `out` (whose size the caller
-/// took from the offsets), in parallel pieces when large.
+/// Ragged rows `start..end`: their element bytes concatenated into `out` (whose size the
+/// caller took from the global offsets). Consecutive rows of one shard hold consecutive
+/// values there, so each stretch of the index is one copy.
 pub(crate) fn ragged_read(run: &Run, field: &str, start: u64, end: u64, out: &mut [u8]) -> Result<()> {
     let f = run.field(field)?;
     let offs = f.offsets().ok_or_else(|| Error::Usage(format!("field {field:?} is not ragged")))?;
     let es = f.spec().dtype.size() as u64;
-    if end < start || end > f.rows() {
+    if end < start || end > f.rows() || offs.len() as u64 != f.rows() + 1 {
         return Err(Error::OutOfRange { what: "row", index: end, len: f.rows() });
     }
     let base = offs[start as usize] * es;
-    if out.len() as u64 != offs[end as usize] * es - base {
-        return Err(Error::Usage(format!(
-            "ragged rows {start}..{end} of {field:?} need {} bytes",
-            offs[end as usize] * es - base
-        )));
+    let need = offs[end as usize] * es - base;
+    if out.len() as u64 != need {
+        return Err(Error::Usage(format!("ragged rows {start}..{end} of {field:?} need {need} bytes")));
     }
-    let mut pos = 0usize;
-    for i in start..end {
-        let v = f.ragged_row(i)?;
-        let want = ((offs[i as usize + 1] - offs[i as usize]) * es) as usize;
-        if v.len() != want {
-            return Err(Error::Corrupt {
-                path: run.dir().to_path_buf(),
-                offset: i,
-                why: format!("ragged field {field:?} row {i} holds {} bytes, its offsets say {want}", v.len()),
-            });
+    let data = f.data();
+    let corrupt = |row: u64| Error::Corrupt {
+        path: run.dir().to_path_buf(),
+        offset: row,
+        why: format!("ragged field {field:?} row {row}: the shard's values disagree with the run's offsets"),
+    };
+    let mut err = None;
+    let mut row = start;
+    run.groups()[data.group].index.for_each_segment(start, end, |loc, k| {
+        if err.is_some() {
+            return;
         }
-        out[pos..pos + want].copy_from_slice(v);
-        pos += want;
+        let (a, b) = ((offs[row as usize] * es - base) as usize, (offs[(row + k) as usize] * es - base) as usize);
+        let src = (|| {
+            let c = data.columns.get(loc.shard)?;
+            let s = run.shards().get(loc.shard)?;
+            let (d, o, l) = (c.data?, c.offs?, c.len?);
+            let (so, sl) = (s.u64s(o), s.u64s(l));
+            let last = loc.row as usize + k as usize - 1;
+            let first = *so.get(loc.row as usize)?;
+            // The stretch's values must be one span of the shard (no gaps between rows).
+            if (so.get(last)? + sl.get(last)? - first) * es != (b - a) as u64 {
+                return None;
+            }
+            s.bytes(d).get((first * es) as usize..(first * es) as usize + (b - a))
+        })();
+        match src {
+            Some(v) => out[a..b].copy_from_slice(v),
+            None if a == b => {}
+            None => {
+                // Row by row, which checks every row against the offsets.
+                let mut p = a;
+                for i in 0..k {
+                    match f.ragged_at(Loc { shard: loc.shard, row: loc.row + i }) {
+                        Ok(v) if p + v.len() <= b => {
+                            out[p..p + v.len()].copy_from_slice(v);
+                            p += v.len();
+                        }
+                        Ok(_) => p = usize::MAX,
+                        Err(e) => {
+                            err = Some(e);
+                            return;
+                        }
+                    }
+                    if p == usize::MAX {
+                        break;
+                    }
+                }
+                if p != b {
+                    err = Some(corrupt(row));
+                }
+            }
+        }
+        row += k;
+    });
+    match err {
+        Some(e) => Err(e),
+        None if row == end => Ok(()),
+        None => Err(corrupt(row)),
     }
-    Ok(())
 }
 
 /// Ragged rows listed in `rows`: their element bytes concatenated, and per row its element
