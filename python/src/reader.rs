@@ -55,6 +55,9 @@ fn kind_name(k: Kind) -> String {
     format!("{k:?}").to_lowercase()
 }
 
+/// Ragged rows as returned to Python: concatenated values (bytes) and element counts.
+type RaggedRows<'py> = (Bound<'py, PyArray1<u8>>, Bound<'py, PyArray1<u64>>);
+
 #[pymethods]
 impl RunHandle {
     /// Opens the run in `path` (complete, crashed or still writing).
@@ -251,7 +254,7 @@ impl RunHandle {
         if c.row_bytes > 0 && !buf.len().is_multiple_of(c.row_bytes) {
             return Err(PyValueError::new_err(format!("{} bytes are not whole rows of {}", buf.len(), c.row_bytes)));
         }
-        let n = if c.row_bytes == 0 { 0 } else { (buf.len() / c.row_bytes) as u64 };
+        let n = buf.len().checked_div(c.row_bytes).unwrap_or(0) as u64;
         if start.checked_add(n).is_none_or(|e| e > c.rows(&self.run)) {
             return Err(to_py(Error::OutOfRange {
                 what: "row",
@@ -316,7 +319,7 @@ impl RunHandle {
         py: Python<'py>,
         field: &str,
         rows: PyReadonlyArray1<'py, u64>,
-    ) -> PyResult<(Bound<'py, PyArray1<u8>>, Bound<'py, PyArray1<u64>>)> {
+    ) -> PyResult<RaggedRows<'py>> {
         let rows = rows.as_slice().map_err(|_| PyValueError::new_err("rows must be C-contiguous"))?;
         let run = &self.run;
         let (v, l) = py.detach(|| columns::ragged_take(run, field, rows)).map_err(to_py)?;

@@ -172,7 +172,7 @@ impl Column {
         }
         let n = (out.len() / rb) as u64;
         let len = self.rows(run);
-        if out.len() % rb != 0 || start.checked_add(n).is_none_or(|e| e > len) {
+        if !out.len().is_multiple_of(rb) || start.checked_add(n).is_none_or(|e| e > len) {
             return Err(Error::OutOfRange { what: "row", index: start.saturating_add(n), len });
         }
         let bases = self.bases(run);
