@@ -6,6 +6,7 @@
 //! or a ragged field's lengths. Everything here is plain Rust on `&Run` (no Python), so the
 //! adapters can call it with the GIL released; large reads are split across threads.
 
+use smdfs::index::GroupIndex;
 use smdfs::{Error, Kind, Loc, Result, Run};
 
 /// Which per-row column of a field or group to read.
@@ -146,8 +147,32 @@ impl Column {
     fn gather(&self, run: &Run, bases: &[Option<&[u8]>], start: u64, out: &mut [u8]) {
         let rb = self.row_bytes;
         let n = (out.len() / rb) as u64;
+        let index = &run.groups()[self.group].index;
+        let dense = index.dense_words().and_then(|w| w.get(start as usize..(start + n) as usize));
+        if let Some(words) = dense {
+            match rb {
+                1 => gather_dense::<1>(words, bases, &self.fill, out),
+                2 => gather_dense::<2>(words, bases, &self.fill, out),
+                4 => gather_dense::<4>(words, bases, &self.fill, out),
+                8 => gather_dense::<8>(words, bases, &self.fill, out),
+                16 => gather_dense::<16>(words, bases, &self.fill, out),
+                32 => gather_dense::<32>(words, bases, &self.fill, out),
+                64 => gather_dense::<64>(words, bases, &self.fill, out),
+                _ => {
+                    for (w, dst) in words.iter().zip(out.chunks_exact_mut(rb)) {
+                        let l = GroupIndex::unpack(*w);
+                        let from = l.row as usize * rb;
+                        match bases.get(l.shard).copied().flatten().and_then(|b| b.get(from..from + rb)) {
+                            Some(src) => dst.copy_from_slice(src),
+                            None => dst.copy_from_slice(&self.fill),
+                        }
+                    }
+                }
+            }
+            return;
+        }
         let mut pos = 0usize;
-        run.groups()[self.group].index.for_each_segment(start, start + n, |loc, k| {
+        index.for_each_segment(start, start + n, |loc, k| {
             let len = k as usize * rb;
             let Some(dst) = out.get_mut(pos..pos + len) else { return };
             let from = loc.row as usize * rb;
@@ -241,6 +266,19 @@ impl Column {
                 c.map_or(&[][..], |c| s.bytes(c).get(..rows * self.row_bytes).unwrap_or(&[]))
             })
             .collect()
+    }
+}
+
+/// The dense-index gather: one word per row, rows of a compile-time size `RB`, so each row
+/// is a fixed-size move (round-robin runs have no stretches to batch).
+fn gather_dense<const RB: usize>(words: &[u64], bases: &[Option<&[u8]>], fill: &[u8], out: &mut [u8]) {
+    for (w, dst) in words.iter().zip(out.chunks_exact_mut(RB)) {
+        let l = GroupIndex::unpack(*w);
+        let from = l.row as usize * RB;
+        match bases.get(l.shard).copied().flatten().and_then(|b| b.get(from..from + RB)) {
+            Some(src) => dst.copy_from_slice(src),
+            None => dst.copy_from_slice(fill),
+        }
     }
 }
 
