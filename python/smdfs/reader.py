@@ -309,7 +309,10 @@ class RaggedDataset:
     @property
     def values(self) -> np.ndarray:
         """All rows' values, concatenated in event-id order."""
-        return self.flat()[0]
+        out = np.empty(int(self.offsets[-1]), dtype=self.dtype)
+        if out.nbytes:
+            self._run._handle().ragged_read(self._field["path"], 0, len(self), out.view(np.uint8))
+        return out
 
     @property
     def present(self) -> Dataset:
@@ -338,7 +341,9 @@ class RaggedDataset:
             out = np.empty(int(offs[stop]) - base, dtype=self.dtype)
             if out.nbytes:
                 h.ragged_read(path, start, stop, out.view(np.uint8))
-            return out, (offs[start:stop + 1] - base).astype(np.uint64)
+            offs = offs[start:stop + 1]
+            # From row 0 the run's own offsets serve as they are (zero-copy, read-only).
+            return out, offs if base == 0 else offs - np.uint64(base)
         vals, lens = h.ragged_take(path, np.ascontiguousarray(rows.reshape(-1), dtype=np.uint64))
         offsets = np.zeros(len(lens) + 1, dtype=np.uint64)
         np.cumsum(lens, out=offsets[1:])
