@@ -347,9 +347,39 @@ pub(crate) fn ragged_read(run: &Run, field: &str, start: u64, end: u64, out: &mu
         offset: row,
         why: format!("ragged field {field:?} row {row}: the shard's values disagree with the run's offsets"),
     };
+    let index = &run.groups()[data.group].index;
+    if let Some(words) = index.dense_words().and_then(|w| w.get(start as usize..end as usize)) {
+        // Round-robin runs: one row per index word. Per shard, its (values, offsets, lengths)
+        // looked up once; each row's span checked against the run's offsets.
+        let cols: Vec<Option<(&[u8], &[u64], &[u64])>> = run
+            .shards()
+            .iter()
+            .zip(&data.columns)
+            .map(|(s, c)| Some((s.bytes(c.data?), s.u64s(c.offs?), s.u64s(c.len?))))
+            .collect();
+        let mut pos = 0usize;
+        for (k, w) in words.iter().enumerate() {
+            let l = GroupIndex::unpack(*w);
+            let want = ((offs[start as usize + k + 1] - offs[start as usize + k]) * es) as usize;
+            if want == 0 {
+                continue;
+            }
+            let r = l.row as usize;
+            let src = cols.get(l.shard).copied().flatten().and_then(|(d, o, n)| {
+                let a = (*o.get(r)? * es) as usize;
+                (*n.get(r)? * es == want as u64).then(|| d.get(a..a + want)).flatten()
+            });
+            match (src, out.get_mut(pos..pos + want)) {
+                (Some(v), Some(dst)) => dst.copy_from_slice(v),
+                _ => return Err(corrupt(start + k as u64)),
+            }
+            pos += want;
+        }
+        return Ok(());
+    }
     let mut err = None;
     let mut row = start;
-    run.groups()[data.group].index.for_each_segment(start, end, |loc, k| {
+    index.for_each_segment(start, end, |loc, k| {
         if err.is_some() {
             return;
         }
