@@ -326,6 +326,9 @@ where
     })
 }
 
+/// One shard's columns of a ragged field: values, element offsets, element counts.
+type RaggedShard<'r> = (&'r [u8], &'r [u64], &'r [u64]);
+
 /// Ragged rows `start..end`: their element bytes concatenated into `out` (whose size the
 /// caller took from the global offsets). Consecutive rows of one shard hold consecutive
 /// values there, so each stretch of the index is one copy.
@@ -351,7 +354,7 @@ pub(crate) fn ragged_read(run: &Run, field: &str, start: u64, end: u64, out: &mu
     if let Some(words) = index.dense_words().and_then(|w| w.get(start as usize..end as usize)) {
         // Round-robin runs: one row per index word. Per shard, its (values, offsets, lengths)
         // looked up once; each row's span checked against the run's offsets.
-        let cols: Vec<Option<(&[u8], &[u64], &[u64])>> = run
+        let cols: Vec<Option<RaggedShard<'_>>> = run
             .shards()
             .iter()
             .zip(&data.columns)
