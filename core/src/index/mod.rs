@@ -95,6 +95,18 @@ impl GroupIndex {
         self.runs
     }
 
+    /// The dense encoding's words (one per row, `shard << 48 | row`; decode with
+    /// [`GroupIndex::unpack`]), for gathers that walk rows in a tight loop; `None` for runs.
+    pub fn dense_words(&self) -> Option<&[u64]> {
+        (!self.runs).then(|| self.words.get())
+    }
+
+    /// Decodes one dense word into its location.
+    #[inline]
+    pub fn unpack(word: u64) -> Loc {
+        unpack(word)
+    }
+
     /// Where global row `i` lives.
     pub fn locate(&self, i: u64) -> Option<Loc> {
         if i >= self.rows {

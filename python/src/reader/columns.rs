@@ -1,0 +1,452 @@
+//! Fixed-width columns of a run and the byte-level reads over them: contiguous row ranges
+//! (the crate's batched gather), arbitrary row lists, zero-copy spans and ragged rows.
+//!
+//! A [`Column`] is one dataset of the run's layout that has one fixed-width row per event of
+//! its group: a group's event ids, a fixed field's values, an aligned field's presence bytes
+//! or a ragged field's lengths. Everything here is plain Rust on `&Run` (no Python), so the
+//! adapters can call it with the GIL released; large reads are split across threads.
+
+use smdfs::index::GroupIndex;
+use smdfs::{Error, Kind, Loc, Result, Run};
+
+/// Which per-row column of a field or group to read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// A group's event ids (u64).
+    Ts,
+    /// A fixed field's values.
+    Data,
+    /// An aligned field's presence (u8: 1 present, 0 filled); unaligned fields read as 1.
+    Present,
+    /// A ragged field's per-row element counts (u64).
+    Len,
+}
+
+impl Role {
+    /// Parses the adapter's role names.
+    pub(crate) fn parse(s: &str) -> Result<Role> {
+        Ok(match s {
+            "ts" => Role::Ts,
+            "data" => Role::Data,
+            "present" => Role::Present,
+            "len" => Role::Len,
+            _ => return Err(Error::Usage(format!("unknown column role {s:?} (ts, data, present, len)"))),
+        })
+    }
+}
+
+/// One fixed-width column: a group's rows, each `row_bytes` wide, from one column per shard
+/// (`None` where a shard lacks it, which reads as `fill`).
+#[derive(Clone, Debug)]
+pub(crate) struct Column {
+    /// Index of the group in [`Run::groups`].
+    pub(crate) group: usize,
+    /// Per shard: the column id.
+    pub(crate) columns: Vec<Option<u32>>,
+    /// Bytes per row (may be 0 for arrays with a zero-length axis).
+    pub(crate) row_bytes: usize,
+    /// One row of fill bytes.
+    pub(crate) fill: Vec<u8>,
+}
+
+/// Index of a group by name.
+pub(crate) fn group_index(run: &Run, name: &str) -> Result<usize> {
+    run.groups()
+        .iter()
+        .position(|g| g.spec.name == name)
+        .ok_or_else(|| Error::NotFound { what: "group", name: name.into() })
+}
+
+impl Column {
+    /// The column `role` of `target` (a group name for [`Role::Ts`], a field path otherwise).
+    pub(crate) fn resolve(run: &Run, target: &str, role: Role) -> Result<Column> {
+        if role == Role::Ts {
+            let group = group_index(run, target)?;
+            return Ok(Column { group, columns: run.id_columns(group).to_vec(), row_bytes: 8, fill: vec![0; 8] });
+        }
+        let f = run.field(target)?;
+        let data = f.data();
+        let aligned = run.groups()[data.group].spec.aligned;
+        let (columns, row_bytes, fill): (Vec<Option<u32>>, usize, Vec<u8>) = match role {
+            Role::Ts | Role::Data => {
+                if f.spec().kind != Kind::Fixed {
+                    return Err(Error::Usage(format!(
+                        "field {target:?} is {}: read it as ragged rows",
+                        f.spec().describe()
+                    )));
+                }
+                (
+                    data.columns.iter().map(|c| c.data).collect(),
+                    f.row_bytes(),
+                    f.spec().fill.repeat(f.spec().elements_per_row()),
+                )
+            }
+            // Unaligned fields are present in every row of their own group.
+            Role::Present if aligned => (data.columns.iter().map(|c| c.present).collect(), 1, vec![0]),
+            Role::Present => (vec![None; data.columns.len()], 1, vec![1]),
+            Role::Len => {
+                if !f.spec().kind.is_ragged() {
+                    return Err(Error::Usage(format!("field {target:?} is not ragged: it has no lengths")));
+                }
+                (data.columns.iter().map(|c| c.len).collect(), 8, vec![0; 8])
+            }
+        };
+        Ok(Column { group: data.group, columns, row_bytes, fill })
+    }
+
+    /// Rows of the column (its group's).
+    pub(crate) fn rows(&self, run: &Run) -> u64 {
+        run.groups()[self.group].index.len()
+    }
+
+    /// The committed bytes of rows `start..start + n` when they are one stretch of one
+    /// shard's column: what a zero-copy view may borrow. `None` otherwise (several shards,
+    /// or rows that read as fill).
+    pub(crate) fn contiguous<'r>(&self, run: &'r Run, start: u64, n: u64) -> Option<&'r [u8]> {
+        let mut segs: Vec<(Loc, u64)> = Vec::with_capacity(2);
+        run.groups()[self.group].index.for_each_segment(start, start + n, |l, k| {
+            if segs.len() < 2 {
+                segs.push((l, k));
+            }
+        });
+        let [(loc, k)] = segs[..] else { return None };
+        if k != n {
+            return None;
+        }
+        let c = self.columns.get(loc.shard).copied().flatten()?;
+        let bytes = run.shards().get(loc.shard)?.bytes(c);
+        let from = usize::try_from(loc.row).ok()?.checked_mul(self.row_bytes)?;
+        bytes.get(from..from.checked_add(usize::try_from(n).ok()?.checked_mul(self.row_bytes)?)?)
+    }
+
+    /// Copies one row at a shard location into `dst` (fill where the shard lacks it).
+    fn copy_at(&self, run: &Run, loc: Loc, dst: &mut [u8]) {
+        let rb = self.row_bytes;
+        let src = self
+            .columns
+            .get(loc.shard)
+            .copied()
+            .flatten()
+            .and_then(|c| run.shards().get(loc.shard).map(|s| s.bytes(c)))
+            .and_then(|b| b.get(loc.row as usize * rb..(loc.row as usize + 1) * rb));
+        match src {
+            Some(s) => dst.copy_from_slice(s),
+            None => dst.copy_from_slice(&self.fill),
+        }
+    }
+
+    /// Each shard's committed bytes of the column (empty where a shard lacks it).
+    fn bases<'r>(&self, run: &'r Run) -> Vec<Option<&'r [u8]>> {
+        run.shards().iter().zip(&self.columns).map(|(s, c)| c.map(|c| s.bytes(c))).collect()
+    }
+
+    /// Gathers rows `start..start + out.len() / row_bytes` through the group's index: one
+    /// copy per stretch of consecutive rows of one shard, the shard's bytes looked up once
+    /// per read (not per row) and small rows copied as fixed-size moves, because round-robin
+    /// runs gather one row per stretch.
+    fn gather(&self, run: &Run, bases: &[Option<&[u8]>], start: u64, out: &mut [u8]) {
+        let rb = self.row_bytes;
+        let n = (out.len() / rb) as u64;
+        let index = &run.groups()[self.group].index;
+        let dense = index.dense_words().and_then(|w| w.get(start as usize..(start + n) as usize));
+        if let Some(words) = dense {
+            match rb {
+                1 => gather_dense::<1>(words, bases, &self.fill, out),
+                2 => gather_dense::<2>(words, bases, &self.fill, out),
+                4 => gather_dense::<4>(words, bases, &self.fill, out),
+                8 => gather_dense::<8>(words, bases, &self.fill, out),
+                16 => gather_dense::<16>(words, bases, &self.fill, out),
+                32 => gather_dense::<32>(words, bases, &self.fill, out),
+                64 => gather_dense::<64>(words, bases, &self.fill, out),
+                _ => {
+                    for (w, dst) in words.iter().zip(out.chunks_exact_mut(rb)) {
+                        let l = GroupIndex::unpack(*w);
+                        let from = l.row as usize * rb;
+                        match bases.get(l.shard).copied().flatten().and_then(|b| b.get(from..from + rb)) {
+                            Some(src) => dst.copy_from_slice(src),
+                            None => dst.copy_from_slice(&self.fill),
+                        }
+                    }
+                }
+            }
+            return;
+        }
+        let mut pos = 0usize;
+        index.for_each_segment(start, start + n, |loc, k| {
+            let len = k as usize * rb;
+            let Some(dst) = out.get_mut(pos..pos + len) else { return };
+            let from = loc.row as usize * rb;
+            match bases.get(loc.shard).copied().flatten().and_then(|b| b.get(from..from + len)) {
+                Some(src) => copy(dst, src),
+                None => dst.chunks_exact_mut(rb).for_each(|r| r.copy_from_slice(&self.fill)),
+            }
+            pos += len;
+        });
+        // A damaged index that covers fewer rows than asked leaves the rest as fill.
+        if let Some(rest) = out.get_mut(pos..) {
+            rest.chunks_exact_mut(rb).for_each(|r| r.copy_from_slice(&self.fill));
+        }
+    }
+
+    /// Rows `start..start + out.len() / row_bytes` in event-id order into `out`, split
+    /// across threads when large.
+    pub(crate) fn read(&self, run: &Run, start: u64, out: &mut [u8]) -> Result<()> {
+        let rb = self.row_bytes;
+        if rb == 0 || out.is_empty() {
+            return Ok(());
+        }
+        let n = (out.len() / rb) as u64;
+        let len = self.rows(run);
+        if !out.len().is_multiple_of(rb) || start.checked_add(n).is_none_or(|e| e > len) {
+            return Err(Error::OutOfRange { what: "row", index: start.saturating_add(n), len });
+        }
+        let bases = self.bases(run);
+        par_chunks(out, rb, |first, piece| {
+            self.gather(run, &bases, start + first, piece);
+            Ok(())
+        })
+    }
+
+    /// The rows listed in `rows` (any order, repeats allowed) into `out`, split across
+    /// threads when large. Stretches of consecutive rows are gathered as one.
+    pub(crate) fn take(&self, run: &Run, rows: &[u64], out: &mut [u8]) -> Result<()> {
+        let rb = self.row_bytes;
+        let len = self.rows(run);
+        if let Some(&bad) = rows.iter().find(|&&r| r >= len) {
+            return Err(Error::OutOfRange { what: "row", index: bad, len });
+        }
+        if rb == 0 || rows.is_empty() {
+            return Ok(());
+        }
+        if out.len() != rows.len() * rb {
+            return Err(Error::Usage(format!("{} rows of {rb} bytes do not fill {} bytes", rows.len(), out.len())));
+        }
+        let index = &run.groups()[self.group].index;
+        let bases = self.bases(run);
+        par_chunks(out, rb, |first, piece| {
+            let rows = &rows[first as usize..first as usize + piece.len() / rb];
+            let mut k = 0;
+            while k < rows.len() {
+                let mut n = 1;
+                while k + n < rows.len() && rows[k + n] == rows[k] + n as u64 {
+                    n += 1;
+                }
+                let dst = &mut piece[k * rb..(k + n) * rb];
+                if n > 1 {
+                    self.gather(run, &bases, rows[k], dst);
+                } else {
+                    let loc = index.locate(rows[k]).ok_or(Error::OutOfRange { what: "row", index: rows[k], len })?;
+                    let from = loc.row as usize * rb;
+                    match bases.get(loc.shard).copied().flatten().and_then(|b| b.get(from..from + rb)) {
+                        Some(src) => copy(dst, src),
+                        None => dst.copy_from_slice(&self.fill),
+                    }
+                }
+                k += n;
+            }
+            Ok(())
+        })
+    }
+
+    /// One row at a shard location, appended to `out` (for shard-wise batches).
+    pub(crate) fn push_at(&self, run: &Run, loc: Loc, out: &mut Vec<u8>) {
+        let at = out.len();
+        out.resize(at + self.row_bytes, 0);
+        self.copy_at(run, loc, &mut out[at..]);
+    }
+
+    /// Each shard's committed rows of the column, zero-copy, in shard (arrival) order.
+    pub(crate) fn shard_spans<'r>(&self, run: &'r Run) -> Vec<&'r [u8]> {
+        let name = &run.groups()[self.group].spec.name;
+        run.shards()
+            .iter()
+            .zip(&self.columns)
+            .map(|(s, c)| {
+                let rows = s.group_rows(name) as usize;
+                c.map_or(&[][..], |c| s.bytes(c).get(..rows * self.row_bytes).unwrap_or(&[]))
+            })
+            .collect()
+    }
+}
+
+/// The dense-index gather: one word per row, rows of a compile-time size `RB`, so each row
+/// is a fixed-size move (round-robin runs have no stretches to batch).
+fn gather_dense<const RB: usize>(words: &[u64], bases: &[Option<&[u8]>], fill: &[u8], out: &mut [u8]) {
+    for (w, dst) in words.iter().zip(out.chunks_exact_mut(RB)) {
+        let l = GroupIndex::unpack(*w);
+        let from = l.row as usize * RB;
+        match bases.get(l.shard).copied().flatten().and_then(|b| b.get(from..from + RB)) {
+            Some(src) => dst.copy_from_slice(src),
+            None => dst.copy_from_slice(fill),
+        }
+    }
+}
+
+/// Copies `src` into `dst` (same length); the small row sizes of scalar columns become
+/// single moves instead of `memcpy` calls.
+#[inline(always)]
+fn copy(dst: &mut [u8], src: &[u8]) {
+    match (dst.len(), src.len()) {
+        (8, 8) => dst[..8].copy_from_slice(&src[..8]),
+        (4, 4) => dst[..4].copy_from_slice(&src[..4]),
+        (2, 2) => dst[..2].copy_from_slice(&src[..2]),
+        (1, 1) => dst[0] = src[0],
+        _ => dst.copy_from_slice(src),
+    }
+}
+
+/// Bytes below which a read stays on the calling thread (thread start-up costs more).
+const PAR_MIN_BYTES: usize = 1 << 20;
+
+/// Calls `f(first_row, piece)` on pieces of `out` (whole rows of `row_bytes`), on up to one
+/// thread per core when `out` is large, and returns the first error.
+fn par_chunks<F>(out: &mut [u8], row_bytes: usize, f: F) -> Result<()>
+where
+    F: Fn(u64, &mut [u8]) -> Result<()> + Sync,
+{
+    let rows = out.len() / row_bytes;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = cores.min(out.len() / PAR_MIN_BYTES).max(1);
+    if threads == 1 {
+        return f(0, out);
+    }
+    let per = rows.div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = out
+            .chunks_mut(per * row_bytes)
+            .enumerate()
+            .map(|(k, piece)| {
+                let f = &f;
+                s.spawn(move || f((k * per) as u64, piece))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .try_for_each(|h| h.join().unwrap_or_else(|_| Err(Error::Usage("read thread panicked".into()))))
+    })
+}
+
+/// One shard's columns of a ragged field: values, element offsets, element counts.
+type RaggedShard<'r> = (&'r [u8], &'r [u64], &'r [u64]);
+
+/// Ragged rows `start..end`: their element bytes concatenated into `out` (whose size the
+/// caller took from the global offsets). Consecutive rows of one shard hold consecutive
+/// values there, so each stretch of the index is one copy.
+pub(crate) fn ragged_read(run: &Run, field: &str, start: u64, end: u64, out: &mut [u8]) -> Result<()> {
+    let f = run.field(field)?;
+    let offs = f.offsets().ok_or_else(|| Error::Usage(format!("field {field:?} is not ragged")))?;
+    let es = f.spec().dtype.size() as u64;
+    if end < start || end > f.rows() || offs.len() as u64 != f.rows() + 1 {
+        return Err(Error::OutOfRange { what: "row", index: end, len: f.rows() });
+    }
+    let base = offs[start as usize] * es;
+    let need = offs[end as usize] * es - base;
+    if out.len() as u64 != need {
+        return Err(Error::Usage(format!("ragged rows {start}..{end} of {field:?} need {need} bytes")));
+    }
+    let data = f.data();
+    let corrupt = |row: u64| Error::Corrupt {
+        path: run.dir().to_path_buf(),
+        offset: row,
+        why: format!("ragged field {field:?} row {row}: the shard's values disagree with the run's offsets"),
+    };
+    let index = &run.groups()[data.group].index;
+    if let Some(words) = index.dense_words().and_then(|w| w.get(start as usize..end as usize)) {
+        // Round-robin runs: one row per index word. Per shard, its (values, offsets, lengths)
+        // looked up once; each row's span checked against the run's offsets.
+        let cols: Vec<Option<RaggedShard<'_>>> = run
+            .shards()
+            .iter()
+            .zip(&data.columns)
+            .map(|(s, c)| Some((s.bytes(c.data?), s.u64s(c.offs?), s.u64s(c.len?))))
+            .collect();
+        let mut pos = 0usize;
+        for (k, w) in words.iter().enumerate() {
+            let l = GroupIndex::unpack(*w);
+            let want = ((offs[start as usize + k + 1] - offs[start as usize + k]) * es) as usize;
+            if want == 0 {
+                continue;
+            }
+            let r = l.row as usize;
+            let src = cols.get(l.shard).copied().flatten().and_then(|(d, o, n)| {
+                let a = (*o.get(r)? * es) as usize;
+                (*n.get(r)? * es == want as u64).then(|| d.get(a..a + want)).flatten()
+            });
+            match (src, out.get_mut(pos..pos + want)) {
+                (Some(v), Some(dst)) => dst.copy_from_slice(v),
+                _ => return Err(corrupt(start + k as u64)),
+            }
+            pos += want;
+        }
+        return Ok(());
+    }
+    let mut err = None;
+    let mut row = start;
+    index.for_each_segment(start, end, |loc, k| {
+        if err.is_some() {
+            return;
+        }
+        let (a, b) = ((offs[row as usize] * es - base) as usize, (offs[(row + k) as usize] * es - base) as usize);
+        let src = (|| {
+            let c = data.columns.get(loc.shard)?;
+            let s = run.shards().get(loc.shard)?;
+            let (d, o, l) = (c.data?, c.offs?, c.len?);
+            let (so, sl) = (s.u64s(o), s.u64s(l));
+            let last = loc.row as usize + k as usize - 1;
+            let first = *so.get(loc.row as usize)?;
+            // The stretch's values must be one span of the shard (no gaps between rows).
+            if (so.get(last)? + sl.get(last)? - first) * es != (b - a) as u64 {
+                return None;
+            }
+            s.bytes(d).get((first * es) as usize..(first * es) as usize + (b - a))
+        })();
+        match src {
+            Some(v) => out[a..b].copy_from_slice(v),
+            None if a == b => {}
+            None => {
+                // Row by row, which checks every row against the offsets.
+                let mut p = a;
+                for i in 0..k {
+                    match f.ragged_at(Loc { shard: loc.shard, row: loc.row + i }) {
+                        Ok(v) if p + v.len() <= b => {
+                            out[p..p + v.len()].copy_from_slice(v);
+                            p += v.len();
+                        }
+                        Ok(_) => p = usize::MAX,
+                        Err(e) => {
+                            err = Some(e);
+                            return;
+                        }
+                    }
+                    if p == usize::MAX {
+                        break;
+                    }
+                }
+                if p != b {
+                    err = Some(corrupt(row));
+                }
+            }
+        }
+        row += k;
+    });
+    match err {
+        Some(e) => Err(e),
+        None if row == end => Ok(()),
+        None => Err(corrupt(row)),
+    }
+}
+
+/// Ragged rows listed in `rows`: their element bytes concatenated, and per row its element
+/// count.
+pub(crate) fn ragged_take(run: &Run, field: &str, rows: &[u64]) -> Result<(Vec<u8>, Vec<u64>)> {
+    let f = run.field(field)?;
+    let es = f.spec().dtype.size();
+    let mut vals = Vec::new();
+    let mut lens = Vec::with_capacity(rows.len());
+    for &r in rows {
+        let v = f.ragged_row(r)?;
+        vals.extend_from_slice(v);
+        lens.push((v.len() / es.max(1)) as u64);
+    }
+    Ok((vals, lens))
+}
