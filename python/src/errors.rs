@@ -13,7 +13,12 @@ create_exception!(
     Error,
     "A value disagrees with its field's dtype, shape or kind fixed at first sight (the message names the field, the expected and the given)."
 );
-create_exception!(smdfs, RunExistsError, Error, "The directory already holds a run (pass overwrite=True to replace it).");
+create_exception!(
+    smdfs,
+    RunExistsError,
+    Error,
+    "The directory already holds a run (pass overwrite=True to replace it)."
+);
 create_exception!(smdfs, CorruptRunError, Error, "A run's files are damaged or not an smdfs run.");
 create_exception!(smdfs, MpiError, Error, "MPI failed, or another rank of the job failed (the message names it).");
 
