@@ -117,7 +117,10 @@ impl H5File {
             let dtype = ds.dtype().map_err(|e| h5fail(&self.path, name, e))?;
             match dtype.to_descriptor() {
                 Ok(TypeDescriptor::VarLenArray(_) | TypeDescriptor::VarLenAscii | TypeDescriptor::VarLenUnicode) => {
-                    return Err(h5fail(&self.path, name, "variable-length types have no fixed-size rows"))
+                    return Err(Error::Usage(format!(
+                        "{}: {name}: variable-length types have no fixed-size rows",
+                        self.path.display()
+                    )))
                 }
                 Ok(_) => {}
                 Err(e) => return Err(h5fail(&self.path, name, e)),
