@@ -198,27 +198,23 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// The FUSE device node, overridable only so that the switch itself can be tested on a
-/// machine that has FUSE (`SMDFS_TEST_FUSE_DEVICE=/nonexistent`).
-fn fuse_device() -> PathBuf {
-    std::env::var_os("SMDFS_TEST_FUSE_DEVICE").map_or_else(|| PathBuf::from("/dev/fuse"), PathBuf::from)
-}
-
 fn fuse_problem() -> Option<String> {
-    let dev = fuse_device();
+    let dev = Path::new("/dev/fuse");
     let shown = dev.display();
-    let md = match std::fs::metadata(&dev) {
+    let md = match std::fs::metadata(dev) {
         Ok(m) => m,
-        Err(e) => return Some(format!(
+        Err(e) => {
+            return Some(format!(
             "{shown} is missing ({e}): no FUSE here (load the fuse module; in a container, pass --device /dev/fuse)"
-        )),
+        ))
+        }
     };
     use std::os::unix::fs::MetadataExt;
     let rdev = md.rdev();
     if !md.file_type().is_char_device() || (libc::major(rdev), libc::minor(rdev)) != (10, 229) {
         return Some(format!("{shown} is not the FUSE device (character device 10:229)"));
     }
-    if let Err(e) = std::fs::OpenOptions::new().read(true).write(true).open(&dev) {
+    if let Err(e) = std::fs::OpenOptions::new().read(true).write(true).open(dev) {
         return Some(format!("cannot open {shown} read-write: {e}"));
     }
     if !is_root() && on_path("fusermount3").is_none() {

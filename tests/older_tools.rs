@@ -4,7 +4,6 @@
 //! environment variable) to write or read from another process; named slices are also read
 //! back with numpy from the project's `.venv`.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Runs the test `name` of this binary in a child process with `env` set; asserts success.
@@ -27,14 +26,9 @@ fn run_child(name: &str, env: &[(&str, String)]) {
     assert!(String::from_utf8_lossy(&out.stdout).contains("1 passed"), "child {name} did not run");
 }
 
-fn venv_python() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
-    p.exists().then_some(p)
-}
-
 mod recorder {
     use super::run_child;
-    use smdfs::tools::recorder::{Recorder, Values};
+    use smdfs::recorder::{Recorder, Values};
     use smdfs::Value;
     use std::sync::{Arc, Mutex};
 
@@ -190,7 +184,7 @@ mod recorder {
 }
 
 mod split {
-    use smdfs::tools::split::{write_split, write_split_arrays, SplitLoader, SplitWriter, INDEX_FILE};
+    use smdfs::split::{write_split, write_split_arrays, SplitLoader, SplitWriter, INDEX_FILE};
     use std::collections::HashSet;
 
     fn record(i: u64) -> Vec<u8> {
@@ -203,7 +197,7 @@ mod split {
         let n = 5000u64;
         assert_eq!(write_split(dir.path(), (0..n).map(record), 16).unwrap(), n);
         for b in 0..16 {
-            assert!(dir.path().join(smdfs::tools::split::bin_file_name(b)).is_file());
+            assert!(dir.path().join(smdfs::split::bin_file_name(b)).is_file());
         }
         let l = SplitLoader::open(dir.path()).unwrap();
         assert_eq!((l.len(), l.splits()), (n, 16));
@@ -294,7 +288,7 @@ mod split {
         w.finish().unwrap();
         assert!(SplitWriter::create(dir.path(), 3).is_err(), "existing records are not clobbered");
         // A truncated bin: records past its end are errors, earlier ones still read.
-        let bin = dir.path().join(smdfs::tools::split::bin_file_name(1));
+        let bin = dir.path().join(smdfs::split::bin_file_name(1));
         let len = std::fs::metadata(&bin).unwrap().len();
         std::fs::OpenOptions::new().write(true).open(&bin).unwrap().set_len(len / 2).unwrap();
         let l = SplitLoader::open(dir.path()).unwrap();
@@ -311,8 +305,9 @@ mod split {
 }
 
 mod slices {
-    use super::{run_child, venv_python};
+    use super::run_child;
     use smdfs::tools::slices::{Slices, SlicesWriter};
+    use smdfs_tests::{machine_has, Need};
     use std::path::Path;
     use std::process::Command;
 
@@ -399,10 +394,12 @@ mod slices {
         assert_eq!(listed, want);
         assert_eq!(x.iter().count(), names.len());
 
-        let Some(py) = venv_python() else {
-            eprintln!("SKIP numpy check: no .venv/bin/python (run scripts/setup.sh)");
+        // numpy reads what was written (skipped with a message without the `.venv` Python, a
+        // failure under SMDFS_REQUIRE_TOOLS=1).
+        if !machine_has(&[Need::Python]) {
             return;
-        };
+        }
+        let py = smdfs_tests::python();
         let script = r#"
 import json, sys
 import numpy as np
