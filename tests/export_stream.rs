@@ -7,28 +7,18 @@
 //! message, or fail under `SMDFS_REQUIRE_TOOLS=1`.
 
 use std::path::Path;
-use std::process::Command;
 
 use smdfs::h5::export::{export, Compression, ExportOptions};
 use smdfs::{demo, fields, Run, SmallData, Value};
-use smdfs_tests::{machine_has, Need};
+use smdfs_tests::{hdf5_reader, machine_has, Need};
 
 /// What these tests need: h5py in the `.venv` and h5dump.
 fn tools() -> bool {
     machine_has(&[Need::Python, Need::Tool("h5dump")])
 }
 
-/// Readers spawned by these tests take no HDF5 file locks: the tests run in parallel threads,
-/// and libhdf5 opens files without `O_CLOEXEC`, so a child spawned by one test can inherit
-/// (and hold) the lock of a file another test has open.
-fn reader(program: impl AsRef<std::ffi::OsStr>) -> Command {
-    let mut c = Command::new(program);
-    c.env("HDF5_USE_FILE_LOCKING", "FALSE");
-    c
-}
-
 fn python(script: &str, args: &[&str]) -> String {
-    let out = reader(smdfs_tests::python()).arg("-c").arg(script).args(args).output().expect("run python");
+    let out = hdf5_reader(smdfs_tests::python()).arg("-c").arg(script).args(args).output().expect("run python");
     assert!(
         out.status.success(),
         "python failed: {}\n{}",
@@ -275,7 +265,7 @@ print(json.dumps(desc))
             let got = std::fs::read(bins.join(format!("{}.bin", g["i"]))).unwrap();
             assert!(got == d.bytes, "{}: h5py reads other bytes than the run was written with", d.path);
         }
-        let out = reader("h5dump").arg(&file).output().expect("run h5dump");
+        let out = hdf5_reader("h5dump").arg(&file).output().expect("run h5dump");
         assert!(out.status.success(), "h5dump failed: {}", String::from_utf8_lossy(&out.stderr));
         report.file_size
     }

@@ -285,6 +285,15 @@ fn python_checked() -> &'static Result<PathBuf, String> {
     })
 }
 
+/// A command for an HDF5 reader (h5py, h5dump) that takes no HDF5 file locks. Tests run in
+/// parallel threads and libhdf5 opens files without `O_CLOEXEC`, so a child spawned by one test
+/// can inherit (and hold) the lock of a file another test has open.
+pub fn hdf5_reader(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut c = Command::new(program);
+    c.env("HDF5_USE_FILE_LOCKING", "FALSE");
+    c
+}
+
 /// Runs `cmd` and returns its stdout; fails with its status, stdout and stderr unless it
 /// succeeds.
 pub fn run_tool(cmd: &mut Command) -> String {

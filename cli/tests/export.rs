@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use smdfs_tests::{machine_has, python, run_tool, script, Need};
+use smdfs_tests::{hdf5_reader, machine_has, python, run_tool, script, Need};
 
 fn smdfs(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_smdfs")).args(args).output().expect("run smdfs")
@@ -18,23 +18,16 @@ fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
-/// A reader that takes no HDF5 file lock (tests run in parallel threads; see
-/// tests/export_stream.rs).
-fn reader(program: impl AsRef<std::ffi::OsStr>) -> Command {
-    let mut c = Command::new(program);
-    c.env("HDF5_USE_FILE_LOCKING", "FALSE");
-    c
-}
-
 /// Checks `file` (an export of the demo run of `n` events) with h5py against the formula and
 /// with h5dump; returns each dataset's h5py `compression` (or `None`) by path.
 fn check_export(file: &Path, n: u64) -> serde_json::Value {
     let dir = file.parent().unwrap();
     let name = file.file_name().unwrap().to_str().unwrap();
-    let ok =
-        run_tool(reader(python()).arg(script("check_view.py")).arg(dir).arg(n.to_string()).arg(name).arg("--h5-only"));
+    let ok = run_tool(
+        hdf5_reader(python()).arg(script("check_view.py")).arg(dir).arg(n.to_string()).arg(name).arg("--h5-only"),
+    );
     assert!(ok.starts_with("ok:"), "{ok}");
-    run_tool(reader("h5dump").arg("-H").arg(file));
+    run_tool(hdf5_reader("h5dump").arg("-H").arg(file));
     let compression = r#"
 import h5py, json, sys
 f = h5py.File(sys.argv[1], 'r')
@@ -42,7 +35,7 @@ out = {}
 f.visititems(lambda p, o: out.__setitem__(p, [o.compression, list(o.chunks) if o.chunks else None]) if isinstance(o, h5py.Dataset) else None)
 print(json.dumps(out))
 "#;
-    serde_json::from_str(&run_tool(reader(python()).arg("-c").arg(compression).arg(file))).unwrap()
+    serde_json::from_str(&run_tool(hdf5_reader(python()).arg("-c").arg(compression).arg(file))).unwrap()
 }
 
 #[test]
