@@ -278,7 +278,7 @@ fn python_checked() -> &'static Result<PathBuf, String> {
             Ok(o) => Err(format!(
                 "{} cannot import h5py and numpy ({how}): {}",
                 p.display(),
-                String::from_utf8_lossy(&o.stderr).trim()
+                String::from_utf8_lossy(&o.stderr).trim().lines().last().unwrap_or("")
             )),
             Err(e) => Err(format!("cannot run {} ({how}): {e}", p.display())),
         }
