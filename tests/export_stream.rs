@@ -1,7 +1,7 @@
 //! Integration tests for `smdfs export` (one standalone HDF5 file with the view's layout) and
 //! `smdfs::tools::h5stream` (parallel streaming and async reads of any HDF5 file). Exported files are
 //! read through h5py (the project's `.venv`) and h5dump and checked value for value against
-//! what the runs were written from — the demo formula (DESIGN.md "Demo run") or the test's own
+//! what the runs were written from — the demo formula (docs/ARCHITECTURE.md "The demo run") or the test's own
 //! generator — never against the layout code the exporter itself uses; h5stream is checked on
 //! files that h5py writes. Without h5dump or the `.venv` Python these tests skip with a
 //! message, or fail under `SMDFS_REQUIRE_TOOLS=1`.
@@ -69,7 +69,7 @@ print(json.dumps(desc))
         shape: Vec<u64>,
         /// C-order little-endian bytes.
         bytes: Vec<u8>,
-        /// The HDF5 fill value's bytes, where the data model defines one (DESIGN.md "Fill values").
+        /// The HDF5 fill value's bytes, where the data model defines one (docs/FORMAT.md "Fill values and presence").
         fill: Option<Vec<u8>>,
         attrs: Json,
     }
@@ -82,8 +82,8 @@ print(json.dumps(desc))
         v.into_iter().flat_map(f).collect()
     }
 
-    /// Attributes of a field: what it is, and for a numeric scalar its statistics (DESIGN.md
-    /// "Summary": count, min, max, mean of the present values).
+    /// Attributes of a field: what it is, and for a numeric scalar its statistics (count, min,
+    /// max, mean of the present values).
     fn field_attrs(dtype: &str, kind: &str, aligned: bool, missing: u64, scalars: Option<&[f64]>) -> Json {
         let mut a = json!({"dtype": dtype, "kind": kind, "aligned": i64::from(aligned), "missing": missing});
         if let Some(v) = scalars {

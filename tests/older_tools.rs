@@ -28,7 +28,7 @@ fn run_child(name: &str, env: &[(&str, String)]) {
 
 mod recorder {
     use super::run_child;
-    use smdfs::recorder::{Recorder, Values};
+    use smdfs::tools::recorder::{Recorder, Values};
     use smdfs::Value;
     use std::sync::{Arc, Mutex};
 
@@ -184,7 +184,7 @@ mod recorder {
 }
 
 mod split {
-    use smdfs::split::{write_split, write_split_arrays, SplitLoader, SplitWriter, INDEX_FILE};
+    use smdfs::tools::split::{write_split, write_split_arrays, SplitLoader, SplitWriter, INDEX_FILE};
     use std::collections::HashSet;
 
     fn record(i: u64) -> Vec<u8> {
@@ -197,7 +197,7 @@ mod split {
         let n = 5000u64;
         assert_eq!(write_split(dir.path(), (0..n).map(record), 16).unwrap(), n);
         for b in 0..16 {
-            assert!(dir.path().join(smdfs::split::bin_file_name(b)).is_file());
+            assert!(dir.path().join(smdfs::tools::split::bin_file_name(b)).is_file());
         }
         let l = SplitLoader::open(dir.path()).unwrap();
         assert_eq!((l.len(), l.splits()), (n, 16));
@@ -288,7 +288,7 @@ mod split {
         w.finish().unwrap();
         assert!(SplitWriter::create(dir.path(), 3).is_err(), "existing records are not clobbered");
         // A truncated bin: records past its end are errors, earlier ones still read.
-        let bin = dir.path().join(smdfs::split::bin_file_name(1));
+        let bin = dir.path().join(smdfs::tools::split::bin_file_name(1));
         let len = std::fs::metadata(&bin).unwrap().len();
         std::fs::OpenOptions::new().write(true).open(&bin).unwrap().set_len(len / 2).unwrap();
         let l = SplitLoader::open(dir.path()).unwrap();

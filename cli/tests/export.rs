@@ -1,7 +1,7 @@
 //! `smdfs export RUN FILE.h5` through the binary: demo runs written by `smdfs demo`, exported
 //! plain and gzip-compressed, read back with h5py (`tests/python/check_view.py`: every
 //! dataset whole and sliced, dtypes, shapes, attributes and fill values) against the demo
-//! formula of DESIGN.md ("Demo run"), and with h5dump; a directory that is not a run fails
+//! formula (docs/ARCHITECTURE.md "The demo run"), and with h5dump; a directory that is not a run fails
 //! with exit code 1 and the reason, leaving no file behind. Without the `.venv` Python or
 //! h5dump these tests skip with a message, or fail under `SMDFS_REQUIRE_TOOLS=1`.
 

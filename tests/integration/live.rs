@@ -9,7 +9,7 @@
 //! what the readers saw. Where a test must wait (for the refresh thread, the kernel forgetting
 //! inodes, the h5py reader's next pass) it waits on that condition with a generous bound
 //! ([`HANG_LIMIT`]) whose expiry names what never happened. How fast the mount follows
-//! commits (DESIGN.md: "≤ ~1 s") is a benchmark's business; the lag is only printed here.
+//! commits (the CLI promises "within about a second") is a benchmark's business; the lag is only printed here.
 //!
 //! Without FUSE or the `.venv` Python these tests skip with a message, or fail under
 //! `SMDFS_REQUIRE_TOOLS=1`.

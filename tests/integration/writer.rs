@@ -245,7 +245,7 @@ fn an_existing_run_is_not_overwritten_unless_asked() {
     check_demo_run(&Run::open(dir.path()).unwrap(), 20);
 }
 
-/// Writes the demo run of `n` events (DESIGN.md "Demo run") into `dir` with 2 servers, 3
+/// Writes the demo run of `n` events (docs/ARCHITECTURE.md "The demo run") into `dir` with 2 servers, 3
 /// clients and batches of 64 events, with `sync_commits(sync)`.
 fn write_demo_synced(dir: &std::path::Path, n: u64, sync: bool) {
     let smd = SmallData::builder(dir).servers(2).batch_events(64).sync_commits(sync).build().unwrap();
@@ -320,7 +320,7 @@ fn a_run_written_with_sync_commits_is_the_demo_and_fdatasyncs_every_commit() {
     let run = Run::open(&dir).unwrap();
     assert_eq!(run.state(), RunState::Complete);
     check_demo_run(&run, SYNC_EVENTS);
-    let v = smdfs::verify::verify(&dir, &mut |_, _| {}).unwrap();
+    let v = smdfs::verify(&dir, &mut |_, _| {}).unwrap();
     assert!(v.is_sound(), "{:?}", v.problems);
 
     // Under strace: with sync on, every commit fdatasyncs its log once, after fdatasyncing
@@ -334,7 +334,7 @@ fn a_run_written_with_sync_commits_is_the_demo_and_fdatasyncs_every_commit() {
     for d in [&on, &off] {
         let run = Run::open(d).unwrap();
         check_demo_run(&run, SYNC_EVENTS);
-        let v = smdfs::verify::verify(d, &mut |_, _| {}).unwrap();
+        let v = smdfs::verify(d, &mut |_, _| {}).unwrap();
         assert!(v.is_sound(), "{}: {:?}", d.display(), v.problems);
     }
     let commits = smdfs_tests::commits_in_logs(&on);
