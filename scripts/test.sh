@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export SMDFS_PYTHON="$PWD/.venv/bin/python"
+export SMDFS_REQUIRE_TOOLS=1  # a test lacking FUSE, root, h5dump, the .venv Python, mpirun or strace fails, never skips
 cargo fmt --all -- --check
 # One feature set for everything (all features: MPI mode and its mpirun tests included), so
 # clippy and the tests share one release build.

@@ -10,12 +10,16 @@
 //!
 //! Needs the `mpi` feature (this crate's feature `mpi`; CI builds with `--all-features`), so
 //! the `smdfs` binary and the example beside this test executable are built with it too.
-//! Without the feature the tests are skipped with that reason.
+//! Without the feature, or without `mpirun` (and FUSE and the `.venv` Python for the parts
+//! read through a mount), the tests skip with that reason — or fail under
+//! `SMDFS_REQUIRE_TOOLS=1`.
 
 #[cfg(not(feature = "mpi"))]
 #[test]
 fn mpi_tests_need_the_mpi_feature() {
-    eprintln!("skipping the MPI tests: built without the `mpi` feature (cargo test --features mpi, or --all-features)");
+    let why = "built without the `mpi` feature (cargo test --features mpi, or --all-features)";
+    assert!(!smdfs_tests::required(), "{}=1 and the MPI tests cannot run: {why}", smdfs_tests::REQUIRE_ENV);
+    eprintln!("skipping the MPI tests: {why}");
 }
 
 #[cfg(feature = "mpi")]
@@ -27,7 +31,17 @@ mod with_mpi {
 
     use smdfs::{demo, Kind, Run};
     use smdfs_fuse::{View, ViewOptions};
-    use smdfs_tests::check_demo_run;
+    use smdfs_tests::{check_demo_run, machine_has, Need};
+
+    /// Whether `mpirun` (and, with `mount`, FUSE and the `.venv` Python) is here; see
+    /// [`machine_has`].
+    fn can_run(mount: bool) -> bool {
+        let mut needs = vec![Need::Tool("mpirun")];
+        if mount {
+            needs.extend([Need::Fuse, Need::Python]);
+        }
+        machine_has(&needs)
+    }
 
     /// A built binary of this workspace: `target/<profile>/<rel>` beside `target/<profile>/deps/`.
     fn built(rel: &str) -> PathBuf {
@@ -171,6 +185,9 @@ mod with_mpi {
 
     #[test]
     fn demo_under_mpirun_writes_the_threads_mode_run_byte_for_byte() {
+        if !can_run(true) {
+            return;
+        }
         const N: u64 = 40_000;
         let smdfs = built("smdfs");
         let tmp = tempfile::tempdir().unwrap();
@@ -215,6 +232,9 @@ mod with_mpi {
 
     #[test]
     fn too_many_servers_is_an_error_on_every_rank_not_a_hang() {
+        if !can_run(false) {
+            return;
+        }
         let smdfs = built("smdfs");
         let tmp = tempfile::tempdir().unwrap();
         for (p, s) in [(2, 2), (3, 5)] {
@@ -233,6 +253,9 @@ mod with_mpi {
 
     #[test]
     fn a_client_rank_whose_events_fail_fails_the_job_with_its_message() {
+        if !can_run(false) {
+            return;
+        }
         let writer = built("examples/mpi_writer");
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("run");
@@ -249,6 +272,9 @@ mod with_mpi {
 
     #[test]
     fn ranks_that_disagree_on_a_fields_dtype_fail_the_job_naming_the_field() {
+        if !can_run(false) {
+            return;
+        }
         let writer = built("examples/mpi_writer");
         let tmp = tempfile::tempdir().unwrap();
         // One server sees both dtypes: it aborts the job at once.
@@ -287,6 +313,9 @@ mod with_mpi {
 
     #[test]
     fn a_killed_client_or_server_rank_ends_the_job_and_leaves_a_consistent_readable_prefix() {
+        if !can_run(true) {
+            return;
+        }
         let smdfs_bin = built("smdfs");
         let tmp = tempfile::tempdir().unwrap();
         // Ranks 0 and 1 are clients, rank 2 the server.
@@ -326,12 +355,8 @@ mod with_mpi {
             std::fs::create_dir_all(&mnt).unwrap();
             let m = Command::new(&smdfs_bin).arg("mount").arg(&dir).arg(&mnt).output().unwrap();
             assert!(m.status.success(), "mount: {}", text(&m));
-            let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-            let python = std::env::var_os("SMDFS_PYTHON")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| repo.join(".venv").join("bin").join("python"));
-            let py = Command::new(python)
-                .arg(repo.join("tests").join("python").join("check_demo_subset.py"))
+            let py = Command::new(smdfs_tests::python())
+                .arg(smdfs_tests::script("check_demo_subset.py"))
                 .arg(&mnt)
                 .output()
                 .unwrap();
@@ -344,6 +369,9 @@ mod with_mpi {
 
     #[test]
     fn the_rayon_writer_example_writes_the_same_run_in_both_modes() {
+        if !can_run(false) {
+            return;
+        }
         let writer = built("examples/mpi_writer");
         let tmp = tempfile::tempdir().unwrap();
         let (m, t) = (tmp.path().join("mpi"), tmp.path().join("threads"));

@@ -4,7 +4,6 @@
 //! environment variable) to write or read from another process; named slices are also read
 //! back with numpy from the project's `.venv`.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Runs the test `name` of this binary in a child process with `env` set; asserts success.
@@ -25,11 +24,6 @@ fn run_child(name: &str, env: &[(&str, String)]) {
     );
     // `--exact` with a wrong name runs nothing and still succeeds: make sure it ran.
     assert!(String::from_utf8_lossy(&out.stdout).contains("1 passed"), "child {name} did not run");
-}
-
-fn venv_python() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
-    p.exists().then_some(p)
 }
 
 mod recorder {
@@ -311,8 +305,9 @@ mod split {
 }
 
 mod slices {
-    use super::{run_child, venv_python};
+    use super::run_child;
     use smdfs::tools::slices::{Slices, SlicesWriter};
+    use smdfs_tests::{machine_has, Need};
     use std::path::Path;
     use std::process::Command;
 
@@ -399,10 +394,12 @@ mod slices {
         assert_eq!(listed, want);
         assert_eq!(x.iter().count(), names.len());
 
-        let Some(py) = venv_python() else {
-            eprintln!("SKIP numpy check: no .venv/bin/python (run scripts/setup.sh)");
+        // numpy reads what was written (skipped with a message without the `.venv` Python, a
+        // failure under SMDFS_REQUIRE_TOOLS=1).
+        if !machine_has(&[Need::Python]) {
             return;
-        };
+        }
+        let py = smdfs_tests::python();
         let script = r#"
 import json, sys
 import numpy as np

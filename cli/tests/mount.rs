@@ -1,10 +1,12 @@
 //! `smdfs mount` / `smdfs umount` end to end through the binary: the daemon returns once the
 //! mount answers and exits after `umount`; `--foreground` serves until SIGTERM and unmounts;
-//! failures exit 1 with the reason, usage errors 2. Skipped only where `/dev/fuse` is absent.
+//! failures exit 1 with the reason, usage errors 2. Where FUSE or `h5ls` is missing these
+//! tests skip with a message, or fail under `SMDFS_REQUIRE_TOOLS=1`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+
+use smdfs_tests::{fuse_available, machine_has, Need};
 
 fn smdfs(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_smdfs")).args(args).output().expect("run smdfs")
@@ -36,12 +38,9 @@ fn server_alive(mnt: &Path) -> bool {
     server_pid(mnt).is_some()
 }
 
+/// Waits until `cond` holds; fails naming `what` if it never does.
 fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !cond() {
-        assert!(t.elapsed() < Duration::from_secs(30), "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    smdfs_tests::wait_until(|| if cond() { Ok(()) } else { Err(format!("waited in vain for {what}")) });
 }
 
 /// Unmounts (lazily) on drop if a test left its mount behind.
@@ -69,7 +68,7 @@ fn setup(events: &str) -> (tempfile::TempDir, String, PathBuf) {
 
 #[test]
 fn mount_returns_once_the_mount_is_ready_and_umount_ends_the_daemon() {
-    if !smdfs_tests::fuse_available() {
+    if !machine_has(&[Need::Fuse, Need::Tool("h5ls")]) {
         return;
     }
     let (_dir, run, mnt) = setup("1000");
@@ -102,7 +101,7 @@ fn mount_returns_once_the_mount_is_ready_and_umount_ends_the_daemon() {
 
 #[test]
 fn mount_failures_exit_1_with_the_reason_and_usage_errors_exit_2() {
-    if !smdfs_tests::fuse_available() {
+    if !fuse_available() {
         return;
     }
     let (dir, run, mnt) = setup("10");
@@ -128,7 +127,7 @@ fn mount_failures_exit_1_with_the_reason_and_usage_errors_exit_2() {
 
 #[test]
 fn foreground_mount_serves_until_sigterm_then_unmounts() {
-    if !smdfs_tests::fuse_available() {
+    if !fuse_available() {
         return;
     }
     let (_dir, run, mnt) = setup("100");
@@ -150,7 +149,7 @@ fn foreground_mount_serves_until_sigterm_then_unmounts() {
 
 #[test]
 fn umount_of_a_busy_mount_fails_and_lazy_umount_keeps_open_files_readable() {
-    if !smdfs_tests::fuse_available() {
+    if !fuse_available() {
         return;
     }
     let (_dir, run, mnt) = setup("1000");
@@ -177,7 +176,7 @@ fn umount_of_a_busy_mount_fails_and_lazy_umount_keeps_open_files_readable() {
 
 #[test]
 fn a_killed_server_leaves_a_dead_mount_that_mount_reports_and_umount_removes() {
-    if !smdfs_tests::fuse_available() {
+    if !fuse_available() {
         return;
     }
     let (_dir, run, mnt) = setup("100");

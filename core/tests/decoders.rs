@@ -44,6 +44,14 @@ fn copy_corpus(to: &Path) {
     }
 }
 
+/// The valid frames of a log image, as (offset, payload).
+fn frames(log: &[u8]) -> Vec<(u64, Vec<u8>)> {
+    FrameIter::new(log).map(|f| (f.offset, f.payload.to_vec())).collect()
+}
+
+/// Bytes before the first frame (FORMAT.md: a 16-byte header).
+const LOG_HEADER_LEN: usize = 16;
+
 /// A way to damage bytes.
 #[derive(Clone, Debug)]
 enum Damage {
@@ -122,13 +130,30 @@ proptest! {
     #[test]
     fn damaged_logs_decode_to_a_prefix_or_an_error(file in 0usize..2, ds in proptest::collection::vec(damage(), 1..4)) {
         let path = corpus().join(format!("shard-0000{file}")).join("log");
-        let mut bytes = std::fs::read(&path).unwrap();
+        let original = std::fs::read(&path).unwrap();
+        let mut bytes = original.clone();
         for d in &ds {
             apply(&mut bytes, d);
         }
         if check_log_header(&bytes).is_ok() {
-            let frames: Vec<_> = FrameIter::new(&bytes).map(|f| f.payload.len()).collect();
-            prop_assert!(frames.iter().all(|&n| n <= bytes.len()));
+            let intact = frames(&original);
+            let got = frames(&bytes);
+            // The first byte the damage changed (a truncation ends the bytes there).
+            let damaged_at = original.iter().zip(&bytes).position(|(a, b)| a != b).unwrap_or(bytes.len());
+            // Every frame that ends before the damage decodes exactly as in the undamaged log.
+            let kept = intact.iter().take_while(|(at, payload)| *at as usize + payload.len() + 12 <= damaged_at).count();
+            prop_assert!(got.len() >= kept, "{} frames before the damage at {damaged_at}, {} decoded", kept, got.len());
+            prop_assert_eq!(&got[..kept], &intact[..kept]);
+            // Past it, only whole frames of the undamaged log (a splice can copy one); a frame the
+            // damage made up would need both of its crc32c checksums to match by chance.
+            for (at, payload) in &got[kept..] {
+                prop_assert!(intact.iter().any(|(_, p)| p == payload), "frame at {at}: not a frame of the undamaged log");
+            }
+            // One truncation or bit flip among the frames ends the log right there: crc32c
+            // catches every single-bit error, so nothing after the damage decodes.
+            if ds.len() == 1 && matches!(ds[0], Damage::Truncate(_) | Damage::Flip(..)) && damaged_at >= LOG_HEADER_LEN {
+                prop_assert_eq!(got.len(), kept, "decoded past a single {:?} at {}", ds[0], damaged_at);
+            }
         }
         let _ = replay_log(&path, &bytes, true);
     }

@@ -1,20 +1,26 @@
 //! A full disk: a run written into a small real tmpfs until it fills. The writer must fail
 //! with an error naming the shard and the file, and everything committed before must stay
-//! readable, value by value.
+//! readable, value by value. Needs root to mount the tmpfs: skipped with a message without
+//! it, or failed under `SMDFS_REQUIRE_TOOLS=1`.
 
 use std::path::Path;
 use std::process::Command;
 
 use smdfs::{Error, Run, RunState, SmallData, Value};
+use smdfs_tests::{machine_has, required, Need, REQUIRE_ENV};
 
 struct Tmpfs(std::path::PathBuf);
 
 impl Tmpfs {
-    fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
-        let ok = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(at).status();
-        match ok {
-            Ok(s) if s.success() => Some(Tmpfs(at.into())),
-            _ => None,
+    /// Mounts a tmpfs of `size` at `at`; the error says why not.
+    fn mount(at: &Path, size: &str) -> Result<Tmpfs, String> {
+        let out = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(at).output();
+        match out {
+            Ok(o) if o.status.success() => Ok(Tmpfs(at.into())),
+            Ok(o) => {
+                Err(format!("mount -t tmpfs failed ({}): {}", o.status, String::from_utf8_lossy(&o.stderr).trim()))
+            }
+            Err(e) => Err(format!("cannot run mount: {e}")),
         }
     }
 }
@@ -27,10 +33,17 @@ impl Drop for Tmpfs {
 
 #[test]
 fn a_full_disk_is_a_clear_error_and_the_committed_prefix_stays_readable() {
-    let dir = tempfile::tempdir().unwrap();
-    let Some(_fs) = Tmpfs::mount(dir.path(), "4m") else {
-        println!("SKIP: cannot mount a tmpfs here (needs root)");
+    if !machine_has(&[Need::Root, Need::Tool("mount"), Need::Tool("umount")]) {
         return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let _fs = match Tmpfs::mount(dir.path(), "4m") {
+        Ok(fs) => fs,
+        Err(why) => {
+            assert!(!required(), "{REQUIRE_ENV}=1 and a 4 MiB tmpfs cannot be mounted: {why}");
+            eprintln!("SKIP: cannot mount a tmpfs here: {why}");
+            return;
+        }
     };
     let run = dir.path().join("run");
     let smd = SmallData::builder(&run).servers(2).batch_events(4).build().unwrap();

@@ -2,41 +2,19 @@
 //! (`np.load(mmap_mode='r')`) and `cp -r`, each value compared with the demo formula; writes
 //! fail with EROFS, missing paths with ENOENT, bad runs and mount points with clear messages.
 //!
-//! The mount is served by this test process (`smdfs_fuse::mount::mount` on background
-//! threads); [`Mount`] unmounts on drop, also when a test panics. The CLI's daemon path is
-//! tested in `cli/tests/mount.rs`. Skipped, with a message, only where `/dev/fuse` is absent.
+//! The mount is served by this test process ([`Mount`] from `smdfs-tests`, which unmounts on
+//! drop, also when a test panics). The CLI's daemon path is tested in `cli/tests/mount.rs`.
+//! Where FUSE or a reading tool is missing these tests skip with a message, or fail under
+//! `SMDFS_REQUIRE_TOOLS=1` (see `smdfs_tests::machine_has`).
 
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use smdfs::demo;
-use smdfs_fuse::mount::{self, MountOptions, Mounted};
+use smdfs_fuse::mount::{self, MountOptions};
 use smdfs_fuse::{View, ViewOptions};
-
-/// A mounted view that unmounts when dropped (lazily, if a clean unmount is refused).
-struct Mount {
-    mounted: Option<Mounted>,
-    path: PathBuf,
-}
-
-impl Mount {
-    fn new(run: &Path, mountpoint: &Path) -> Mount {
-        let view = View::open(run, &ViewOptions::default()).expect("open the view");
-        let mounted = mount::mount(view, mountpoint, &MountOptions::default()).expect("mount");
-        Mount { mounted: Some(mounted), path: mountpoint.to_path_buf() }
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        if let Some(m) = self.mounted.take() {
-            if m.unmount().is_err() {
-                let _ = mount::detach(&self.path);
-            }
-        }
-    }
-}
+use smdfs_tests::{machine_has, python, run_tool, script, Mount, Need};
 
 /// A temporary directory with a demo run in `run/` and an empty `mnt/`.
 fn demo_run(n: u64, servers: usize, clients: usize) -> (tempfile::TempDir, PathBuf, PathBuf) {
@@ -47,32 +25,9 @@ fn demo_run(n: u64, servers: usize, clients: usize) -> (tempfile::TempDir, PathB
     (dir, run, mnt)
 }
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
-fn python() -> PathBuf {
-    let p = std::env::var_os("SMDFS_PYTHON").map_or_else(|| repo_root().join(".venv/bin/python"), PathBuf::from);
-    assert!(p.exists(), "no Python with h5py and numpy at {} (run scripts/setup.sh or set SMDFS_PYTHON)", p.display());
-    p
-}
-
-fn run_tool(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 /// Runs `tests/python/check_view.py` (h5py and numpy against the formula) on `root`.
 fn check_with_python(root: &Path, n: u64) {
-    let script = repo_root().join("tests/python/check_view.py");
-    let out = run_tool(Command::new(python()).arg(script).arg(root).arg(n.to_string()));
+    let out = run_tool(Command::new(python()).arg(script("check_view.py")).arg(root).arg(n.to_string()));
     assert!(out.starts_with("ok:"), "{out}");
 }
 
@@ -156,11 +111,11 @@ fn check_bytes_against_view(run: &Path, root: &Path) {
 
 /// Mounts the demo run and reads it with every tool; then copies the mount and reads the copy.
 fn every_tool_reads_the_demo_formula(n: u64, servers: usize, clients: usize, dump_everything: bool) {
-    if !smdfs_tests::fuse_available() {
+    if !machine_has(&[Need::Fuse, Need::Tool("h5ls"), Need::Tool("h5dump"), Need::Tool("cp"), Need::Python]) {
         return;
     }
     let (dir, run, mnt) = demo_run(n, servers, clients);
-    let m = Mount::new(&run, &mnt);
+    let m = Mount::fixed(&run, &mnt);
     let h5 = mnt.join("run.h5");
 
     let mut names: Vec<String> =
@@ -212,7 +167,7 @@ fn writes_fail_with_erofs_and_missing_paths_with_enoent() {
         return;
     }
     let (_dir, run, mnt) = demo_run(20, 2, 2);
-    let _m = Mount::new(&run, &mnt);
+    let _m = Mount::fixed(&run, &mnt);
     let erofs = |r: std::io::Result<()>, what: &str| {
         let e = r.expect_err(what);
         assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{what}: {e}");
@@ -258,7 +213,7 @@ fn a_non_run_or_an_unsuitable_mount_point_fails_with_a_clear_message() {
         let Err(e) = mount::mount(view, at, &MountOptions::default()) else { panic!("mounting at {at:?} should fail") };
         e.to_string()
     };
-    let m = Mount::new(&run, &mnt);
+    let m = Mount::fixed(&run, &mnt);
     let busy = try_mount(&mnt);
     assert!(busy.contains("is busy") && busy.contains("already mounted"), "{busy}");
     let e = try_mount(&dir.path().join("nowhere"));
@@ -278,7 +233,7 @@ fn a_mount_in_use_refuses_a_clean_unmount_until_its_files_are_closed() {
         return;
     }
     let (_dir, run, mnt) = demo_run(10, 1, 1);
-    let _m = Mount::new(&run, &mnt);
+    let _m = Mount::fixed(&run, &mnt);
     let open = std::fs::File::open(mnt.join("arrays/energy.npy")).unwrap();
     let e = mount::unmount(&mnt).unwrap_err().to_string();
     assert!(e.contains("busy"), "{e}");
@@ -293,7 +248,7 @@ fn concurrent_readers_get_the_same_bytes_as_one_reader() {
         return;
     }
     let (_dir, run, mnt) = demo_run(30_000, 2, 3);
-    let _m = Mount::new(&run, &mnt);
+    let _m = Mount::fixed(&run, &mnt);
     let path = mnt.join("arrays/det/image.npy");
     let whole = std::fs::read(&path).unwrap();
     std::thread::scope(|s| {

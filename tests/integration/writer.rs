@@ -1,5 +1,7 @@
 //! Writing with real server and client threads, read back through the reader and compared
-//! value by value with what was sent.
+//! value by value with what was sent; with `sync_commits(true)` too, where strace counts the
+//! fdatasync calls of a child process writing the demo (skipped with a message without
+//! strace, a failure under `SMDFS_REQUIRE_TOOLS=1`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -241,4 +243,104 @@ fn an_existing_run_is_not_overwritten_unless_asked() {
     assert!(e.contains("already holds a run"), "{e}");
     demo::write_demo(dir.path(), 20, 2, 2, true).unwrap();
     check_demo_run(&Run::open(dir.path()).unwrap(), 20);
+}
+
+/// Writes the demo run of `n` events (docs/ARCHITECTURE.md "The demo run") into `dir` with 2 servers, 3
+/// clients and batches of 64 events, with `sync_commits(sync)`.
+fn write_demo_synced(dir: &std::path::Path, n: u64, sync: bool) {
+    let smd = SmallData::builder(dir).servers(2).batch_events(64).sync_commits(sync).build().unwrap();
+    std::thread::scope(|s| {
+        for k in 0..3u64 {
+            let mut c = smd.client();
+            s.spawn(move || {
+                demo::write_client_share(&mut c, n, 3, k).unwrap();
+                c.finish().unwrap();
+            });
+        }
+    });
+    demo::save_demo_summary(&smd).unwrap();
+    smd.done().unwrap();
+}
+
+/// The environment variable that makes [`sync_commits_child_writes_the_demo`] write: `DIR`,
+/// a newline, then `on` or `off`.
+const SYNC_CHILD: &str = "SMDFS_SYNC_CHILD";
+const SYNC_EVENTS: u64 = 5_000;
+
+#[test]
+#[ignore = "the child process of a_run_written_with_sync_commits_is_the_demo_and_fdatasyncs_every_commit"]
+fn sync_commits_child_writes_the_demo() {
+    let spec = std::env::var(SYNC_CHILD).expect("run by the sync_commits test, which sets SMDFS_SYNC_CHILD");
+    let (dir, sync) = spec.split_once('\n').unwrap();
+    write_demo_synced(std::path::Path::new(dir), SYNC_EVENTS, sync == "on");
+}
+
+/// Runs [`sync_commits_child_writes_the_demo`] in a child process under strace; returns the
+/// child's fdatasync calls on commit logs and on other files.
+fn fdatasyncs_of_a_child_writing(dir: &std::path::Path, sync: bool) -> (u64, u64) {
+    // One trace file per thread (`-ff`: `<prefix>.<tid>`), so no call is split across lines.
+    let traces = dir.with_extension("strace");
+    std::fs::create_dir(&traces).unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new("strace")
+        .args(["-ff", "-qq", "-y", "-e", "trace=fdatasync", "-o"])
+        .arg(traces.join("t"))
+        .arg(exe)
+        .args(["writer::sync_commits_child_writes_the_demo", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .env(SYNC_CHILD, format!("{}\n{}", dir.display(), if sync { "on" } else { "off" }))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "the child failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("1 passed"), "the child test did not run: {stdout}");
+    let (mut logs, mut data) = (0, 0);
+    for t in std::fs::read_dir(&traces).unwrap() {
+        let trace = std::fs::read_to_string(t.unwrap().path()).unwrap();
+        // One thread's calls in order: a commit's log is synced after the data it names.
+        let mut data_since_log = 0;
+        for call in trace.lines().filter(|l| l.starts_with("fdatasync(")) {
+            assert!(call.trim_end().ends_with("= 0"), "an fdatasync failed: {call}");
+            if call.contains("/log>") {
+                assert!(data_since_log > 0, "a log fdatasync with no data fdatasync before it: {call}");
+                (logs, data_since_log) = (logs + 1, 0);
+            } else {
+                (data, data_since_log) = (data + 1, data_since_log + 1);
+            }
+        }
+    }
+    (logs, data)
+}
+
+#[test]
+fn a_run_written_with_sync_commits_is_the_demo_and_fdatasyncs_every_commit() {
+    let tmp = tempfile::tempdir().unwrap();
+    // In this process: the data, by the formula and by verify.
+    let dir = tmp.path().join("in-process");
+    write_demo_synced(&dir, SYNC_EVENTS, true);
+    let run = Run::open(&dir).unwrap();
+    assert_eq!(run.state(), RunState::Complete);
+    check_demo_run(&run, SYNC_EVENTS);
+    let v = smdfs::verify(&dir, &mut |_, _| {}).unwrap();
+    assert!(v.is_sound(), "{:?}", v.problems);
+
+    // Under strace: with sync on, every commit fdatasyncs its log once, after fdatasyncing
+    // the data it names; with sync off, nothing is fdatasynced.
+    if !smdfs_tests::machine_has(&[smdfs_tests::Need::Tool("strace")]) {
+        return;
+    }
+    let (on, off) = (tmp.path().join("on"), tmp.path().join("off"));
+    let (on_logs, on_data) = fdatasyncs_of_a_child_writing(&on, true);
+    let (off_logs, off_data) = fdatasyncs_of_a_child_writing(&off, false);
+    for d in [&on, &off] {
+        let run = Run::open(d).unwrap();
+        check_demo_run(&run, SYNC_EVENTS);
+        let v = smdfs::verify(d, &mut |_, _| {}).unwrap();
+        assert!(v.is_sound(), "{}: {:?}", d.display(), v.problems);
+    }
+    let commits = smdfs_tests::commits_in_logs(&on);
+    assert!(commits >= SYNC_EVENTS / 64, "{commits} commits of batches of at most 64 events");
+    eprintln!("sync_commits(true): {commits} commits, {on_logs} log and {on_data} data fdatasyncs");
+    assert_eq!(on_logs, commits, "sync_commits(true): one log fdatasync per commit");
+    assert!(on_data >= commits, "sync_commits(true): {on_data} data fdatasyncs for {commits} commits");
+    assert_eq!((off_logs, off_data), (0, 0), "sync_commits(false) fdatasyncs nothing");
 }

@@ -1,10 +1,12 @@
 """Checks an smdfs view (a mount, or a plain copy of one) of the demo run against the formula.
 
-Usage: check_view.py ROOT N [H5NAME]
+Usage: check_view.py ROOT N [H5NAME] [--h5-only]
 
 Reads ROOT/H5NAME with h5py (every dataset whole and sliced, dtypes, shapes, attributes,
 fill values) and every ROOT/arrays/**/*.npy with np.load(mmap_mode='r'), and compares each
-value with the demo formula of docs/ARCHITECTURE.md ("The demo run"). Exits non-zero on the first mismatch.
+value with the demo formula of docs/ARCHITECTURE.md ("The demo run"). With --h5-only (a file written by
+`smdfs export`, which has no arrays/) only H5NAME is read. Exits non-zero on the first
+mismatch.
 """
 
 import os
@@ -13,8 +15,10 @@ import sys
 import h5py
 import numpy as np
 
-root, n = sys.argv[1], int(sys.argv[2])
-h5name = sys.argv[3] if len(sys.argv) > 3 else "run.h5"
+args = [a for a in sys.argv[1:] if a != "--h5-only"]
+h5_only = len(args) < len(sys.argv) - 1
+root, n = args[0], int(args[1])
+h5name = args[2] if len(args) > 2 else "run.h5"
 
 i = np.arange(n, dtype=np.int64)
 hit = i[i % 5 == 0]
@@ -89,6 +93,10 @@ with h5py.File(os.path.join(root, h5name), "r") as f:
 
     # Every .npy is the dataset at the same path, memory-mapped.
     arrays = os.path.join(root, "arrays")
+    if h5_only:
+        assert not os.path.exists(arrays), f"{arrays} exists, but --h5-only says there are no arrays"
+        print(f"ok: {len(datasets)} datasets, {n} events")
+        sys.exit(0)
     npys = []
     for dirpath, _, files in os.walk(arrays):
         npys += [os.path.relpath(os.path.join(dirpath, x), arrays) for x in files if x.endswith(".npy")]

@@ -8,8 +8,10 @@ arrays/timestamp.npy, arrays/energy.npy and arrays/det/image.npy with np.load(mm
 Within one open file every value must be the demo formula's for its event id (docs/ARCHITECTURE.md "The demo
 run"): ids are demo ids, strictly ascending, and every aligned field, mask, ragged row and the
 unaligned group agree with them. The number of events each file shows never decreases from one
-pass to the next. Prints one JSON line: passes, the distinct event counts run.h5 showed, and
-the seconds until the first complete view. Exits non-zero on the first violation.
+pass to the next. Prints `{"events": n}` (flushed) each time run.h5 shows a new event count, so
+a caller can wait until the reader has seen what it wrote; at the end one JSON line: passes,
+the distinct event counts run.h5 showed, and the seconds until the first complete view. Exits
+non-zero on the first violation.
 """
 
 import json
@@ -121,6 +123,8 @@ while True:
     n, hits, state = check_h5(os.path.join(root, "run.h5"))
     assert n >= last["run.h5"], f"run.h5 went from {last['run.h5']} to {n} events"
     assert hits >= last["hits"], f"unaligned_hits went from {last['hits']} to {hits} rows"
+    if n not in counts:
+        print(json.dumps({"events": n}), flush=True)
     last["run.h5"], last["hits"] = n, hits
     counts.add(n)
     for rel in ("timestamp.npy", "energy.npy", "det/image.npy"):
