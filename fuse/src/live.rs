@@ -441,7 +441,8 @@ mod tests {
     /// Refreshes until the current snapshot holds `n` events (the server commits on its own
     /// thread after a flush).
     fn refresh_until(live: &Live, n: u64) -> Changed {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        // A hang guard, not a timing assertion: the bound only turns a hang into a message.
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
         let mut changed = Changed::default();
         while live.current().run().len() < n {
             assert!(std::time::Instant::now() < deadline, "the run never reached {n} events");
@@ -513,7 +514,13 @@ mod tests {
         c.finish().unwrap();
         smd.done().unwrap();
         refresh_until(&live, 30);
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
         while !live.is_final() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the view never turned final after done(); the run reads {:?}",
+                live.current().run().state()
+            );
             live.refresh().unwrap();
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -550,8 +557,19 @@ mod tests {
         demo::write_demo(dir.path(), 5, 1, 1, false).unwrap();
         let live = Arc::new(Live::open(dir.path(), &ViewOptions::default()).unwrap());
         assert!(live.is_final());
-        let w = live.watch(Duration::from_millis(10), |_| panic!("a complete run does not change")).unwrap();
-        std::thread::sleep(Duration::from_millis(50));
-        assert!(w.thread.as_ref().unwrap().is_finished());
+        let calls = Arc::new(AtomicU64::new(0));
+        let seen = Arc::clone(&calls);
+        let w = live
+            .watch(Duration::from_millis(10), move |_| {
+                seen.fetch_add(1, Ordering::SeqCst);
+            })
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while !w.thread.as_ref().unwrap().is_finished() {
+            assert!(std::time::Instant::now() < deadline, "the watcher of a complete run never stopped");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 0, "a complete run does not change");
+        assert_eq!(live.generation(), 0);
     }
 }
