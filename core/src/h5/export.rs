@@ -2,7 +2,7 @@
 //!
 //! The datasets, dtypes, shapes, fill values and attributes come from [`layout::plan`] and
 //! [`layout::root_attrs`], the same description the view serves, so an exported file and a
-//! mounted `run.h5` cannot drift apart; the bytes come from [`Run::read_dataset`] in event-id
+//! mounted `run.h5` cannot drift apart; the bytes come from [`DatasetLayout::read`](crate::h5::layout::DatasetLayout::read) in event-id
 //! order. Unlike the view's skeleton, every non-empty, non-scalar dataset is *chunked* (whole
 //! rows per chunk) and optionally compressed: gzip (deflate, with the shuffle filter) is in every
 //! libhdf5; LZF is an h5py plugin that Debian's libhdf5 lacks, so asking for it fails with
@@ -123,7 +123,7 @@ struct Piece {
 ///
 /// Errors: [`Error::Usage`] for an unavailable filter, a zero `chunk_rows` or a libhdf5
 /// failure (naming the file and dataset), [`Error::Io`] for the file system, and any error of
-/// [`Run::read_dataset`] (a run whose shards changed underneath).
+/// [`DatasetLayout::read`](crate::h5::layout::DatasetLayout::read) (a run whose shards changed underneath).
 pub fn export(
     run: &Run,
     path: impl AsRef<Path>,

@@ -5,7 +5,7 @@
 //! of the batch with one write. Batches are recycled through a per-server pool, so their
 //! buffers are touched once and reused (first touch of fresh memory is slow here).
 //!
-//! The shard writer reads a [`BatchView`]: the same columns as little-endian byte slices,
+//! The shard writer reads a `BatchView`: the same columns as little-endian byte slices,
 //! borrowed from a `Batch` (threads mode) or straight from a received MPI message (MPI
 //! mode, `crate::write::mpi`), so neither mode copies column bytes on the server side.
 

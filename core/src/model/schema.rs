@@ -1,6 +1,6 @@
 //! The run's schema: alignment groups and fields, fixed at first sight.
 //!
-//! [`Registry`] is the writer's shared copy (threads mode): the first event that shows a
+//! `Registry` is the writer's shared copy (threads mode): the first event that shows a
 //! field registers its kind, dtype, shape, group and fill value; every later event is checked
 //! against it. Clients cache what they resolved, so the registry's lock is taken once per
 //! client per field, never per event.
