@@ -347,18 +347,35 @@ fn a_tiny_run_is_written_byte_for_byte_as_specified() {
     }
 }
 
-#[test]
-fn a_run_made_of_the_literal_bytes_reads_back() {
+/// A complete one-shard run made of the literal bytes above, with `log` as its log.
+fn literal_tiny_run(log: &[u8]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     let shard = dir.path().join("shard-00000");
     std::fs::create_dir_all(&shard).expect("mkdir");
     std::fs::create_dir_all(dir.path().join("index")).expect("mkdir");
-    std::fs::write(shard.join("log"), tiny_log()).expect("write");
+    std::fs::write(shard.join("log"), log).expect("write");
     for (name, bytes) in TINY_COLUMNS {
         std::fs::write(shard.join(name), hex(bytes)).expect("write");
     }
     std::fs::write(dir.path().join("index/g00000.idx"), hex(TINY_INDEX)).expect("write");
     std::fs::write(dir.path().join("manifest.json"), TINY_MANIFEST).expect("write");
+    dir
+}
+
+/// Makes the literal run look crashed (a `writing` manifest, no lock holder): read by replay.
+fn as_crashed(dir: &Path) {
+    let writing = MANIFEST_WRITING_2.replace("\"shards\": 2", "\"shards\": 1");
+    std::fs::write(dir.join("manifest.json"), writing).expect("write");
+}
+
+fn x_values(dir: &Path) -> (RunState, Vec<u8>) {
+    let run = Run::open(dir).expect("opens");
+    (run.state(), run.field("x").expect("x").read_all::<u8>().expect("reads"))
+}
+
+#[test]
+fn a_run_made_of_the_literal_bytes_reads_back() {
+    let dir = literal_tiny_run(&tiny_log());
 
     // Frame by frame: schema, commit, close.
     let log = tiny_log();
@@ -380,11 +397,62 @@ fn a_run_made_of_the_literal_bytes_reads_back() {
     assert_eq!(run.field("x").expect("x").read_all::<u8>().expect("reads"), [5, 6]);
     assert_eq!(run.row_of("", 9).expect("lookup"), Some(1));
     // And by replay: the same run seen as crashed (no index), from the log alone.
-    std::fs::write(dir.path().join("manifest.json"), MANIFEST_WRITING_2.replace("\"shards\": 2", "\"shards\": 1"))
-        .expect("write");
-    let run = Run::open(dir.path()).expect("opens by replay");
-    assert_eq!(run.state(), RunState::Crashed);
-    assert_eq!(run.field("x").expect("x").read_all::<u8>().expect("reads"), [5, 6]);
+    as_crashed(dir.path());
+    assert_eq!(x_values(dir.path()), (RunState::Crashed, vec![5, 6]));
+}
+
+// ---- FORMAT.md § "The commit log": reader rules ----------------------------------------
+
+#[test]
+fn the_header_shard_field_is_not_checked_against_the_directory() {
+    let mut log = tiny_log();
+    log[12..16].copy_from_slice(&hex("05 00 00 00"));
+    let dir = literal_tiny_run(&log);
+    assert_eq!(x_values(dir.path()), (RunState::Complete, vec![5, 6]), "through the close record");
+    as_crashed(dir.path());
+    assert_eq!(x_values(dir.path()), (RunState::Crashed, vec![5, 6]), "by replay");
+}
+
+#[test]
+fn a_schema_frame_whose_commit_never_landed_is_dropped_by_replay() {
+    // A second batch announced field y (columns 3 and 4) in a group that already has 2 rows,
+    // and the writer died before its commit: y does not exist, the shard is not corrupt.
+    let mut log = tiny_log();
+    log.truncate(372); // no close record: the writer died
+    let rec = br#"{"groups":[],"fields":[{"path":"y","kind":"fixed","dtype":"u8","shape":[],"group":"","fill":[255]}],"columns":[{"id":3,"group":"","field":"y","role":"data"},{"id":4,"group":"","field":"y","role":"present"}]}"#;
+    let mut payload = vec![0x01];
+    payload.extend_from_slice(rec);
+    encode_frame(&payload, &mut log);
+    let dir = literal_tiny_run(&log);
+    as_crashed(dir.path());
+    assert_eq!(x_values(dir.path()), (RunState::Crashed, vec![5, 6]));
+    let run = Run::open(dir.path()).expect("opens");
+    assert!(run.field("y").is_err(), "y was never committed");
+    assert_eq!(run.shards()[0].torn_bytes, 0, "the schema frame is valid, not torn");
+}
+
+#[test]
+fn frames_after_a_close_record_count_for_replay_only() {
+    // A commit after the close adds a third row (id 11, x = 8). No v1 writer does this;
+    // readers must not reject it: the close record path stops at the close, replay applies it.
+    let mut log = tiny_log();
+    let ts3 = hex("07 00 00 00 00 00 00 00 | 09 00 00 00 00 00 00 00 | 0b 00 00 00 00 00 00 00");
+    let entries = [
+        CommitEntry { column: 0, len: 24, crc: crc32c::crc32c(&ts3[16..]) },
+        CommitEntry { column: 1, len: 3, crc: crc32c::crc32c(&[8]) },
+        CommitEntry { column: 2, len: 3, crc: crc32c::crc32c(&[1]) },
+    ];
+    let mut payload = Vec::new();
+    encode_commit(&entries, &mut payload);
+    encode_frame(&payload, &mut log);
+    let dir = literal_tiny_run(&log);
+    let shard = dir.path().join("shard-00000");
+    std::fs::write(shard.join("c000000.col"), &ts3).expect("write");
+    std::fs::write(shard.join("c000001.col"), hex("05 06 08")).expect("write");
+    std::fs::write(shard.join("c000002.col"), hex("01 01 01")).expect("write");
+    assert_eq!(x_values(dir.path()), (RunState::Complete, vec![5, 6]), "through the close record at 372");
+    as_crashed(dir.path());
+    assert_eq!(x_values(dir.path()), (RunState::Crashed, vec![5, 6, 8]), "by replay");
 }
 
 // ---- FORMAT.md § "Global index files (`index/`)": dense, runs, the rule, empty groups ----
