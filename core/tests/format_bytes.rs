@@ -12,13 +12,13 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use smdfs::format::manifest::Manifest;
 use smdfs::format::{
     check_log_header, decode_commit, encode_commit, encode_frame, encode_log_header, CloseRecord, ColumnDef,
     CommitEntry, FrameIter, Role, SchemaRecord,
 };
 use smdfs::index::{load_offsets, GroupIndex, Loc};
-use smdfs::manifest::Manifest;
-use smdfs::slices::NpyHeader;
+use smdfs::tools::slices::NpyHeader;
 use smdfs::{fields, Dtype, FieldSpec, GroupSpec, Kind, Run, RunState, SmallData, Stats, Value};
 
 /// Bytes from hex digits; spaces, newlines and `|` separate fields for the reader's eye.
@@ -603,15 +603,15 @@ fn npy_header_bytes() {
     lit.extend_from_slice(&[b' '; 60]);
     lit.push(b'\n');
     assert_eq!(lit.len(), 128);
-    assert_eq!(smdfs::npy::header("<f8", &[5]), lit);
+    assert_eq!(smdfs::format::npy::header("<f8", &[5]), lit);
     let h = NpyHeader::parse(Path::new("lit.npy"), &lit).expect("parses");
     assert_eq!((h.dtype, h.shape, h.data_offset), (Dtype::F64, vec![5], 128));
 
     // A 3-d u16 array and a 0-d bool: the shape tuple's forms.
-    let h = smdfs::npy::header("<u2", &[10, 4, 8]);
+    let h = smdfs::format::npy::header("<u2", &[10, 4, 8]);
     assert_eq!(&h[..10], &hex("93 4E 55 4D 50 59 | 01 00 | 76 00")[..]);
     assert!(h[10..].starts_with(b"{'descr': '<u2', 'fortran_order': False, 'shape': (10, 4, 8), }  "));
-    let h = smdfs::npy::header("|b1", &[]);
+    let h = smdfs::format::npy::header("|b1", &[]);
     assert_eq!(&h[..10], &hex("93 4E 55 4D 50 59 | 01 00 | 76 00")[..]);
     // A 55-byte dict, 62 spaces and '\n' make hlen 118.
     assert_eq!(&h[10..], format!("{:<117}\n", "{'descr': '|b1', 'fortran_order': False, 'shape': (), }").as_bytes());
