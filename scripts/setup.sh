@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PKGS=(pkg-config libhdf5-dev hdf5-tools fuse3 libfuse3-dev mpich libmpich-dev libclang-dev python3-venv)
+APT_PKGS=(pkg-config libhdf5-dev hdf5-tools fuse3 libfuse3-dev mpich libmpich-dev libclang-dev python3-venv strace)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -303,6 +303,7 @@ pub struct Stats {
     #[serde(with = "nonfinite")]
     pub max: f64,
     /// Sum, for the mean.
+    #[serde(with = "nonfinite")]
     pub sum: f64,
 }
 
@@ -361,10 +362,14 @@ mod nonfinite {
         enum F {
             N(f64),
             S(String),
+            /// What builds before document revision 2 of FORMAT.md wrote for a non-finite
+            /// `sum`: its value is lost, so it reads as NaN (an unknown mean).
+            Null,
         }
         match F::deserialize(d)? {
             F::N(x) => Ok(x),
             F::S(s) => s.parse().map_err(serde::de::Error::custom),
+            F::Null => Ok(f64::NAN),
         }
     }
 }
@@ -382,6 +387,19 @@ pub fn merge_stats(into: &mut StatsMap, from: StatsMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn non_finite_stats_round_trip_and_an_old_null_sum_reads_as_nan() {
+        let mut st = Stats::default();
+        st.add(1.0);
+        st.add(f64::INFINITY);
+        let json = serde_json::to_string(&st).unwrap();
+        assert!(json.contains(r#""sum":"inf""#), "{json}");
+        let back: Stats = serde_json::from_str(&json).unwrap();
+        assert_eq!((back.count, back.min, back.max, back.sum), (2, 1.0, f64::INFINITY, f64::INFINITY));
+        let old: Stats = serde_json::from_str(r#"{"count":1,"min":"inf","max":"inf","sum":null}"#).unwrap();
+        assert!(old.sum.is_nan() && old.max == f64::INFINITY);
+    }
 
     fn reg() -> Registry {
         Registry::new(HashSet::new(), HashMap::new(), HashMap::new())
