@@ -153,7 +153,7 @@ impl RunHandle {
 
     /// Everything `smdfs info --json` reports, as a dict.
     fn info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let i = py.detach(|| self.run.info());
+        let i = py.detach(|| smdfs::RunInfo::of(&self.run));
         let d = PyDict::new(py);
         d.set_item("dir", &i.dir)?;
         d.set_item("state", i.state.to_string())?;
