@@ -165,7 +165,7 @@ impl Manifest {
     /// Reads and checks a run's manifest.
     pub fn load(dir: &Path) -> Result<Manifest> {
         let path = dir.join(MANIFEST_FILE);
-        let bytes = match fs::read(&path) {
+        let bytes = match crate::format::file::read_regular(&path, crate::format::file::MANIFEST_LIMIT) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Error::NotARun { path: dir.into(), why: format!("no {MANIFEST_FILE}") })
@@ -185,6 +185,16 @@ impl Manifest {
         }
         if m.shards > 1 << 16 {
             return Err(Error::Corrupt { path, offset: 0, why: format!("{} shards is more than 65536", m.shards) });
+        }
+        if let Some(ix) = &m.index {
+            let names = ix.groups.iter().map(|g| &g.file).chain(ix.ragged.iter().map(|r| &r.file));
+            if let Some(bad) = names.into_iter().find(|f| !crate::format::file::is_plain_in(f, INDEX_DIR)) {
+                return Err(Error::Corrupt {
+                    path,
+                    offset: 0,
+                    why: format!("index file {bad:?} is not a plain file name inside {INDEX_DIR}/"),
+                });
+            }
         }
         Ok(m)
     }
@@ -252,7 +262,8 @@ fn ofd_lock(f: &File, cmd: libc::c_int, kind: libc::c_short) -> std::io::Result<
 
 /// True if a live process (on this host) holds the run's writer lock.
 pub fn writer_alive(dir: &Path) -> bool {
-    let Ok(f) = File::open(dir.join(LOCK_FILE)) else { return false };
+    // Never blocks: a FIFO or device in the lock's place is no writer.
+    let Ok(f) = crate::format::file::open_regular(&dir.join(LOCK_FILE)) else { return false };
     match ofd_lock(&f, libc::F_OFD_GETLK, libc::F_RDLCK as libc::c_short) {
         Ok(l) => l.l_type != libc::F_UNLCK as libc::c_short,
         Err(_) => false,

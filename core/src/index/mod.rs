@@ -9,7 +9,6 @@
 //! stable: duplicates keep arrival order) and k-way merging; built the same way in memory
 //! when a run has no index on disk (crashed or still writing).
 
-use std::fs::File;
 use std::path::Path;
 
 use memmap2::Mmap;
@@ -177,7 +176,7 @@ impl GroupIndex {
 
     /// Loads an index file, checking its header and size.
     pub fn load(path: &Path) -> Result<GroupIndex> {
-        let file = File::open(path).at(path)?;
+        let file = crate::format::file::open_regular(path).at(path)?;
         // SAFETY: index files are written once at done() and never modified.
         let map = unsafe { Mmap::map(&file) }.at(path)?;
         let bad = |why: String| Error::Corrupt { path: path.into(), offset: 0, why };

@@ -1,7 +1,6 @@
 //! Ragged fields' global offsets: element offsets (`rows + 1`) in index order, computed
 //! from the shards' per-row lengths, or memory-mapped from `index/` where `done()` stored them.
 
-use std::fs::File;
 use std::path::Path;
 
 use memmap2::Mmap;
@@ -30,7 +29,7 @@ pub fn ragged_offsets(shards: &[Shard], index: &GroupIndex, group: &str, field: 
 
 /// Loads a ragged offsets file.
 pub fn load_offsets(path: &Path, rows: u64) -> Result<OffsetsMap> {
-    let file = File::open(path).at(path)?;
+    let file = crate::format::file::open_regular(path).at(path)?;
     // SAFETY: offsets files are written once at done() and never modified.
     let map = unsafe { Mmap::map(&file) }.at(path)?;
     let header_ok = map.len() >= INDEX_HEADER_LEN

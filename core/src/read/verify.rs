@@ -96,7 +96,14 @@ pub fn verify(dir: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<VerifyRe
     for i in 0..manifest.shards {
         let sdir = dir.join(shard_dir_name(i));
         let log_path = sdir.join(LOG_FILE);
-        let log = match std::fs::read(&log_path) {
+        if let Err(e) = crate::format::file::check_dir(&sdir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                rep.problems.push(Problem { file: sdir, offset: 0, what: format!("shard directory {e}") });
+                replays.push(None);
+                continue;
+            }
+        }
+        let log = match crate::format::file::read_regular(&log_path, u64::MAX) {
             Ok(l) => l,
             // A writer killed before it created this shard's log committed nothing to it;
             // only a complete run must have every log.
@@ -132,7 +139,7 @@ pub fn verify(dir: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<VerifyRe
             for &(col, start, end, crc) in &r.segments {
                 let path = sdir.join(column_file_name(col));
                 if files[col as usize].is_none() {
-                    match File::open(&path) {
+                    match crate::format::file::open_regular(&path) {
                         Ok(f) => files[col as usize] = Some(f),
                         Err(e) => {
                             rep.problems.push(Problem { file: path, offset: 0, what: format!("cannot open: {e}") });

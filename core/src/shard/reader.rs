@@ -4,13 +4,13 @@
 //! A complete run names each shard's close record, so loading reads one frame; otherwise the
 //! log is replayed from the start and stops at the first torn or corrupt frame.
 
-use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use memmap2::{Mmap, MmapOptions};
 
 use crate::error::{Error, IoContext, Result};
+use crate::format::file::{check_dir, open_regular, read_regular};
 use crate::format::{
     check_log_header, column_file_name, decode_commit, CloseRecord, ColumnDef, FrameIter, Role, SchemaRecord,
     FRAME_OVERHEAD, LOG_FILE, LOG_HEADER_LEN, MAX_FRAME_PAYLOAD, REC_CLOSE, REC_COMMIT, REC_SCHEMA,
@@ -118,7 +118,7 @@ pub fn replay_log(path: &Path, log: &[u8], keep_segments: bool) -> Result<LogRep
 
 /// Reads only the close record at `offset` (complete runs): O(1) in the run's size.
 fn read_close(path: &Path, offset: u64) -> Result<Option<CloseRecord>> {
-    let f = File::open(path).at(path)?;
+    let f = open_regular(path).at(path)?;
     let mut header = [0u8; LOG_HEADER_LEN];
     f.read_exact_at(&mut header, 0).at(path)?;
     check_log_header(&header).map_err(|why| Error::Corrupt { path: path.into(), offset: 0, why })?;
@@ -170,6 +170,11 @@ impl Shard {
     /// read the close record instead of replaying the log.
     pub fn load(run_dir: &Path, index: usize, close_offset: Option<u64>) -> Result<Shard> {
         let dir = run_dir.join(crate::format::shard_dir_name(index));
+        match check_dir(&dir) {
+            // A shard whose server never started has no directory yet (checked below).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            r => r.at(&dir)?,
+        }
         let log_path = dir.join(LOG_FILE);
         let mut from_close = None;
         if let Some(off) = close_offset {
@@ -182,7 +187,7 @@ impl Shard {
                 (c.columns, c.lens, c.groups, c.fields, Some(c.stats), 0)
             }
             _ => {
-                let log = match std::fs::read(&log_path) {
+                let log = match read_regular(&log_path, u64::MAX) {
                     Ok(l) => l,
                     // A shard whose server never started holds nothing yet.
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
@@ -217,7 +222,7 @@ impl Shard {
             if len == 0 {
                 continue;
             }
-            let file = File::open(&path).at(&path)?;
+            let file = open_regular(&path).at(&path)?;
             let size = file.metadata().at(&path)?.len();
             if size < len {
                 return Err(Error::Corrupt {
