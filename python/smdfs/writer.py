@@ -221,7 +221,8 @@ class SmallData(_Writer):
         ``ts``: integers (a numpy array or sequence). Columns: numpy arrays whose first axis
         is the events (``energy=e`` with ``e.shape == (n,)``, ``image=imgs`` with shape
         ``(n, 4, 8)``), or sequences of per-event values for bytes, text and ragged fields;
-        nested dicts as in ``event``. The rows are written by a loop in Rust with the GIL
+        nested dicts as in ``event``. A numpy masked array leaves its masked rows out (those
+        events lack the field: fill for aligned fields, no row for unaligned ones). The rows are written by a loop in Rust with the GIL
         released: no per-event Python work for array columns.
         """
         ts = np.asarray(ts)
@@ -236,7 +237,15 @@ class SmallData(_Writer):
         for d in dicts:
             _flatten("", d, cols)
         _flatten("", columns, cols)
-        self._event_batch(ts, cols)
+        prepared = []
+        for path, col in cols:
+            mask = None
+            if isinstance(col, np.ma.MaskedArray):
+                m = np.ma.getmaskarray(col)
+                mask = np.ascontiguousarray(m.reshape(len(m), -1).all(axis=1) if m.ndim > 1 else m)
+                col = col.data
+            prepared.append((path, col, mask))
+        self._event_batch(ts, prepared)
 
     def client(self) -> Client:
         """A new writer handle for one more Python thread: ``c = smd.client()`` then

@@ -27,9 +27,7 @@ use client::{Column, Common, State};
 use convert::{Arena, Item, Kind2};
 
 fn busy() -> PyErr {
-    Error::new_err(
-        "this writer handle is in use by another thread: give each thread its own handle (smd.client())",
-    )
+    Error::new_err("this writer handle is in use by another thread: give each thread its own handle (smd.client())")
 }
 
 /// Locks a handle's state without waiting (see the module doc).
@@ -173,7 +171,8 @@ impl Writer {
     /// A new handle for one more Python thread (`smd.client()`).
     fn _client(&self) -> PyResult<Client> {
         let run = self.run()?;
-        let common = self.common.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone().ok_or_else(closed)?;
+        let common =
+            self.common.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone().ok_or_else(closed)?;
         if !run.is_client() {
             return Err(not_client(self));
         }
@@ -227,9 +226,8 @@ impl Writer {
         }
         let run = self.run.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take().ok_or_else(closed)?;
         *self.common.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
-        let run = Arc::try_unwrap(run).map_err(|_| {
-            Error::new_err("done() called while another thread uses the run (a reduction in progress)")
-        })?;
+        let run = Arc::try_unwrap(run)
+            .map_err(|_| Error::new_err("done() called while another thread uses the run (a reduction in progress)"))?;
         let rep = py.detach(|| run.done()).map_err(to_py)?;
         Ok((rep.events, rep.duplicates()))
     }
@@ -283,7 +281,22 @@ fn event_batch(py: Python<'_>, st: &mut State, ts: &Bound<'_, PyAny>, cols: &Bou
     let mut keep = Vec::new();
     let mut columns = Vec::new();
     for c in cols.iter() {
-        let (path, col): (String, Bound<'_, PyAny>) = c.extract()?;
+        let (path, col, mask): (String, Bound<'_, PyAny>, Option<Bound<'_, PyAny>>) = c.extract()?;
+        let mask = match mask {
+            Some(m) => {
+                let m =
+                    m.cast_into::<numpy::PyArray1<bool>>().map_err(|_| PyValueError::new_err("mask must be bool"))?;
+                if m.len() != n {
+                    return Err(SchemaError::new_err(format!(
+                        "event_batch: column {path:?}: mask has {} rows, ts has {n}",
+                        m.len()
+                    )));
+                }
+                let v: Vec<u8> = m.readonly().as_slice()?.iter().map(|&b| u8::from(b)).collect();
+                Some(v)
+            }
+            None => None,
+        };
         let as_array = col.cast::<PyUntypedArray>().ok().filter(|a| {
             a.ndim() >= 1 && !convert::is_ragged(&path, &ragged) && a.dtype().is_native_byteorder() != Some(false)
         });
@@ -319,7 +332,7 @@ fn event_batch(py: Python<'_>, st: &mut State, ts: &Bound<'_, PyAny>, cols: &Bou
             } else {
                 unsafe { std::slice::from_raw_parts((*a.as_array_ptr()).fields.data.cast::<u8>(), total) }
             };
-            columns.push(Column::Fixed { item, data, row_bytes });
+            columns.push(Column::Fixed { item, data, row_bytes, mask });
             keep.push(a);
         } else {
             let seq = col.try_iter()?;
@@ -357,7 +370,7 @@ fn event_batch(py: Python<'_>, st: &mut State, ts: &Bound<'_, PyAny>, cols: &Bou
 ///
 /// Has `event`, `event_batch`-free `flush`, and `close` (also a context manager). Give each
 /// thread its own; `SmallData.done()` closes any still open.
-#[pyclass(frozen, module = "smdfs._smdfs", name = "Client")]
+#[pyclass(frozen, weakref, module = "smdfs._smdfs", name = "Client")]
 pub(crate) struct Client {
     state: Mutex<Option<State>>,
 }

@@ -42,6 +42,8 @@ pub(crate) struct State {
     pub(crate) client: Option<smdfs::Client>,
     pub(crate) common: Arc<Common>,
     ts: Option<u64>,
+    /// True once a call for `ts` succeeded (a pending id whose calls all failed is no event).
+    live: bool,
     arena: Arena,
     /// Callbacks only: the pending event as Python saw it.
     py_event: Option<Py<PyDict>>,
@@ -81,6 +83,7 @@ impl State {
             client: Some(client),
             common,
             ts: None,
+            live: false,
             arena: Arena::default(),
             py_event: None,
             known: FxHashMap::default(),
@@ -113,6 +116,7 @@ impl State {
             self.arena.truncate(n0, b0);
             return Err(e);
         }
+        self.live = true;
         if !self.common.callbacks.is_empty() {
             let d = match &self.py_event {
                 Some(d) => d.bind(py).clone(),
@@ -199,6 +203,11 @@ impl State {
     /// Hands the pending event (if any) to the crate and calls the callbacks.
     pub(crate) fn emit(&mut self, py: Python<'_>) -> PyResult<()> {
         let Some(ts) = self.ts.take() else { return Ok(()) };
+        if !std::mem::take(&mut self.live) {
+            self.arena.clear();
+            self.py_event = None;
+            return Ok(());
+        }
         if let Some(d) = self.py_event.take() {
             let d = d.bind(py);
             d.set_item("timestamp", ts)?;
@@ -283,7 +292,7 @@ impl State {
                 let mut fields: Vec<Field<'_>> = Vec::with_capacity(cols.len());
                 for (row, &id) in ts.iter().enumerate().take(end).skip(done) {
                     fields.clear();
-                    for c in cols {
+                    for c in cols.iter().filter(|c| c.present(row)) {
                         let v = c.row(row);
                         bytes += v.data().len();
                         fields.push((c.path(), v));
@@ -317,7 +326,7 @@ fn with_row(e: PyErr, row: usize, py: Python<'_>) -> PyErr {
 /// One column of `event_batch`.
 pub(crate) enum Column<'a> {
     /// Fixed rows: `data` holds all rows, `row_bytes` each.
-    Fixed { item: Item, data: &'a [u8], row_bytes: usize },
+    Fixed { item: Item, data: &'a [u8], row_bytes: usize, mask: Option<Vec<u8>> },
     /// Per-row values (ragged, bytes, text): items into `bytes`.
     Rows { items: Vec<Item>, bytes: Vec<u8> },
 }
@@ -332,13 +341,21 @@ impl Column<'_> {
         }
     }
 
+    /// False where a masked column has no value (the event lacks the field).
+    fn present(&self, row: usize) -> bool {
+        match self {
+            Column::Fixed { mask: Some(m), .. } => m[row] == 0,
+            _ => true,
+        }
+    }
+
     fn path(&self) -> &str {
         &self.template().path
     }
 
     fn row(&self, row: usize) -> Value<'_> {
         match self {
-            Column::Fixed { item, data, row_bytes } => {
+            Column::Fixed { item, data, row_bytes, .. } => {
                 let mut it = item.clone();
                 it.start = row * row_bytes;
                 it.end = it.start + row_bytes;
@@ -387,7 +404,10 @@ fn fill_value(py: Python<'_>, path: &str, v: &Bound<'_, PyAny>, dtype: Dtype) ->
     let bad = |why: String| {
         SchemaError::new_err(format!("fill value for field {path:?}: {v} is not a {dtype} value ({why})"))
     };
-    let arr = np.call_method1("asarray", (v, np.getattr(name)?)).map_err(|e| bad(e.to_string()))?;
+    let arr = np
+        .call_method1("asarray", (v,))
+        .and_then(|a| a.call_method1("astype", (np.getattr(name)?,)))
+        .map_err(|e| bad(e.to_string()))?;
     // Exactly representable: converting back gives the same number (NaN allowed for floats).
     let same: bool = np
         .call_method1("array_equal", (&arr, np.call_method1("asarray", (v,))?, dtype.is_float()))

@@ -218,9 +218,9 @@ impl Arena {
         // Lists and tuples: through numpy once (a whole list, not per element here).
         if v.cast::<pyo3::types::PyList>().is_ok() || v.cast::<pyo3::types::PyTuple>().is_ok() {
             let np = v.py().import("numpy")?;
-            let a = np.call_method1("asarray", (v,)).map_err(|e| {
-                SchemaError::new_err(format!("field {path:?}: a list that numpy cannot convert: {e}"))
-            })?;
+            let a = np
+                .call_method1("asarray", (v,))
+                .map_err(|e| SchemaError::new_err(format!("field {path:?}: a list that numpy cannot convert: {e}")))?;
             let a = a.cast_into::<PyUntypedArray>().map_err(|_| unsupported(path, "a list"))?;
             return self.add_array(path, &a, ragged);
         }
