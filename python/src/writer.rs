@@ -439,6 +439,8 @@ fn _export(py: Python<'_>, dir: PathBuf, path: PathBuf) -> PyResult<u64> {
 #[pyfunction]
 fn _abort_job(why: &str) {
     eprintln!("smdfs: {why}; aborting the MPI job");
+    // Give the launcher a moment to forward this rank's output before the job is killed.
+    std::thread::sleep(std::time::Duration::from_millis(500));
     // SAFETY: MPI_Abort on the world communicator, only called when MPI is initialized.
     unsafe {
         if mpi::environment::is_initialized() && !mpi::environment::is_finalized() {

@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import h5py
@@ -31,7 +32,12 @@ def run(args, ranks=None, check=True, timeout=TIMEOUT, cwd=None):
     cmd = [PY, *map(str, args)]
     if ranks is not None:
         cmd = ["mpirun", "-n", str(ranks), *cmd]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=mpi_env(), cwd=cwd)
+    # Files, not pipes: output a launcher forwards after a rank aborted still arrives.
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        rc = subprocess.run(cmd, stdout=out, stderr=err, text=True, timeout=timeout, env=mpi_env(), cwd=cwd).returncode
+        out.seek(0)
+        err.seek(0)
+        p = subprocess.CompletedProcess(cmd, rc, out.read(), err.read())
     if check and p.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
     return p
