@@ -41,10 +41,8 @@ if smd.rank == 0:
     with h5py.File(out, "r") as f:
         f.visititems(lambda name, d: print(f"  {name}: {d.dtype} {d.shape}") if isinstance(d, h5py.Dataset) else None)
         print("  energy[:5] =", f["energy"][:5], " summary/n_events =", f["summary/n_events"][()])
-    # --- read back with smdfs.open (the reader, issue 11 item 3) ---
-    try:
-        run = smdfs.open(smd.dir)
-    except NotImplementedError:
-        print("  (smdfs.open: not in this build yet)")
-    else:
-        print(f"  smdfs.open: {len(run)} events, energy[:5] = {np.asarray(run['energy'][:5])}")
+    # Read it back with the reader (no mount, no export needed).
+    run = smdfs.open(smd.dir)
+    print(f"smdfs.open({smd.dir!r}): {len(run)} events, state {run.state}, summary {run.summary}")
+    print("  energy[:5] =", run["energy"][:5], " det/image[1][0] =", run["det/image"][1][0])
+    print("  maybe[:4] =", run["maybe"][:4], " tag[:3] =", list(run["tag"][:3]))

@@ -22,7 +22,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use smdfs::{MpiRole, SmallData};
 
-use crate::errors::{to_py, Error, RunExistsError, SchemaError};
+use crate::errors::{to_py, Error, SchemaError};
 use client::{Column, Common, State};
 use convert::{Arena, Item, Kind2};
 
@@ -102,14 +102,7 @@ impl Writer {
         for (p, u) in &units {
             b = b.units(p, u);
         }
-        let run = py.detach(|| b.build()).map_err(|e| {
-            let msg = e.to_string();
-            if matches!(e, smdfs::Error::Usage(_)) && msg.contains("already holds a run") {
-                RunExistsError::new_err(format!("{msg} (pass overwrite=True to replace it)"))
-            } else {
-                to_py(e)
-            }
-        })?;
+        let run = py.detach(|| b.build()).map_err(to_py)?;
         let common = Arc::new(Common {
             callbacks,
             ragged: ragged.into_iter().collect::<HashSet<_>>(),
@@ -428,7 +421,7 @@ impl Client {
 fn _export(py: Python<'_>, dir: PathBuf, path: PathBuf) -> PyResult<u64> {
     py.detach(|| {
         let run = smdfs::Run::open(&dir)?;
-        smdfs::export::export(&run, &path, &smdfs::export::ExportOptions::default(), &mut |_, _| {})
+        smdfs::h5::export::export(&run, &path, &smdfs::h5::export::ExportOptions::default(), &mut |_, _| {})
     })
     .map(|r| r.data_bytes)
     .map_err(to_py)

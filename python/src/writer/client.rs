@@ -184,7 +184,7 @@ impl State {
             if let Some((known, g)) = sigs.get(&path) {
                 check_sig(&path, known, g.as_deref(), &sig, group)?;
             } else {
-                smdfs::path::validate_path(&path).map_err(to_py)?;
+                smdfs::model::path::validate_path(&path).map_err(to_py)?;
                 let client = self.client.as_mut().expect("checked by event()");
                 if let Some(g) = group {
                     client.aligned_group(g, &path).map_err(to_py)?;

@@ -72,7 +72,7 @@ impl Sig {
 
     /// `f64 scalar`, `u16 array [4, 8]`, as the crate's messages say it.
     pub(crate) fn describe(&self) -> String {
-        smdfs::value::describe(self.kind, self.dtype, &self.shape)
+        smdfs::model::value::describe(self.kind, self.dtype, &self.shape)
     }
 }
 
