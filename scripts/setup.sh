@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything smdfs needs on a fresh Debian 12 machine (idempotent):
 # system libraries via apt, and a Python venv (.venv) with the reader-side tools
-# used by the tests and benchmarks (numpy, h5py).
+# used by the tests and benchmarks (numpy, h5py), and the smdfs Python package built from python/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,4 +35,25 @@ done
 if ! LD_LIBRARY_PATH=.venv/mpich-abi .venv/bin/python -c 'import mpi4py.MPI' 2>/dev/null; then
   echo "setup: installing mpi4py into .venv (MPI benchmark peer)"
   .venv/bin/pip install -q -r benches/peers/mpi_requirements.txt
+fi
+
+# The Python package (python/, issue 11): built by maturin in release mode with MPI mode
+# compiled in (feature `mpi`, see python/pyproject.toml) and installed into .venv. maturin
+# builds in the workspace's target/ with the release profile, so the Rust code it shares with
+# the rest of the suite is compiled once. Rebuilt only when its sources (or the core crate's)
+# changed since the last install.
+if ! .venv/bin/python -c 'import maturin, pytest' 2>/dev/null; then
+  echo "setup: installing maturin and pytest into .venv"
+  .venv/bin/pip install -q "maturin>=1.16,<2" "pytest>=8"
+fi
+if [ -f python/requirements-test.txt ] && [ ! -f .venv/.smdfs-test-reqs ] || [ python/requirements-test.txt -nt .venv/.smdfs-test-reqs ]; then
+  echo "setup: installing python/requirements-test.txt into .venv"
+  .venv/bin/pip install -q -r python/requirements-test.txt && touch .venv/.smdfs-test-reqs
+fi
+STAMP=.venv/.smdfs-python-built
+if [ ! -f "$STAMP" ] || ! .venv/bin/python -c 'import smdfs' 2>/dev/null \
+  || [ -n "$(find python/src python/smdfs python/Cargo.toml python/pyproject.toml core/src core/Cargo.toml Cargo.toml Cargo.lock -newer "$STAMP" -type f -print -quit)" ]; then
+  echo "setup: building the smdfs Python package into .venv (maturin, release, MPI mode)"
+  PATH="$PWD/.venv/bin:$PATH" .venv/bin/pip install -q --no-build-isolation --force-reinstall --no-deps ./python
+  touch "$STAMP"
 fi

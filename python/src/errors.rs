@@ -30,6 +30,7 @@ pub(crate) fn to_py(e: smdfs::Error) -> PyErr {
         E::SchemaMismatch { .. } | E::BadValue { .. } | E::BadPath { .. } => SchemaError::new_err(msg),
         E::Corrupt { .. } | E::NotARun { .. } | E::Version { .. } => CorruptRunError::new_err(msg),
         E::Mpi { .. } => MpiError::new_err(msg),
+        E::RunExists { .. } => RunExistsError::new_err(format!("{msg} (pass overwrite=True to replace it)")),
         E::NotFound { .. } => pyo3::exceptions::PyKeyError::new_err(msg),
         E::OutOfRange { .. } => pyo3::exceptions::PyIndexError::new_err(msg),
         E::Io { source, .. } => pyo3::exceptions::PyOSError::new_err((source.raw_os_error().unwrap_or(0), msg)),

@@ -286,6 +286,47 @@ impl Registry {
         Ok(id)
     }
 
+    /// Puts a field not seen yet into the named aligned group `group` (a writer's
+    /// `align_group` given with an event, after the run started). A field already seen
+    /// must already be in that group.
+    pub(crate) fn assign_group(&mut self, path: &str, group: &str) -> Result<()> {
+        let current = match self.by_path.get(path) {
+            Some(&id) => Some(self.schema.fields[id as usize].group.as_str()),
+            None => self.named_groups.get(path).map(String::as_str),
+        };
+        match current {
+            Some(g) if g == group => Ok(()),
+            Some(g) => Err(Error::SchemaMismatch {
+                field: path.into(),
+                expected: format!("alignment group {g:?}"),
+                given: format!("alignment group {group:?}"),
+            }),
+            None => {
+                validate_path(path)?;
+                validate_path(group)?;
+                self.named_groups.insert(path.into(), group.into());
+                Ok(())
+            }
+        }
+    }
+
+    /// Sets the fill value (one element's little-endian bytes) of a field not seen yet; a
+    /// field already seen must already have it.
+    pub(crate) fn set_fill(&mut self, path: &str, fill: Vec<u8>) -> Result<()> {
+        if let Some(&id) = self.by_path.get(path) {
+            if self.schema.fields[id as usize].fill != fill {
+                return Err(Error::BadValue {
+                    field: path.into(),
+                    why: "a different fill value was given after the field was first written".into(),
+                });
+            }
+            return Ok(());
+        }
+        validate_path(path)?;
+        self.fills.insert(path.into(), fill);
+        Ok(())
+    }
+
     pub(crate) fn group_id(&self, name: &str) -> GroupId {
         self.schema.group(name).map(|(i, _)| i).unwrap_or(0)
     }
@@ -403,6 +444,23 @@ mod tests {
 
     fn reg() -> Registry {
         Registry::new(HashSet::new(), HashMap::new(), HashMap::new())
+    }
+
+    #[test]
+    fn groups_and_fills_given_at_run_time_apply_to_fields_not_seen_yet() {
+        let mut r = reg();
+        r.assign_group("motor", "scan").unwrap();
+        r.set_fill("gain", 7i32.to_le_bytes().to_vec()).unwrap();
+        let m = r.resolve("motor", &Value::from(1.0f64)).unwrap();
+        let g = r.resolve("gain", &Value::from(1i32)).unwrap();
+        assert_eq!(r.schema.fields[m as usize].group, "scan");
+        assert_eq!(r.schema.fields[g as usize].fill, 7i32.to_le_bytes());
+        r.assign_group("motor", "scan").unwrap();
+        let e = r.assign_group("motor", "other").unwrap_err().to_string();
+        assert!(e.contains("motor") && e.contains("scan") && e.contains("other"), "{e}");
+        assert!(r.set_fill("gain", 8i32.to_le_bytes().to_vec()).is_err());
+        r.resolve("energy", &Value::from(1.0f64)).unwrap();
+        assert!(r.assign_group("energy", "scan").is_err());
     }
 
     #[test]

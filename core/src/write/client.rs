@@ -180,6 +180,22 @@ impl Client {
         Ok(())
     }
 
+    /// Puts a field the run has not seen yet into the named alignment group `group`, as
+    /// [`Builder::aligned_group`](crate::Builder::aligned_group) does before the run starts
+    /// (for writers that name an event's group with the event). A field already seen must
+    /// already be in `group`.
+    pub fn aligned_group(&mut self, group: &str, path: &str) -> Result<()> {
+        write(&self.shared.registry).assign_group(path, group)
+    }
+
+    /// Sets the fill value (a scalar of the field's dtype) of a field the run has not seen
+    /// yet, as [`Builder::fill`](crate::Builder::fill) does before the run starts (for writers
+    /// that learn the field's dtype only from its first value). A field already seen must
+    /// already have it.
+    pub fn fill(&mut self, path: &str, value: &Value<'_>) -> Result<()> {
+        write(&self.shared.registry).set_fill(path, value.data().to_vec())
+    }
+
     /// Contributes a value to the named reduction (read with `smd.sum/min/max(name)` after
     /// the client is finished or dropped).
     pub fn reduce<T: Reducible>(&mut self, name: &str, value: T) -> Result<()> {

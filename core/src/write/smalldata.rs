@@ -347,6 +347,18 @@ impl SmallData {
         Ok(self.reduced(name)?.count)
     }
 
+    /// Every client process's `mine`, in client order: collective over the processes that
+    /// write events only (MPI client ranks; server ranks must not call it), so code that
+    /// runs on clients alone (a summary block) can reduce values of any type without the
+    /// servers. Threads mode: `[mine]`.
+    pub fn allgather_clients(&self, mine: &[u8]) -> Result<Vec<Vec<u8>>> {
+        match &self.engine {
+            Engine::Threads { .. } => Ok(vec![mine.to_vec()]),
+            #[cfg(feature = "mpi")]
+            Engine::Mpi(node) => node.allgather_clients(mine),
+        }
+    }
+
     /// Saves values once per run (`/summary/<name>` in the view). Saving a name again
     /// replaces it. Stored in the manifest at once, so a crashed run keeps it. In MPI mode
     /// every rank may call it (the same program does); rank 0's values are stored.

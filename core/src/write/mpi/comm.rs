@@ -164,6 +164,16 @@ impl Comm {
         Ok(Comm(c))
     }
 
+    /// The ranks that pass `member` as a communicator of their own (collective over `self`;
+    /// the others get `None`).
+    pub(crate) fn split(self, member: bool) -> Result<Option<Comm>> {
+        // SAFETY: reading handle constants.
+        let (mut c, color) = unsafe { (ffi::RSMPI_COMM_NULL, if member { 0 } else { ffi::RSMPI_UNDEFINED }) };
+        // SAFETY: valid communicator and out-pointer.
+        check(unsafe { ffi::MPI_Comm_split(self.0, color, self.rank() as c_int, &mut c) }, "MPI_Comm_split")?;
+        Ok(member.then_some(Comm(c)))
+    }
+
     /// Frees a communicator made by [`Comm::duplicate`] (collective).
     pub(crate) fn free(mut self) {
         // SAFETY: a communicator this module duplicated, no longer used.

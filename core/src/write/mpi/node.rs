@@ -39,6 +39,8 @@ const EXIT_GRACE: Duration = Duration::from_secs(10);
 pub(crate) struct Node {
     info: MpiInfo,
     comm: Comm,
+    /// Client ranks: a communicator of the client ranks only (collectives of client-only code).
+    clients: Option<Comm>,
     /// Client ranks: batches sent to each server, over all handles.
     sent: Vec<Arc<AtomicU64>>,
     /// Server ranks: the receive thread.
@@ -88,6 +90,13 @@ pub(crate) fn start(cfg: &RunConfig, world: World) -> Result<Started> {
     let role = if world.rank < clients { MpiRole::Client(world.rank) } else { MpiRole::Server(world.rank - clients) };
     let info = MpiInfo { rank: world.rank, size: p, servers: s, clients, role };
     let comm = Comm::world().duplicate()?;
+    let clients_comm = match comm.split(world.rank < clients) {
+        Ok(c) => c,
+        Err(e) => {
+            comm.free();
+            return Err(e);
+        }
+    };
     let dir = cfg.dir.clone();
     let prepared = if world.rank == 0 { prepare(cfg).map(Some) } else { Ok(None) };
     let prepared = match agree(comm, world.rank, prepared) {
@@ -120,6 +129,7 @@ pub(crate) fn start(cfg: &RunConfig, world: World) -> Result<Started> {
     let node = Node {
         info,
         comm,
+        clients: clients_comm,
         sent: (0..s).map(|_| Arc::new(AtomicU64::new(0))).collect(),
         server,
         dir: dir.display().to_string(),
@@ -181,6 +191,18 @@ impl Node {
         Ok(merged)
     }
 
+    /// Every client rank's bytes, in rank order (collective over the client ranks only).
+    pub(crate) fn allgather_clients(&self, mine: &[u8]) -> Result<Vec<Vec<u8>>> {
+        match self.clients {
+            Some(c) => c.allgather_bytes(mine),
+            None => Err(Error::Usage(format!(
+                "MPI rank {} is a server rank: client-only collectives (reductions in a summary block) \
+                 run on client ranks only (check `summary` / is_client() first)",
+                self.info.rank
+            ))),
+        }
+    }
+
     /// `done()` in MPI mode (collective). `alive` is this rank's own check (no live
     /// clients); `complete` builds the index and stores the manifest (rank 0).
     pub(crate) fn done(
@@ -238,6 +260,9 @@ impl Node {
             vec![]
         };
         let told = self.comm.allgather_bytes(&outcome);
+        if let Some(c) = self.clients.take() {
+            c.free();
+        }
         self.comm.free();
         if let Some(e) = local_err {
             return Err(e);
