@@ -4,7 +4,7 @@ unordered and ordered, random-access requests into stages with get / get_unsafe 
 
 from __future__ import annotations
 
-import os
+import gc
 import subprocess
 import time
 
@@ -98,17 +98,22 @@ def test_works_on_a_mounted_run(tmp_path):
     subprocess.run([smdfs_bin(), "mount", str(run), str(mnt)], check=True, capture_output=True)
     try:
         h5 = str(mnt / "run.h5")
-        energy = np.array(list(Streamer(filename=h5).get_generator(path="energy", ordered=True)))
+        s = Streamer(filename=h5)
+        energy = np.array(list(s.get_generator(path="energy", ordered=True)))
         assert np.array_equal(energy, np.arange(3000) * 0.5)
-        image = np.array(list(Streamer(filename=h5).get_generator(path="det/image", block_size=100)))
+        image = np.array(list(s.get_generator(path="det/image", block_size=100)))
         assert image.shape == (3000, 4, 8) and image.dtype == np.uint16
+        s.close()
         with Reader(filename=h5) as r:
             ds = r.get_dataset("det/image")
             got = r.request(ds[100:105], ds.create_stage(5)).get()
         i = np.arange(100, 105)[:, None, None]
         assert np.array_equal(got, (i + 8 * np.arange(4)[None, :, None] + np.arange(8)[None, None, :]) % 65536)
     finally:
+        gc.collect()  # nothing of this test may keep run.h5 open
         for _ in range(50):
             if subprocess.run([smdfs_bin(), "umount", str(mnt)], capture_output=True).returncode == 0:
                 break
             time.sleep(0.1)
+        else:
+            pytest.fail(f"{mnt} stays mounted: something keeps run.h5 open")

@@ -162,6 +162,7 @@ class PointerArray(np.ndarray):
     _indices: Dict[str, Tuple[int, int]]
     _path: str
     _full: bool
+    _plain: Any
 
     def __new__(cls, path: "str | os.PathLike", mode: str = "r") -> "PointerArray":
         path = os.path.abspath(os.fspath(path))
@@ -173,12 +174,14 @@ class PointerArray(np.ndarray):
         arr._indices = _ReadOnlyDict(h.indices())
         arr._path = path
         arr._full = True
+        arr._plain = arr.view(np.ndarray)  # indexing goes through it: no Python per view
         return arr
 
     def __array_finalize__(self, obj: Any) -> None:
         self._indices = getattr(obj, "_indices", _ReadOnlyDict())
         self._path = getattr(obj, "_path", "")
         self._full = False
+        self._plain = None
 
     @property
     def indices(self) -> Dict[str, Tuple[int, int]]:
@@ -194,6 +197,8 @@ class PointerArray(np.ndarray):
         if isinstance(key, str):
             start, end = self._indices[key]
             key = slice(start, end)
+        if self._plain is not None:
+            return self._plain[key]
         r = super().__getitem__(key)
         return r.view(np.ndarray) if isinstance(r, PointerArray) else r
 

@@ -154,6 +154,10 @@ class Streamer:
             if close is not None:
                 close()
 
+    def close(self) -> None:
+        """Closes the file (streams already started keep it until they end)."""
+        self._file = None
+
     def __del__(self) -> None:
         self._file = None
 
@@ -399,10 +403,15 @@ class Reader:
         self._file = _smdfs.H5FileHandle(self._filename, n_procs)
         self._closed = False
 
+    def _handle(self) -> Any:
+        if self._file is None:
+            raise RuntimeError("Attempt to request data from a closed reader.")
+        return self._file
+
     def get_dataset(self, path: str) -> Dataset:
         """A dataset proxy: index it to build requests."""
         dtype, shape, _ = _h5_meta(self._filename, path)
-        self._file.dataset(path)
+        self._handle().dataset(path)
         return Dataset(self, path, dtype, shape)
 
     def request(self, key: _Op, stage: Optional[Stage]) -> Request:
@@ -417,7 +426,7 @@ class Reader:
             stage = Stage(need)
         elif need > stage.size_nbytes:
             raise ValueError(f"the request needs {need} bytes, the stage holds {stage.size_nbytes}")
-        pending = self._file.request(key.ds.path, key.start, key.stop)
+        pending = self._handle().request(key.ds.path, key.start, key.stop)
         return Request(pending, key, stage)
 
     def close(self, wait: bool = False) -> None:
@@ -425,6 +434,7 @@ class Reader:
         if not self._closed:
             self._closed = True
             self._file.close()
+            self._file = None  # the file closes once queued requests are served
 
     def stop(self) -> None:
         """Closes the reader."""

@@ -10,7 +10,7 @@
     rec.close()                                 # out.h5 now exists (h5py reads it)
 
     rec = Recorder(HDF5DataStore("out.h5"))     # an existing path opens read-only
-    losses = rec.get_all("train/loss")          # lazy array-like: np.mean(losses), losses[10:20]
+    losses = rec.get_all("train/loss")          # memory-mapped: np.mean(losses), losses[10:20]
 
 Stores: ``InMemoryDataStore()``; ``SmdfsDataStore(dir)`` and ``ZarrDataStore(path)`` (an
 smdfs run in that directory); ``HDF5DataStore(path)`` (an smdfs run in ``<stem>.smd/`` beside
@@ -19,7 +19,7 @@ scalars of bool/int/uint/float dtypes (stored as such), ``str``, and any other p
 object (stored pickled). ``/`` in a key makes hierarchy.
 
 Differences from SimRecorder: a persistent store opened on an existing path is read-only
-(``record``/``set`` raise); ``get_all`` of an array key returns one stacked array (lazy after
+(``record``/``set`` raise); ``get_all`` of an array key returns one stacked array (memory-mapped after
 re-opening) instead of an HDF5/zarr dataset; ``RedisDataStore`` is not provided.
 """
 
@@ -135,6 +135,10 @@ class DataStore:
         mixed = field + "#mixed"
         if mixed in self._run._fields and self._run._fields[mixed]["rows"] > 0:
             return None
+        f = self._run._fields[field]
+        flat = self._h.view(key, np.dtype(f["dtype"]).str)
+        if flat is not None:  # a read-only view of the memory map: pages load when touched
+            return flat.view(f["dtype"]).reshape((-1,) + tuple(f["shape"]))
         return self._run[field]
 
     def get_all(self, key: str) -> Any:

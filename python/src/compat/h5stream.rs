@@ -81,6 +81,9 @@ impl H5FileHandle {
     }
 }
 
+/// A block as handed to Python: first row, rows, the rows' bytes.
+type Block<'py> = (u64, u64, Bound<'py, PyArray1<u8>>);
+
 /// Blocks of one dataset; see `H5FileHandle.stream`.
 #[pyclass(frozen, module = "smdfs._smdfs")]
 pub(crate) struct H5Stream {
@@ -90,7 +93,7 @@ pub(crate) struct H5Stream {
 #[pymethods]
 impl H5Stream {
     /// The next block as `(first row, rows, bytes)`, or None after the last.
-    fn next_block<'py>(&self, py: Python<'py>) -> PyResult<Option<(u64, u64, Bound<'py, PyArray1<u8>>)>> {
+    fn next_block<'py>(&self, py: Python<'py>) -> PyResult<Option<Block<'py>>> {
         let next = py.detach(|| self.s.lock().unwrap_or_else(|e| e.into_inner()).as_mut().and_then(Iterator::next));
         match next {
             None => {

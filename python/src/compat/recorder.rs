@@ -6,14 +6,16 @@
 
 use std::borrow::Cow;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-use numpy::{IntoPyArray, PyReadonlyArray1};
+use numpy::ndarray::ArrayView1;
+use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use smdfs::tools::recorder::{Recorder, Values};
-use smdfs::{Error, Run, Value};
+use smdfs::{Dtype, Error, Run, Value};
 
 use super::dtype_of;
 use crate::errors::to_py;
@@ -23,12 +25,18 @@ use crate::errors::to_py;
 pub(crate) struct RecorderHandle {
     inner: Mutex<Option<Recorder>>,
     read_only: bool,
+    /// A read-only recorder is never dropped before the handle (arrays borrow its maps):
+    /// `close()` only sets this.
+    closed: AtomicBool,
 }
 
 impl RecorderHandle {
     fn with<T>(&self, f: impl FnOnce(&mut Recorder) -> smdfs::Result<T>) -> PyResult<T> {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let r = g.as_mut().ok_or_else(|| PyValueError::new_err("the recorder is closed"))?;
+        let r = g
+            .as_mut()
+            .filter(|_| !self.closed.load(Ordering::Relaxed))
+            .ok_or_else(|| PyValueError::new_err("the recorder is closed"))?;
         f(r).map_err(to_py)
     }
 }
@@ -60,14 +68,14 @@ impl RecorderHandle {
             Some(d) => py.detach(|| Recorder::create(&d)).map_err(to_py)?,
             None => Recorder::in_memory(),
         };
-        Ok(RecorderHandle { inner: Mutex::new(Some(r)), read_only: false })
+        Ok(RecorderHandle { inner: Mutex::new(Some(r)), read_only: false, closed: AtomicBool::new(false) })
     }
 
     /// Opens a recorded run read-only (complete, or what a dead recorder committed).
     #[staticmethod]
     fn open(py: Python<'_>, dir: PathBuf) -> PyResult<RecorderHandle> {
         let r = py.detach(|| Recorder::open(&dir)).map_err(to_py)?;
-        Ok(RecorderHandle { inner: Mutex::new(Some(r)), read_only: true })
+        Ok(RecorderHandle { inner: Mutex::new(Some(r)), read_only: true, closed: AtomicBool::new(false) })
     }
 
     /// True for a recorder opened on a recorded run.
@@ -128,6 +136,46 @@ impl RecorderHandle {
         }
     }
 
+    /// The values under `key` of an opened run as a zero-copy, read-only view of the shard
+    /// (flattened bytes, C order), when they all share dtype `descr` and one shape and lie in
+    /// one shard; None otherwise.
+    fn view<'py>(slf: &Bound<'py, Self>, key: &str, descr: &str) -> PyResult<Option<Bound<'py, PyArray1<u8>>>> {
+        let me = slf.get();
+        if !me.read_only {
+            return Ok(None);
+        }
+        let dtype = dtype_of(descr)?;
+        let bytes: Option<(*const u8, usize)> = me.with(|r| {
+            fn raw<T: Copy>(s: Option<&[T]>) -> Option<(*const u8, usize)> {
+                s.map(|s| (s.as_ptr().cast::<u8>(), std::mem::size_of_val(s)))
+            }
+            Ok(match dtype {
+                Dtype::I8 => raw(r.get_slice::<i8>(key)?),
+                Dtype::I16 => raw(r.get_slice::<i16>(key)?),
+                Dtype::I32 => raw(r.get_slice::<i32>(key)?),
+                Dtype::I64 => raw(r.get_slice::<i64>(key)?),
+                Dtype::U8 => raw(r.get_slice::<u8>(key)?),
+                Dtype::U16 => raw(r.get_slice::<u16>(key)?),
+                Dtype::U32 => raw(r.get_slice::<u32>(key)?),
+                Dtype::U64 => raw(r.get_slice::<u64>(key)?),
+                Dtype::F32 => raw(r.get_slice::<f32>(key)?),
+                Dtype::F64 => raw(r.get_slice::<f64>(key)?),
+                _ => None,
+            })
+        })?;
+        let Some((ptr, len)) = bytes else { return Ok(None) };
+        // SAFETY: the bytes are a committed column of the run the read-only recorder inside
+        // `slf` maps; that recorder is never dropped while the handle lives (`close()` only
+        // flags it), the run never changes its maps, and the array keeps `slf` as its base.
+        let data = unsafe { std::slice::from_raw_parts(ptr, len) };
+        let view = ArrayView1::from(data);
+        let arr = unsafe { PyArray1::borrow_from_array(&view, slf.clone().into_any()) };
+        let kw = PyDict::new(slf.py());
+        kw.set_item("write", false)?;
+        arr.call_method("setflags", (), Some(&kw))?;
+        Ok(Some(arr))
+    }
+
     /// Keys recorded (or found in the opened run), sorted.
     fn keys(&self) -> PyResult<Vec<String>> {
         self.with(|r| Ok(r.keys()))
@@ -135,6 +183,10 @@ impl RecorderHandle {
 
     /// Finishes the recorder (a run is completed: shards closed, index written). Idempotent.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
+        if self.read_only {
+            self.closed.store(true, Ordering::Relaxed);
+            return Ok(());
+        }
         let r = self.inner.lock().unwrap_or_else(|e| e.into_inner()).take();
         match r {
             Some(r) => py.detach(|| r.close()).map_err(to_py),
