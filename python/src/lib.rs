@@ -5,6 +5,7 @@
 
 use pyo3::prelude::*;
 
+mod compat;
 mod errors;
 mod reader;
 mod writer;
@@ -15,5 +16,6 @@ fn _smdfs(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     writer::register(m)?;
     reader::register(m)?;
+    compat::register(m)?;
     Ok(())
 }
