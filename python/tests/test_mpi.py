@@ -2,8 +2,13 @@
 servers, with or without mpi4py imported first, smalldata-style scripts with client-only
 reductions, and a failing rank that fails the job (never a hang: every run has a timeout)."""
 
+import subprocess
+import time
+
 import numpy as np
 import pytest
+
+import smdfs
 
 from conftest import HERE, check_demo, datasets, run
 
@@ -86,7 +91,7 @@ def check_smalldata_style(path, n, clients):
 
 
 @pytest.mark.parametrize("ranks", [None, 6])
-def test_a_smalldata_style_script(tmp_path, mpirun, ranks):
+def test_a_smalldata_style_script(tmp_path, mpirun, smdfs_bin, ranks):
     script = tmp_path / "sd.py"
     script.write_text(SMALLDATA_STYLE)
     out = tmp_path / "my.h5"
@@ -94,7 +99,31 @@ def test_a_smalldata_style_script(tmp_path, mpirun, ranks):
     clients = 1 if ranks is None else ranks - 2
     assert p.stdout.count("done 301") == (ranks or 1)
     check_smalldata_style(out, 301, clients)
-    assert (tmp_path / "my.smd").is_dir()
+    run_dir = tmp_path / "my.smd"
+    assert run_dir.is_dir()
+    # The same run through a real mount: run.h5 reads like the exported file.
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    subprocess.run([smdfs_bin, "mount", run_dir, mnt], check=True, capture_output=True, timeout=60)
+    try:
+        check_smalldata_style(mnt / "run.h5", 301, clients)
+    finally:
+        for _ in range(50):
+            if subprocess.run([smdfs_bin, "umount", mnt], capture_output=True).returncode == 0:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail(f"{mnt} stays mounted")
+    # And through the reader, with no mount.
+    i = np.arange(301)
+    with smdfs.open(run_dir) as r:
+        assert len(r) == 301 and r.state == "complete"
+        np.testing.assert_array_equal(r.timestamp, 10 * i)
+        np.testing.assert_array_equal(r["mydata"][:], i * 1.5)
+        np.testing.assert_array_equal(r["det/roi"][:, 2, 1], i)
+        assert r.summary["n_events"] == 301 and r.summary["n_workers"] == clients
+        np.testing.assert_array_equal(r.summary["hist"], np.bincount(i % 4, minlength=4))
+        assert [r["peaks/var_peaks"][k].tolist() for k in (0, 5, 7)] == [[], [0.0], [0.0, 1.0, 2.0]]
 
 
 FAILING = """

@@ -51,7 +51,7 @@ pub fn read_regular(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
         return Err(IoError::new(ErrorKind::InvalidData, format!("holds {size} bytes, more than the {limit} allowed")));
     }
     let mut out = Vec::with_capacity(size as usize);
-    f.take(limit + 1).read_to_end(&mut out)?;
+    f.take(limit.saturating_add(1)).read_to_end(&mut out)?;
     if out.len() as u64 > limit {
         return Err(IoError::new(ErrorKind::InvalidData, format!("grew past the {limit} bytes allowed while read")));
     }
@@ -91,6 +91,7 @@ mod tests {
         let file = dir.path().join("f");
         std::fs::write(&file, b"abc").unwrap();
         assert_eq!(read_regular(&file, 3).unwrap(), b"abc");
+        assert_eq!(read_regular(&file, u64::MAX).unwrap(), b"abc", "no limit at all");
         assert!(read_regular(&file, 2).unwrap_err().to_string().contains("more than the 2"));
         let link = dir.path().join("l");
         std::os::unix::fs::symlink(&file, &link).unwrap();
