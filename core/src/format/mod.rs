@@ -3,6 +3,7 @@
 //! decoders only: this layer opens no shard and knows nothing of writers or readers.
 
 pub mod file;
+pub mod lock;
 pub mod log;
 pub mod manifest;
 pub mod npy;

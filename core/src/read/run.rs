@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::format::manifest::{writer_alive, Manifest, RunState, SummaryValue};
+use crate::format::lock::writer_alive;
+use crate::format::manifest::{Manifest, RunState, SummaryValue};
 use crate::format::Role;
 use crate::index::{build_group, load_offsets, ragged_offsets, GroupIndex, Loc, OffsetsMap};
 use crate::model::schema::{FieldSpec, GroupSpec, Schema, StatsMap};

@@ -8,7 +8,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use crate::format::manifest::{writer_alive, MANIFEST_FILE};
+use crate::format::lock::writer_alive;
+use crate::format::manifest::MANIFEST_FILE;
 use crate::format::{shard_dir_name, LOG_FILE};
 
 /// What changes whenever a run's committed content or state does.

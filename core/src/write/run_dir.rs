@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::error::{Error, IoContext, Result};
-use crate::format::manifest::{Manifest, RunState, SummaryValue, WriterLock, INDEX_DIR, MANIFEST_FILE};
+use crate::format::lock::WriterLock;
+use crate::format::manifest::{Manifest, RunState, SummaryValue, INDEX_DIR, MANIFEST_FILE};
 use crate::index::build_global_index;
 use crate::model::schema::{Schema, StatsMap};
 use crate::sync::lock;

@@ -12,7 +12,8 @@ use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
-use crate::format::manifest::{Manifest, SummaryValue, WriterLock};
+use crate::format::lock::WriterLock;
+use crate::format::manifest::{Manifest, SummaryValue};
 use crate::model::batch::Batch;
 use crate::model::path::validate_path;
 use crate::model::reduce::{read_back, Accumulator, Reducible};

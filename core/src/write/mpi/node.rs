@@ -19,7 +19,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::format::manifest::{Manifest, WriterLock};
+use crate::format::lock::WriterLock;
+use crate::format::manifest::Manifest;
 use crate::format::shard_dir_name;
 use crate::index::IndexReport;
 use crate::model::reduce::{decode, encode, merge_all, Reductions};
