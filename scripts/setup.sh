@@ -46,10 +46,15 @@ if ! .venv/bin/python -c 'import maturin, pytest' 2>/dev/null; then
   echo "setup: installing maturin and pytest into .venv"
   .venv/bin/pip install -q "maturin>=1.16,<2" "pytest>=8"
 fi
-if [ -f python/requirements-test.txt ] && [ ! -f .venv/.smdfs-test-reqs ] || [ python/requirements-test.txt -nt .venv/.smdfs-test-reqs ]; then
-  echo "setup: installing python/requirements-test.txt into .venv"
-  .venv/bin/pip install -q -r python/requirements-test.txt && touch .venv/.smdfs-test-reqs
-fi
+# The readers the tests use: the Python package's (xarray, dask) and the view's ecosystem
+# (h5netcdf, netCDF4, zarr, kerchunk). Installed again only when a list changed.
+for reqs in python/requirements-test.txt scripts/requirements-view.txt; do
+  stamp=".venv/.smdfs-reqs-$(basename "$(dirname "$reqs")")-$(basename "$reqs" .txt)"
+  if [ -f "$reqs" ] && { [ ! -f "$stamp" ] || [ "$reqs" -nt "$stamp" ]; }; then
+    echo "setup: installing $reqs into .venv"
+    .venv/bin/pip install -q -r "$reqs" && touch "$stamp"
+  fi
+done
 STAMP=.venv/.smdfs-python-built
 if [ ! -f "$STAMP" ] || ! .venv/bin/python -c 'import smdfs' 2>/dev/null \
   || [ -n "$(find python/src python/smdfs python/Cargo.toml python/pyproject.toml core/src core/Cargo.toml Cargo.toml Cargo.lock -newer "$STAMP" -type f -print -quit)" ]; then
