@@ -146,7 +146,7 @@ impl View {
             .tempfile()
             .map_err(|e| ViewError::Io { what: "creating the HDF5 skeleton file".into(), source: e })?;
         let root_attrs = layout::root_attrs(&run);
-        let skel = build_skeleton(tmp.path(), &plans, &root_attrs)?;
+        let skel = build_skeleton(tmp.path(), &plans, &layout::dimensions(&layouts), &root_attrs)?;
         let file = std::fs::File::open(tmp.path())
             .map_err(|e| ViewError::Io { what: format!("opening {}", tmp.path().display()), source: e })?;
         // SAFETY: the skeleton is our private, unlinked temporary file; nobody modifies it.

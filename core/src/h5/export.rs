@@ -23,7 +23,7 @@ use hdf5::Datatype;
 use crate::error::{Error, Result};
 use crate::h5::ffi;
 use crate::h5::layout::{self, DatasetLayout, Source};
-use crate::h5::skeleton::{descriptor, write_attrs, AttrValue};
+use crate::h5::skeleton::{descriptor, write_attrs, write_dimensions, AttrValue};
 use crate::read::run::Run;
 
 /// Compression of the exported datasets.
@@ -175,6 +175,8 @@ fn write(
     for d in plans {
         sets.push(create(path, &file, d, opts)?);
     }
+    let skel: Vec<_> = plans.iter().map(DatasetLayout::skeleton_plan).collect();
+    write_dimensions("export", path, &file, &skel, &layout::dimensions(plans))?;
     let total: u64 = plans.iter().map(DatasetLayout::byte_size).sum();
     progress(0, total);
     // Blocks: whole chunks, about 8 MiB each.

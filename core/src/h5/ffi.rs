@@ -1,5 +1,7 @@
 //! Every raw libhdf5 call smdfs makes beyond the `hdf5` crate's safe API — a dataset's fill
-//! value, whole-dataset writes, and row hyperslabs read or written — and the one mapping of
+//! value, whole-dataset writes, row hyperslabs read or written, raw attribute writes, and the
+//! dimension-scale calls of libhdf5's high-level library (`H5DSset_scale`,
+//! `H5DSattach_scale`, in `libhdf5_hl` beside `libhdf5`) — and the one mapping of
 //! libhdf5 failures to [`Error::Hdf5`]. Each function checks the buffer against the
 //! dataset's selection before calling libhdf5, so none can read or write past a buffer, and
 //! each runs under the `hdf5` crate's global lock.
@@ -14,6 +16,42 @@ use hdf5_sys::h5s::{H5S_seloper_t, H5Sclose, H5Screate_simple, H5Sselect_hypersl
 use hdf5_sys::h5t::H5Tget_size;
 
 use crate::error::Error;
+
+#[link(name = "hdf5_hl")]
+extern "C" {
+    fn H5DSset_scale(dsid: hid_t, dimname: *const std::ffi::c_char) -> hdf5_sys::h5::herr_t;
+    fn H5DSattach_scale(did: hid_t, dsid: hid_t, idx: std::ffi::c_uint) -> hdf5_sys::h5::herr_t;
+}
+
+/// Makes dataset `ds` a dimension scale named `name` (its `CLASS` and `NAME` attributes).
+/// False if libhdf5 refuses or `name` holds a NUL.
+pub(crate) fn set_scale(ds: hid_t, name: &str) -> bool {
+    let Ok(name) = std::ffi::CString::new(name) else { return false };
+    // SAFETY: a live dataset id and a NUL-terminated name that outlives the call.
+    hdf5::sync::sync(|| unsafe { H5DSset_scale(ds, name.as_ptr()) >= 0 })
+}
+
+/// Attaches dimension scale `scale` to axis `axis` of dataset `ds` (the `DIMENSION_LIST` of
+/// `ds` and the `REFERENCE_LIST` of `scale`). False if libhdf5 refuses.
+pub(crate) fn attach_scale(ds: hid_t, scale: hid_t, axis: u32) -> bool {
+    // SAFETY: live dataset ids.
+    hdf5::sync::sync(|| unsafe { H5DSattach_scale(ds, scale, axis) >= 0 })
+}
+
+/// Writes an attribute's whole value from `bytes` with `mtype` as the memory type (the
+/// attribute's own type). The caller sized the attribute for exactly `bytes`; false if the
+/// length does not match `elements * size(mtype)` or libhdf5 fails.
+pub(crate) fn write_attr_bytes(attr: hid_t, mtype: hid_t, elements: usize, bytes: &[u8]) -> bool {
+    hdf5::sync::sync(|| {
+        // SAFETY: a live type id.
+        let elem = unsafe { H5Tget_size(mtype) };
+        if elem == 0 || elements.checked_mul(elem) != Some(bytes.len()) {
+            return false;
+        }
+        // SAFETY: live ids; `bytes` holds exactly the attribute's elements (checked above).
+        unsafe { hdf5_sys::h5a::H5Awrite(attr, mtype, bytes.as_ptr().cast()) >= 0 }
+    })
+}
 
 /// Maps an `hdf5` crate error to [`Error::Hdf5`] naming the file and the object.
 pub(crate) fn h5err(file: &Path, object: &str) -> impl FnOnce(hdf5::Error) -> Error {

@@ -6,9 +6,18 @@
 //! aligned group, `<P>` + `<P>_timestamp` for an unaligned field, ragged `x` as `x` (flat
 //! values) + `x_len` + `x_offsets` (rows + 1), `_present/<path>` for aligned fields with
 //! missing rows, `summary/<name>`.
+//!
+//! Conventions (netCDF-4/CF, so xarray, netCDF-C, kerchunk and zarr readers agree): every
+//! group's event-id column is a dimension scale (`timestamp`, `<G>/timestamp`,
+//! `<P>_timestamp`) attached to axis 0 of each dataset of the group (fields, masks, `x_len`);
+//! every other axis `k` of a dataset `<path>` is the dimension `<path>_dim<k>` (the flat ragged
+//! values' axis 0 included), a dimension without a variable. Each field's HDF5 fill property is
+//! the manifest's fill; a `_FillValue` attribute — what readers take as "missing" — is set only
+//! where rows can be missing (an aligned fixed field with missing rows), and such a field names
+//! its mask in `ancillary_variables`; masks carry `flag_values`/`flag_meanings`.
 
 use crate::error::{Error, Result};
-use crate::h5::skeleton::{text_dataset, AttrValue, DatasetPlan};
+use crate::h5::skeleton::{text_dataset, AttrValue, DatasetPlan, Dimension};
 use crate::model::dtype::Dtype;
 use crate::model::value::Kind;
 use crate::read::run::Run;
@@ -61,6 +70,11 @@ pub struct DatasetLayout {
     pub fill: Option<Vec<u8>>,
     /// Attributes.
     pub attrs: Vec<(String, AttrValue)>,
+    /// Per axis, the absolute path of its dimension scale (`/timestamp`, `/det/image_dim1`);
+    /// empty for scalars. The dimension's name is the path's last segment.
+    pub dims: Vec<String>,
+    /// Whether this dataset is a dimension scale itself (an event-id column).
+    pub scale: bool,
 }
 
 impl DatasetLayout {
@@ -74,9 +88,17 @@ impl DatasetLayout {
         self.shape.iter().skip(1).product::<u64>() * self.dtype.size() as u64
     }
 
+    /// The dimension names of its axes (the scales' last path segments), as xarray and a Zarr
+    /// array's `dimension_names` show them.
+    pub fn dim_names(&self) -> Vec<String> {
+        self.dims.iter().map(|d| d.rsplit('/').next().unwrap_or(d).to_string()).collect()
+    }
+
     /// The skeleton plan of this dataset (literal data included, other bytes left as holes).
     pub fn skeleton_plan(&self) -> DatasetPlan {
         DatasetPlan {
+            dims: self.dims.clone(),
+            scale: self.scale,
             path: format!("/{}", self.path),
             dtype: self.dtype,
             shape: self.shape.clone(),
@@ -95,7 +117,29 @@ fn gather(group: usize, columns: Vec<Option<u32>>, row_bytes: usize, fill: Vec<u
 }
 
 fn dataset(path: String, dtype: Dtype, shape: Vec<u64>, source: Source) -> DatasetLayout {
-    DatasetLayout { path, dtype, shape, source, npy: true, fill: None, attrs: vec![] }
+    let dims = (0..shape.len()).map(|k| format!("/{path}_dim{k}")).collect();
+    DatasetLayout { path, dtype, shape, source, npy: true, fill: None, attrs: vec![], dims, scale: false }
+}
+
+fn text(s: impl Into<String>) -> AttrValue {
+    AttrValue::Str(s.into())
+}
+
+/// The dimensions without a variable that `plan`'s datasets name (every dimension that is not
+/// a scale dataset of the plan), with their lengths, in first use order.
+pub fn dimensions(plan: &[DatasetLayout]) -> Vec<Dimension> {
+    let scales: std::collections::HashSet<String> =
+        plan.iter().filter(|d| d.scale).map(|d| format!("/{}", d.path)).collect();
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for d in plan {
+        for (dim, &len) in d.dims.iter().zip(&d.shape) {
+            if !scales.contains(dim) && seen.insert(dim.clone()) {
+                out.push(Dimension { path: dim.clone(), len });
+            }
+        }
+    }
+    out
 }
 
 /// The run's datasets, in HDF5 order.
@@ -113,9 +157,23 @@ pub fn plan(run: &Run) -> Vec<DatasetLayout> {
         };
         let mut d =
             dataset(path, Dtype::U64, vec![g.index.len()], gather(gi, run.id_columns(gi).to_vec(), 8, vec![0; 8]));
-        d.attrs.push(("description".into(), AttrValue::Str("event ids, ascending".into())));
+        d.dims = vec![format!("/{}", d.path)];
+        d.scale = true;
+        d.attrs.push(("long_name".into(), text("event id")));
+        d.attrs.push(("description".into(), text("event ids, ascending")));
         ds.push(d);
     }
+    // The event axis of each group: the scale of its id column.
+    let axis = |gi: usize| -> String {
+        let g = &groups[gi].spec;
+        if g.name.is_empty() {
+            "/timestamp".to_string()
+        } else if g.aligned {
+            format!("/{}/timestamp", g.name)
+        } else {
+            format!("/{}_timestamp", g.name)
+        }
+    };
     for (fi, f) in run.fields().iter().enumerate() {
         let g = &groups[f.group];
         let rows = g.index.len();
@@ -133,6 +191,14 @@ pub fn plan(run: &Run) -> Vec<DatasetLayout> {
         if let Some(u) = &f.spec.units {
             attrs.push(("units".into(), AttrValue::Str(u.clone())));
         }
+        // Only rows that can be missing get a `_FillValue` (readers mask values equal to it).
+        let can_miss = g.spec.aligned && f.missing > 0;
+        if can_miss && f.spec.kind == Kind::Fixed {
+            attrs.push(("_FillValue".into(), AttrValue::Typed(f.spec.dtype, f.spec.fill.clone())));
+        }
+        if can_miss {
+            attrs.push(("ancillary_variables".into(), text(format!("/_present/{base}"))));
+        }
         if let Some(st) = run.stats().get(&f.spec.path) {
             attrs.push(("count".into(), AttrValue::U64(st.count)));
             if st.count > 0 {
@@ -147,8 +213,9 @@ pub fn plan(run: &Run) -> Vec<DatasetLayout> {
             let cols = f.columns.iter().map(|c| c.data).collect();
             let src = gather(f.group, cols, f.spec.row_bytes(), f.spec.fill.repeat(f.spec.elements_per_row()));
             let mut d = dataset(base.clone(), f.spec.dtype, shape, src);
-            d.fill = g.spec.aligned.then(|| f.spec.fill.clone());
+            d.fill = Some(f.spec.fill.clone());
             d.attrs = attrs;
+            d.dims[0] = axis(f.group);
             ds.push(d);
         } else {
             let elems = f.offsets.as_ref().map_or(0, |o| o.get().last().copied().unwrap_or(0));
@@ -158,15 +225,37 @@ pub fn plan(run: &Run) -> Vec<DatasetLayout> {
             ));
             let src = Source::RaggedValues { field: fi, elem: f.spec.dtype.size() };
             let mut d = dataset(base.clone(), f.spec.dtype, vec![elems], src);
+            d.fill = Some(f.spec.fill.clone());
             d.attrs = attrs;
             ds.push(d);
             let cols = f.columns.iter().map(|c| c.len).collect();
-            ds.push(dataset(format!("{base}_len"), Dtype::U64, vec![rows], gather(f.group, cols, 8, vec![0; 8])));
-            ds.push(dataset(format!("{base}_offsets"), Dtype::U64, vec![rows + 1], Source::Offsets { field: fi }));
+            let mut len = dataset(format!("{base}_len"), Dtype::U64, vec![rows], gather(f.group, cols, 8, vec![0; 8]));
+            len.dims[0] = axis(f.group);
+            len.attrs = vec![
+                ("long_name".into(), text(format!("elements of {base} in each row"))),
+                // CF's contiguous ragged array: this count variable runs along the values' axis.
+                ("sample_dimension".into(), text(format!("{}_dim0", base.rsplit('/').next().unwrap_or(&base)))),
+            ];
+            ds.push(len);
+            let mut offs =
+                dataset(format!("{base}_offsets"), Dtype::U64, vec![rows + 1], Source::Offsets { field: fi });
+            offs.attrs = vec![(
+                "long_name".into(),
+                text(format!("row i of {base} is {base}[{base}_offsets[i]:{base}_offsets[i+1]] (rows + 1 entries)")),
+            )];
+            ds.push(offs);
         }
-        if g.spec.aligned && f.missing > 0 {
+        if can_miss {
             let cols = f.columns.iter().map(|c| c.present).collect();
-            ds.push(dataset(format!("_present/{base}"), Dtype::Bool, vec![rows], gather(f.group, cols, 1, vec![0])));
+            let mut m = dataset(format!("_present/{base}"), Dtype::Bool, vec![rows], gather(f.group, cols, 1, vec![0]));
+            m.dims[0] = axis(f.group);
+            m.attrs = vec![
+                ("long_name".into(), text(format!("whether {base} is present in the event"))),
+                ("flag_values".into(), AttrValue::Array(Dtype::Bool, vec![0, 1])),
+                ("flag_meanings".into(), text("missing present")),
+                ("missing".into(), AttrValue::U64(f.missing)),
+            ];
+            ds.push(m);
         }
     }
     for s in run.summary() {
@@ -180,6 +269,10 @@ pub fn plan(run: &Run) -> Vec<DatasetLayout> {
         };
         let mut d = dataset(path, dtype, shape, Source::Literal(s.data()));
         d.npy = false;
+        d.attrs.insert(0, ("long_name".into(), text(format!("summary value {}", s.path))));
+        if s.kind == Kind::Str {
+            d.attrs.push(("encoding".into(), text("utf-8")));
+        }
         ds.push(d);
     }
     ds

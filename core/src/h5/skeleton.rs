@@ -41,6 +41,12 @@ pub enum AttrValue {
     F64(f64),
     /// A variable-length UTF-8 string (must not contain NUL).
     Str(String),
+    /// One little-endian element of a [`Dtype`], stored with the dtype's own file type as a
+    /// scalar (CF's `_FillValue` must have its variable's type).
+    Typed(Dtype, Vec<u8>),
+    /// Little-endian elements of a [`Dtype`] as a 1-D array (`flag_values`,
+    /// `_Netcdf4Coordinates`).
+    Array(Dtype, Vec<u8>),
 }
 
 /// One dataset to place in the skeleton.
@@ -59,12 +65,27 @@ pub struct DatasetPlan {
     pub data: Option<Vec<u8>>,
     /// Attributes of the dataset.
     pub attrs: Vec<(String, AttrValue)>,
+    /// Per axis, the absolute path of the dimension scale attached to it (a plan with
+    /// [`DatasetPlan::scale`] set, or a [`Dimension`]); empty for no scales.
+    pub dims: Vec<String>,
+    /// Whether this (1-D) dataset is itself a dimension scale, named by its path's last
+    /// segment (a netCDF coordinate variable such as `/timestamp`).
+    pub scale: bool,
 }
 
 impl DatasetPlan {
-    /// A plan with no fill value, no literal data and no attributes.
+    /// A plan with no fill value, no literal data, no attributes and no dimension scales.
     pub fn new(path: impl Into<String>, dtype: Dtype, shape: Vec<u64>) -> DatasetPlan {
-        DatasetPlan { path: path.into(), dtype, shape, fill: None, data: None, attrs: Vec::new() }
+        DatasetPlan {
+            path: path.into(),
+            dtype,
+            shape,
+            fill: None,
+            data: None,
+            attrs: Vec::new(),
+            dims: Vec::new(),
+            scale: false,
+        }
     }
 
     /// Bytes of the dataset's raw data: `product(shape) * dtype.size()`.
@@ -85,6 +106,20 @@ pub fn text_dataset(path: &str, text: &str) -> DatasetPlan {
         ..DatasetPlan::new(path, Dtype::U8, vec![text.len() as u64])
     }
 }
+
+/// A named dimension with no variable of its own (netCDF-4's "dimension but not a variable"):
+/// an empty dimension-scale dataset that is never allocated, so it costs no bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dimension {
+    /// Absolute path (`/det/image_dim1`); the dimension's name is its last segment.
+    pub path: String,
+    /// Length.
+    pub len: u64,
+}
+
+/// What netCDF-4 stores as the `NAME` of a dimension that is not a variable; h5netcdf and
+/// netCDF-C recognise it by this prefix.
+const DIM_WITHOUT_VARIABLE: &str = "This is a netCDF dimension but not a netCDF variable.";
 
 /// Where a dataset's raw bytes live in the skeleton.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -117,12 +152,14 @@ pub struct SkeletonLayout {
 /// Writes the skeleton file at `path` and returns its layout.
 ///
 /// An existing file at `path` is unlinked first, so a reader holding it open keeps the old
-/// bytes; on error a partial file may be left behind. Plans are checked (lengths of `fill` and `data`, bool bytes 0 or 1) before the file
-/// is touched; libhdf5 failures (a path used twice, say) are [`Error::Usage`] naming the file
-/// and the dataset.
+/// bytes; on error a partial file may be left behind. Plans are checked (lengths of `fill` and
+/// `data`, bool bytes 0 or 1) before the file is touched; libhdf5 failures (a path used twice,
+/// say) are [`Error::Hdf5`] naming the file and the dataset. `dims` are the dimensions without
+/// a variable that plans' [`DatasetPlan::dims`] name; see [`write_dimensions`] for the scales.
 pub fn build_skeleton(
     path: &Path,
     plans: &[DatasetPlan],
+    dims: &[Dimension],
     root_attrs: &[(String, AttrValue)],
 ) -> Result<SkeletonLayout> {
     let mut sizes = Vec::with_capacity(plans.len());
@@ -134,7 +171,7 @@ pub fn build_skeleton(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(Error::io(path, e)),
     }
-    let datasets = hdf5::sync::sync(|| write_file(path, plans, &sizes, root_attrs))?;
+    let datasets = hdf5::sync::sync(|| write_file(path, plans, &sizes, dims, root_attrs))?;
     let on_disk = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
     let file_size = datasets.iter().map(DatasetExtent::end).fold(on_disk, u64::max);
     Ok(SkeletonLayout { datasets, file_size })
@@ -210,6 +247,7 @@ fn write_file(
     path: &Path,
     plans: &[DatasetPlan],
     sizes: &[u64],
+    dims: &[Dimension],
     root_attrs: &[(String, AttrValue)],
 ) -> Result<Vec<DatasetExtent>> {
     let file = hdf5::File::with_options()
@@ -222,6 +260,7 @@ fn write_file(
         let offset = create_dataset(path, &file, plan, size)?;
         extents.push(DatasetExtent { path: plan.path.clone(), offset, size });
     }
+    write_dimensions(SKELETON, path, &file, plans, dims)?;
     file.close().map_err(h5err(path, "close"))?;
     Ok(extents)
 }
@@ -285,11 +324,109 @@ pub(crate) fn write_attrs(
                     let v: VarLenUnicode = s.parse().map_err(|e| fail(&e))?;
                     loc.new_attr::<VarLenUnicode>().create(n).and_then(|a| a.write_scalar(&v))
                 }
+                AttrValue::Typed(dtype, bytes) | AttrValue::Array(dtype, bytes) => {
+                    let elements = bytes.len() / dtype.size().max(1);
+                    let t = Datatype::from_descriptor(&descriptor(*dtype)).map_err(|e| fail(&e))?;
+                    let b = loc.new_attr_builder().empty_as(&t);
+                    let a = match value {
+                        AttrValue::Typed(..) => b.create(n),
+                        _ => b.shape(elements).create(n),
+                    }
+                    .map_err(|e| fail(&e))?;
+                    if !ffi::write_attr_bytes(a.id(), t.id(), elements, bytes) {
+                        return Err(fail(&"cannot write the value"));
+                    }
+                    Ok(())
+                }
             }
             .map_err(|e| fail(&e))?;
         }
         Ok(())
     })
+}
+
+/// Makes the plans' dimension scales and attaches them, as netCDF-4 files do, so xarray
+/// (h5netcdf, netCDF4), h5py's `ds.dims` and kerchunk see named, shared dimensions: each plan
+/// with [`DatasetPlan::scale`] becomes a scale named by its last path segment; each of `dims`
+/// becomes an unallocated scale whose `NAME` marks it a dimension without a variable; every
+/// scale gets a file-wide `_Netcdf4Dimid` (in order: scale plans, then `dims`) and every plan
+/// with dimensions `_Netcdf4Coordinates` (its axes' dimids), which also tells netCDF-aware
+/// readers (kerchunk) that only a `_FillValue` attribute, never the fill property, marks
+/// missing values. Then every axis of every plan is attached to its scale. Shared by the
+/// skeleton and `export`; `label` starts error messages.
+pub(crate) fn write_dimensions(
+    label: &str,
+    path: &Path,
+    file: &hdf5::File,
+    plans: &[DatasetPlan],
+    dims: &[Dimension],
+) -> Result<()> {
+    let fail = |what: &str, why: &dyn std::fmt::Display| ffi::fail(path, &format!("{label}: {what}"), why);
+    let mut dimids: std::collections::HashMap<&str, i32> = std::collections::HashMap::new();
+    hdf5::sync::sync(|| -> Result<()> {
+        for plan in plans.iter().filter(|p| p.scale) {
+            let name = plan.path.rsplit('/').next().unwrap_or(&plan.path);
+            let ds = file.dataset(&plan.path).map_err(|e| fail(&plan.path, &e))?;
+            if !ffi::set_scale(ds.id(), name) {
+                return Err(fail(&plan.path, &"cannot make it a dimension scale"));
+            }
+            let id = dimids.len() as i32;
+            dimids.insert(&plan.path, id);
+            write_attrs(label, path, &plan.path, &ds, &[("_Netcdf4Dimid".into(), int32(id))])?;
+        }
+        for d in dims {
+            let t = Datatype::from_descriptor(&descriptor(Dtype::F32)).map_err(|e| fail(&d.path, &e))?;
+            let dcpl = DatasetCreate::build()
+                .layout(Layout::Contiguous)
+                .alloc_time(Some(AllocTime::Late))
+                .fill_time(FillTime::Never)
+                .obj_track_times(false)
+                .finish()
+                .map_err(|e| fail(&d.path, &e))?;
+            let ds = file
+                .new_dataset_builder()
+                .set_dcpl(&dcpl)
+                .no_chunk()
+                .empty_as(&t)
+                .shape(vec![d.len as usize])
+                .create(d.path.as_str())
+                .map_err(|e| fail(&d.path, &e))?;
+            if !ffi::set_scale(ds.id(), &format!("{DIM_WITHOUT_VARIABLE}{:10}", d.len)) {
+                return Err(fail(&d.path, &"cannot make it a dimension scale"));
+            }
+            let id = dimids.len() as i32;
+            dimids.insert(&d.path, id);
+            write_attrs(label, path, &d.path, &ds, &[("_Netcdf4Dimid".into(), int32(id))])?;
+        }
+        for plan in plans.iter().filter(|p| !p.dims.is_empty()) {
+            if plan.dims.len() != plan.shape.len() {
+                return Err(fail(&plan.path, &format!("{} dimensions for shape {:?}", plan.dims.len(), plan.shape)));
+            }
+            let ids: Vec<i32> = plan
+                .dims
+                .iter()
+                .map(|d| dimids.get(d.as_str()).copied().ok_or_else(|| fail(&plan.path, &format!("no dimension {d}"))))
+                .collect::<Result<_>>()?;
+            let ds = file.dataset(&plan.path).map_err(|e| fail(&plan.path, &e))?;
+            let ids = AttrValue::Array(Dtype::I32, ids.iter().flat_map(|v| v.to_le_bytes()).collect());
+            write_attrs(label, path, &plan.path, &ds, &[("_Netcdf4Coordinates".into(), ids)])?;
+            if plan.scale {
+                continue; // a scale is its own dimension; libhdf5 attaches nothing to a scale
+            }
+            for (axis, d) in plan.dims.iter().enumerate() {
+                let scale = file.dataset(d).map_err(|e| fail(d, &e))?;
+                if !ffi::attach_scale(ds.id(), scale.id(), axis as u32) {
+                    return Err(fail(&plan.path, &format!("cannot attach dimension scale {d} to axis {axis}")));
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+/// A scalar int32 attribute value.
+fn int32(value: i32) -> AttrValue {
+    AttrValue::Typed(Dtype::I32, value.to_le_bytes().to_vec())
 }
 
 #[cfg(test)]
@@ -351,7 +488,7 @@ mod tests {
             ("first".to_string(), AttrValue::I64(-3)),
             ("title".to_string(), AttrValue::Str("a run".into())),
         ];
-        let layout = build_skeleton(&path, &plans, &root).unwrap();
+        let layout = build_skeleton(&path, &plans, &[], &root).unwrap();
         assert_eq!(layout.datasets.len(), plans.len());
         for (p, d) in plans.iter().zip(&layout.datasets) {
             assert_eq!(p.path, d.path);
@@ -432,7 +569,7 @@ mod tests {
             DatasetPlan { fill: Some(f64::NAN.to_le_bytes().to_vec()), ..plan("/big", Dtype::F64, &[1 << 27]) },
             DatasetPlan { data: Some(7i32.to_le_bytes().to_vec()), ..plan("/after", Dtype::I32, &[]) },
         ];
-        let layout = build_skeleton(&path, &plans, &[]).unwrap();
+        let layout = build_skeleton(&path, &plans, &[], &[]).unwrap();
         let big = extent(&layout, "/big");
         assert_eq!(big.size, 1 << 30);
         let meta = std::fs::metadata(&path).unwrap();
@@ -457,7 +594,7 @@ mod tests {
             plans.push(plan(&format!("/m{i}"), dtype, &[5, 3, i as u64]));
         }
         std::fs::write(&path, b"an older skeleton").unwrap();
-        let layout = build_skeleton(&path, &plans, &[]).unwrap();
+        let layout = build_skeleton(&path, &plans, &[], &[]).unwrap();
         let mut live: Vec<&DatasetExtent> = layout.datasets.iter().filter(|d| d.size > 0).collect();
         assert_eq!(live.len(), plans.len() - 1); // only /m0 is empty
         live.sort_by_key(|d| d.offset);
@@ -478,12 +615,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("run.h5");
         let short = DatasetPlan { data: Some(vec![0; 7]), ..plan("/x", Dtype::F64, &[1]) };
-        assert!(matches!(build_skeleton(&path, &[short], &[]), Err(Error::BadValue { .. })));
+        assert!(matches!(build_skeleton(&path, &[short], &[], &[]), Err(Error::BadValue { .. })));
         let two = DatasetPlan { fill: Some(vec![2]), ..plan("/b", Dtype::Bool, &[1]) };
-        assert!(matches!(build_skeleton(&path, &[two], &[]), Err(Error::BadValue { .. })));
+        assert!(matches!(build_skeleton(&path, &[two], &[], &[]), Err(Error::BadValue { .. })));
         assert!(!path.exists());
         let twice = [plan("/x", Dtype::U8, &[1]), plan("/x", Dtype::U8, &[1])];
-        let err = build_skeleton(&path, &twice, &[]).unwrap_err().to_string();
+        let err = build_skeleton(&path, &twice, &[], &[]).unwrap_err().to_string();
         assert!(err.contains("HDF5 skeleton") && err.contains("/x"), "{err}");
     }
 }
