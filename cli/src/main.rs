@@ -171,7 +171,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::Mount { run, mountpoint, foreground, allow_other, name, threads } => {
             let mount = smdfs_fuse::mount::MountOptions { allow_other, threads, ..Default::default() };
-            let view = smdfs_fuse::ViewOptions { h5_name: name };
+            let view = smdfs_fuse::ViewOptions { h5_name: name, ..Default::default() };
             daemon::mount(daemon::MountArgs { run, mountpoint, foreground, view, mount })
         }
         Cmd::Umount { mountpoint, lazy } => daemon::umount(&mountpoint, lazy),

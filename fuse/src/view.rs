@@ -9,7 +9,8 @@
 //! `/timestamp`, `/<path>` per aligned field, `/<G>/timestamp` + `/<G>/<path>` for a named
 //! aligned group, `/<P>` + `/<P>_timestamp` for an unaligned field, ragged `x` as `/x` (flat
 //! values) + `/x_len` + `/x_offsets`, `/_present/<path>` for aligned fields with missing
-//! rows, `/summary/<name>`.
+//! rows, `/summary/<name>`. `run.zarr/` shows the same datasets as a Zarr v3 hierarchy whose
+//! chunk files are extents of the same dataset bytes (see [`zarr`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -23,6 +24,8 @@ use smdfs::Run;
 
 use crate::error::ViewError;
 use smdfs::format::npy;
+
+mod zarr;
 
 /// Inode number (root is [`ROOT_INO`]).
 pub type Ino = u64;
@@ -69,11 +72,13 @@ pub struct DirEntry {
 pub struct ViewOptions {
     /// Name of the HDF5 file (default `run.h5`).
     pub h5_name: String,
+    /// Name of the Zarr v3 directory (default `run.zarr`; empty: none).
+    pub zarr_name: String,
 }
 
 impl Default for ViewOptions {
     fn default() -> Self {
-        ViewOptions { h5_name: "run.h5".into() }
+        ViewOptions { h5_name: "run.h5".into(), zarr_name: "run.zarr".into() }
     }
 }
 
@@ -134,6 +139,9 @@ impl View {
     pub fn from_run(run: Run, opts: &ViewOptions) -> Result<View, ViewError> {
         if opts.h5_name.is_empty() || opts.h5_name.contains('/') || opts.h5_name == "arrays" {
             return Err(ViewError::Layout(format!("invalid HDF5 file name {:?}", opts.h5_name)));
+        }
+        if opts.zarr_name.contains('/') || ["arrays", opts.h5_name.as_str()].contains(&opts.zarr_name.as_str()) {
+            return Err(ViewError::Layout(format!("invalid Zarr directory name {:?}", opts.zarr_name)));
         }
         let mtime = std::fs::metadata(run.dir().join(smdfs::format::manifest::MANIFEST_FILE))
             .and_then(|m| m.modified())
@@ -213,6 +221,9 @@ impl View {
                 parent = view.add_dir(parent, seg)?;
             }
             view.add_file(parent, &format!("{name}.npy"), hl + size, ext)?;
+        }
+        if !opts.zarr_name.is_empty() {
+            zarr::add(&mut view, &opts.zarr_name)?;
         }
         Ok(view)
     }
