@@ -41,7 +41,8 @@ enum Cmd {
     /// Check a run: every commit's checksum, committed lengths against file sizes, row
     /// counts, the global index and offsets against the shards, the manifest against the
     /// shards. Exit 0 when the committed data is sound (torn log tails are reported, not
-    /// damage), 1 when committed data is damaged, 2 on usage errors.
+    /// damage), 1 when committed data is damaged, 2 on usage errors (RUN missing or not a
+    /// directory).
     Verify {
         /// Run directory.
         run: PathBuf,
@@ -57,15 +58,16 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Mount a run read-only: one HDF5 file (`run.h5`) and `arrays/**/*.npy`.
+    /// Mount a run read-only: one HDF5 file (`run.h5`), `run.zarr/` and `arrays/**/*.npy`.
     ///
     /// Returns once the mount is ready; a background process serves it until `smdfs umount
     /// MOUNTPOINT` (or SIGTERM to it). Only the mounting user can read it unless
     /// --allow-other. A run still being written is shown live: the mount grows as commits
     /// land (within about a second), a file already open keeps the snapshot it was opened
-    /// with, and the view becomes the complete run when the writer finishes. Exits 1 when
-    /// RUN is not a run or MOUNTPOINT is missing, not an empty directory, or already a mount
-    /// point.
+    /// with, and the view becomes the complete run when the writer finishes. The mount also
+    /// shows `run.zarr/`, the same datasets as a Zarr v3 hierarchy. Exits 2 when RUN does not
+    /// exist, 1 when RUN is not a run or MOUNTPOINT is missing, not an empty directory, or
+    /// already a mount point.
     Mount {
         /// Run directory.
         run: PathBuf,
@@ -85,19 +87,29 @@ enum Cmd {
         threads: usize,
     },
     /// Write one standalone HDF5 file with the layout of the view's `run.h5` (chunked,
-    /// optionally gzip-compressed), for users who must ship a single file. LZF needs a
-    /// libhdf5 with h5py's LZF filter registered; without it the export fails (no fallback).
+    /// optionally gzip-compressed), for users who must ship a single file; or, with
+    /// `--format zarr`, the view's `run.zarr/` as a directory of real files (gzip-compressed
+    /// chunks), for object stores. LZF needs a libhdf5 with h5py's LZF filter registered;
+    /// without it the export fails (no fallback). An existing OUT is replaced only with --force.
     Export {
         /// Run directory.
         run: PathBuf,
-        /// HDF5 file to write (replaced if it exists).
+        /// HDF5 file (or, with `--format zarr`, directory) to write.
+        #[arg(value_name = "OUT")]
         file: PathBuf,
-        /// none, gzip (level 4), gzip=0..9 or lzf.
-        #[arg(long, default_value = "none")]
-        compression: String,
-        /// Rows per chunk (default: about 1 MiB of rows).
+        /// hdf5 (one file) or zarr (a Zarr v3 directory tree).
+        #[arg(long, default_value = "hdf5", value_parser = ["hdf5", "zarr"])]
+        format: String,
+        /// HDF5: none (default), gzip (level 4), gzip=0..9 or lzf. Zarr: gzip (default, level
+        /// 4) or gzip=0..9.
+        #[arg(long)]
+        compression: Option<String>,
+        /// Rows per chunk of the HDF5 file (default: about 1 MiB of rows).
         #[arg(long)]
         chunk_rows: Option<u64>,
+        /// Replace OUT if it exists.
+        #[arg(long)]
+        force: bool,
     },
     /// Unmount a mount made by `smdfs mount`; fails while a process still uses it.
     Umount {
@@ -109,6 +121,23 @@ enum Cmd {
     },
 }
 
+/// A usage error found by the command itself (a missing path, an output that exists without
+/// `--force`): printed as is, exit status 2 like clap's own.
+#[derive(Debug)]
+struct Usage(String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+fn usage(msg: impl Into<String>) -> anyhow::Error {
+    Usage(msg.into()).into()
+}
+
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(code) => code,
@@ -116,9 +145,52 @@ fn main() -> ExitCode {
             if e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("smdfs: {e:#}");
-            ExitCode::FAILURE
+            eprintln!("smdfs: {}", message(&e));
+            if is_usage(&e) {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
+    }
+}
+
+/// The error and its causes joined by `: `, each printed once: a cause whose text the message
+/// already ends with (an I/O error that prints its OS cause, then that cause again as its
+/// source) is skipped.
+fn message(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.ends_with(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+/// Whether the error is the user's to fix by changing the command line (exit 2).
+fn is_usage(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.is::<Usage>()
+            || matches!(c.downcast_ref::<smdfs::Error>(), Some(smdfs::Error::Usage(_) | smdfs::Error::RunExists { .. }))
+    })
+}
+
+/// A usage error unless `path` exists and is a directory (the RUN argument of a command).
+fn existing_dir(path: &std::path::Path) -> anyhow::Result<()> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(usage(format!("{} is not a directory (RUN must be a run directory)", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(usage(format!("{} does not exist", path.display()))),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
+            Err(usage(format!("{} does not exist (a parent is not a directory)", path.display())))
+        }
+        Err(e) => Err(anyhow::Error::new(e).context(format!("reading {}", path.display()))),
     }
 }
 
@@ -126,8 +198,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
         Cmd::Demo { out, events, servers, clients, force } => {
             let t = std::time::Instant::now();
-            let r = smdfs::demo::write_demo(&out, events, servers, clients, force)
-                .with_context(|| format!("writing the demo run to {}", out.display()))?;
+            let r = match smdfs::demo::write_demo(&out, events, servers, clients, force) {
+                Err(smdfs::Error::RunExists { path }) => {
+                    return Err(usage(format!("{} already holds a run (pass --force to replace it)", path.display())))
+                }
+                r => r.with_context(|| format!("writing the demo run to {}", out.display()))?,
+            };
             let secs = t.elapsed().as_secs_f64();
             // MPI mode (feature `mpi`, under mpirun): clients are the ranks that are not
             // servers, and rank 0 speaks for the job.
@@ -147,6 +223,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::Verify { run, json } => verify(&run, json),
         Cmd::Info { run, json } => {
+            existing_dir(&run)?;
             let r = smdfs::Run::open(&run).with_context(|| format!("opening {}", run.display()))?;
             let info = smdfs::RunInfo::of(&r);
             // The files `smdfs mount` would show, with their sizes.
@@ -163,19 +240,46 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 print_info(&mut out, &info)?;
                 writeln!(out, "view files (smdfs mount)")?;
-                for (p, size) in &files {
+                // The Zarr tree's many chunk files are summed up on one line.
+                let zarr = "run.zarr/";
+                let (z, rest): (Vec<_>, Vec<_>) = files.iter().partition(|(p, _)| p.starts_with(zarr));
+                for (p, size) in &rest {
                     writeln!(out, "  {p:<40} {size:>14}")?;
+                }
+                if !z.is_empty() {
+                    let total: u64 = z.iter().map(|(_, s)| s).sum();
+                    writeln!(out, "  {:<40} {total:>14}  ({} files, Zarr v3)", zarr, z.len())?;
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Mount { run, mountpoint, foreground, allow_other, name, threads } => {
+            existing_dir(&run)?;
             let mount = smdfs_fuse::mount::MountOptions { allow_other, threads, ..Default::default() };
             let view = smdfs_fuse::ViewOptions { h5_name: name, ..Default::default() };
             daemon::mount(daemon::MountArgs { run, mountpoint, foreground, view, mount })
         }
         Cmd::Umount { mountpoint, lazy } => daemon::umount(&mountpoint, lazy),
-        Cmd::Export { run, file, compression, chunk_rows } => export(&run, &file, &compression, chunk_rows),
+        Cmd::Export { run, file, format, compression, chunk_rows, force } => {
+            existing_dir(&run)?;
+            if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty() && !p.is_dir()) {
+                return Err(usage(format!(
+                    "{} is not a directory (OUT must be in an existing directory)",
+                    parent.display()
+                )));
+            }
+            if file.symlink_metadata().is_ok() && !force {
+                return Err(usage(format!("{} already exists (pass --force to replace it)", file.display())));
+            }
+            if format == "zarr" {
+                if chunk_rows.is_some() {
+                    return Err(usage("--chunk-rows applies to --format hdf5 only (Zarr chunks hold about 8 MiB)"));
+                }
+                export_zarr(&run, &file, compression.as_deref().unwrap_or("gzip"), force)
+            } else {
+                export(&run, &file, compression.as_deref().unwrap_or("none"), chunk_rows)
+            }
+        }
     }
 }
 
@@ -225,7 +329,8 @@ fn export(
     chunk_rows: Option<u64>,
 ) -> anyhow::Result<ExitCode> {
     use std::io::IsTerminal;
-    let compression = compression.parse()?;
+    let compression =
+        compression.parse::<smdfs::h5::export::Compression>().map_err(|e| usage(format!("--compression: {e}")))?;
     let opts = smdfs::h5::export::ExportOptions { compression, chunk_rows };
     let r = smdfs::Run::open(run).with_context(|| format!("opening {}", run.display()))?;
     let bar = std::io::stderr().is_terminal().then(|| {
@@ -259,8 +364,60 @@ fn export(
     Ok(ExitCode::SUCCESS)
 }
 
+fn progress_bar(what: &str) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal().then(|| {
+        let b = indicatif::ProgressBar::new(0);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(&format!("{what} {{bar:40}} {{bytes}}/{{total_bytes}} ({{eta}})"))
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b
+    })
+}
+
+fn export_zarr(
+    run: &std::path::Path,
+    out: &std::path::Path,
+    compression: &str,
+    force: bool,
+) -> anyhow::Result<ExitCode> {
+    let level = match compression.split_once('=') {
+        None if compression == "gzip" => 4,
+        Some(("gzip", l)) => l.parse::<u32>().ok().filter(|&l| l <= 9).ok_or_else(|| {
+            usage(format!("--compression {compression:?}: expected gzip or gzip=0..9 for --format zarr"))
+        })?,
+        _ => return Err(usage(format!("--compression {compression:?}: expected gzip or gzip=0..9 for --format zarr"))),
+    };
+    let r = smdfs::Run::open(run).with_context(|| format!("opening {}", run.display()))?;
+    let bar = progress_bar("exporting");
+    let t = std::time::Instant::now();
+    let opts = smdfs::h5::zarr::ZarrExportOptions { gzip_level: level, overwrite: force };
+    let report = smdfs::h5::zarr::export(&r, out, &opts, &mut |done, total| {
+        if let Some(b) = &bar {
+            b.set_length(total);
+            b.set_position(done);
+        }
+    })
+    .with_context(|| format!("exporting {} to {}", run.display(), out.display()))?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "wrote {} (Zarr v3, {} arrays, {} chunk files, {} data bytes, {} bytes stored, gzip={level}) in {secs:.2} s",
+        report.path.display(),
+        report.arrays,
+        report.chunks,
+        report.data_bytes,
+        report.stored_bytes
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn verify(run: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
     use std::io::IsTerminal;
+    existing_dir(run)?;
     let bar = (!json && std::io::stderr().is_terminal()).then(|| {
         let b = indicatif::ProgressBar::new(0);
         b.set_style(
