@@ -48,6 +48,9 @@ pub(crate) fn write_attr_bytes(attr: hid_t, mtype: hid_t, elements: usize, bytes
         if elem == 0 || elements.checked_mul(elem) != Some(bytes.len()) {
             return false;
         }
+        if elements == 0 {
+            return true; // an empty array attribute has nothing to write
+        }
         // SAFETY: live ids; `bytes` holds exactly the attribute's elements (checked above).
         unsafe { hdf5_sys::h5a::H5Awrite(attr, mtype, bytes.as_ptr().cast()) >= 0 }
     })

@@ -350,7 +350,7 @@ pub(crate) fn write_attrs(
 /// with [`DatasetPlan::scale`] becomes a scale named by its last path segment; each of `dims`
 /// becomes an unallocated scale whose `NAME` marks it a dimension without a variable; every
 /// scale gets a file-wide `_Netcdf4Dimid` (in order: scale plans, then `dims`) and every plan
-/// with dimensions `_Netcdf4Coordinates` (its axes' dimids), which also tells netCDF-aware
+/// with dimensions `_Netcdf4Coordinates` (its axes' dimids; a scalar `_Netcdf4Dimid` -1), which also tells netCDF-aware
 /// readers (kerchunk) that only a `_FillValue` attribute, never the fill property, marks
 /// missing values. Then every axis of every plan is attached to its scale. Shared by the
 /// skeleton and `export`; `label` starts error messages.
@@ -397,6 +397,14 @@ pub(crate) fn write_dimensions(
             let id = dimids.len() as i32;
             dimids.insert(&d.path, id);
             write_attrs(label, path, &d.path, &ds, &[("_Netcdf4Dimid".into(), int32(id))])?;
+        }
+        for plan in plans.iter().filter(|p| p.shape.is_empty()) {
+            // A scalar has no dimensions to list, and netCDF-C refuses an empty
+            // `_Netcdf4Coordinates`; netCDF-C and h5netcdf ignore `_Netcdf4Dimid` on a dataset
+            // that is not a scale, so it is the scalar's netCDF-4 mark (kerchunk then takes
+            // no fill from the fill property).
+            let ds = file.dataset(&plan.path).map_err(|e| fail(&plan.path, &e))?;
+            write_attrs(label, path, &plan.path, &ds, &[("_Netcdf4Dimid".into(), int32(-1))])?;
         }
         for plan in plans.iter().filter(|p| !p.dims.is_empty()) {
             if plan.dims.len() != plan.shape.len() {
