@@ -1,5 +1,6 @@
 //! Integration tests across the smdfs crates, one module per area, all on real files.
 
+mod ecosystem;
 mod full_disk;
 mod live;
 mod mount;
