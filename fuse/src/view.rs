@@ -522,6 +522,66 @@ mod tests {
         assert!(f.dataset("n").unwrap().attr("units").is_err());
     }
 
+    fn text(v: &View, path: &str) -> String {
+        String::from_utf8(whole(v, path)).unwrap()
+    }
+
+    #[test]
+    fn zarr_chunk_files_are_the_dataset_bytes_padded_to_whole_chunks() {
+        let (_d, v) = demo_view(1234, 3, 4);
+        let root = text(&v, "run.zarr/zarr.json");
+        assert!(root.contains("\"consolidated_metadata\"") && root.contains("\"det/image\""), "{root}");
+        // (path, npy dtype, row bytes, shape after the event axis)
+        for (path, descr, rb, rest) in
+            [("det/image", "<u2", 64u64, ", 4, 8"), ("energy", "<f8", 8, ""), ("_present/maybe", "|b1", 1, "")]
+        {
+            let meta = text(&v, &format!("run.zarr/{path}/zarr.json"));
+            let rows = smdfs::h5::zarr::chunk_rows(1234, rb);
+            let chunk_shape: String = format!("{rows}{rest}").split(", ").collect::<Vec<_>>().join(",\n        ");
+            assert!(meta.contains(&chunk_shape), "{path}: {meta}");
+            assert!(meta.contains("\"name\": \"bytes\"") && meta.contains("\"endian\": \"little\""), "{meta}");
+            assert!(!meta.contains("gzip"), "{meta}");
+            let npy = whole(&v, &format!("arrays/{path}.npy"));
+            let body = npy_body(&npy, descr, "");
+            let mut joined = Vec::new();
+            for i in 0..1234u64.div_ceil(rows) {
+                let key = if rest.is_empty() { format!("c/{i}") } else { format!("c/{i}/0/0") };
+                let file = whole(&v, &format!("run.zarr/{path}/{key}"));
+                assert_eq!(file.len() as u64, rows * rb, "{path} chunk {i}");
+                joined.extend_from_slice(&file);
+            }
+            assert_eq!(&joined[..body.len()], body, "{path}");
+            assert!(joined[body.len()..].iter().all(|&b| b == 0), "{path}: padding");
+        }
+        let image = text(&v, "run.zarr/det/image/zarr.json");
+        assert!(image.contains("\"fill_value\": 65535") && !image.contains("_FillValue"), "{image}");
+        let dims = "\"dimension_names\": [\n    \"timestamp\",\n    \"image_dim1\",\n    \"image_dim2\"\n  ]";
+        assert!(image.contains(dims), "{image}");
+        let maybe = text(&v, "run.zarr/maybe/zarr.json");
+        assert!(
+            maybe.contains("\"fill_value\": \"NaN\"") && maybe.contains("\"_FillValue\": \"AAAAAAAA+H8=\""),
+            "{maybe}"
+        );
+        assert!(maybe.contains("\"ancillary_variables\": \"/_present/maybe\""), "{maybe}");
+        assert!(text(&v, "run.zarr/summary/n_events/zarr.json").contains("\"shape\": []"));
+        assert_eq!(whole(&v, "run.zarr/summary/n_events/c"), 1234u64.to_le_bytes());
+    }
+
+    #[test]
+    fn large_arrays_are_chunked_along_the_event_axis_near_eight_mebibytes() {
+        let (_d, v) = demo_view(300_000, 2, 2);
+        let names: Vec<String> =
+            v.readdir(v.resolve("run.zarr/det/image/c").unwrap().ino).unwrap().into_iter().map(|e| e.name).collect();
+        assert_eq!(names, ["0", "1", "2"]); // 131 072 rows of 64 bytes each
+        let last = v.resolve("run.zarr/det/image/c/2/0/0").unwrap();
+        assert_eq!(last.size, 8 << 20);
+        let mut buf = vec![0u8; 64];
+        v.read_into(last.ino, (300_000 - 2 * 131_072 - 1) * 64, &mut buf).unwrap();
+        let want: Vec<u8> = demo::image(299_999).iter().flat_map(|x| x.to_le_bytes()).collect();
+        assert_eq!(buf, want);
+        assert_eq!(v.resolve("run.zarr/energy/c/0").unwrap().size, 300_000 * 8);
+    }
+
     #[test]
     fn unknown_paths_and_directory_reads_are_errors() {
         let (_d, v) = demo_view(10, 1, 1);
@@ -529,7 +589,7 @@ mod tests {
         assert_eq!(v.read_into(ROOT_INO, 0, &mut [0u8; 4]).unwrap_err().to_errno(), libc::EISDIR);
         assert_eq!(v.readdir(v.resolve("run.h5").unwrap().ino).unwrap_err().to_errno(), libc::ENOTDIR);
         let names: Vec<String> = v.readdir(ROOT_INO).unwrap().into_iter().map(|e| e.name).collect();
-        assert_eq!(names, vec!["arrays".to_string(), "run.h5".to_string()]);
+        assert_eq!(names, ["arrays", "run.h5", "run.zarr"]);
         let files = v.files();
         assert!(files.iter().any(|(p, s)| p == "arrays/det/image.npy" && *s == 128 + 10 * 64));
         assert!(files.iter().any(|(p, _)| p == "run.h5"));
