@@ -66,8 +66,10 @@ fn export_writes_one_h5_file_that_h5py_reads_as_the_demo_formula() {
     let size = |p: &Path| std::fs::metadata(p).unwrap().len();
     assert!(size(&gz) < size(&plain), "gzip {} bytes, plain {}", size(&gz), size(&plain));
 
-    // Exporting again replaces the file.
+    // Exporting again replaces the file only with --force.
     let o = smdfs(&["export", r, gz.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let o = smdfs(&["export", r, gz.to_str().unwrap(), "--force"]);
     assert!(o.status.success(), "{}", text(&o));
     check_export(&gz, n);
 }

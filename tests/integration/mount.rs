@@ -121,7 +121,7 @@ fn every_tool_reads_the_demo_formula(n: u64, servers: usize, clients: usize, dum
     let mut names: Vec<String> =
         std::fs::read_dir(&mnt).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     names.sort();
-    assert_eq!(names, ["arrays", "run.h5"]);
+    assert_eq!(names, ["arrays", "run.h5", "run.zarr"]);
 
     let listing = run_tool(Command::new("h5ls").arg("-r").arg(&h5));
     for d in DATASETS {
