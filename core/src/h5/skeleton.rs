@@ -618,6 +618,44 @@ mod tests {
     }
 
     #[test]
+    fn dimension_scales_are_attached_and_numbered_as_netcdf4_does() {
+        let _g = serial();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run.h5");
+        let ts = DatasetPlan { scale: true, dims: vec!["/timestamp".into()], ..plan("/timestamp", Dtype::U64, &[6]) };
+        let image = DatasetPlan {
+            dims: vec!["/timestamp".into(), "/det/image_dim1".into()],
+            ..plan("/det/image", Dtype::U16, &[6, 4])
+        };
+        let n = DatasetPlan { data: Some(6u64.to_le_bytes().to_vec()), ..plan("/summary/n", Dtype::U64, &[]) };
+        let dims = [Dimension { path: "/det/image_dim1".into(), len: 4 }];
+        let layout = build_skeleton(&path, &[ts, image, n], &dims, &[]).unwrap();
+        assert_eq!(layout.datasets.len(), 3, "a dimension without a variable has no extent");
+        let file = hdf5::File::open(&path).unwrap();
+        let ts = file.dataset("timestamp").unwrap();
+        let img = file.dataset("det/image").unwrap();
+        let dim = file.dataset("det/image_dim1").unwrap();
+        let names = |d: &hdf5::Dataset| d.attr_names().unwrap();
+        assert!(names(&ts).contains(&"REFERENCE_LIST".to_string()), "{:?}", names(&ts));
+        assert!(names(&img).contains(&"DIMENSION_LIST".to_string()), "{:?}", names(&img));
+        assert_eq!(ts.attr("_Netcdf4Dimid").unwrap().read_scalar::<i32>().unwrap(), 0);
+        assert_eq!(dim.attr("_Netcdf4Dimid").unwrap().read_scalar::<i32>().unwrap(), 1);
+        assert_eq!(img.attr("_Netcdf4Coordinates").unwrap().read_raw::<i32>().unwrap(), vec![0, 1]);
+        assert_eq!(dim.shape(), vec![4]);
+        assert_eq!(dim.storage_size(), 0, "never allocated");
+        assert_eq!(file.dataset("summary/n").unwrap().read_scalar::<u64>().unwrap(), 6);
+        drop((ts, img, dim));
+        file.close().unwrap();
+        let out = h5dump(&["-A", path.to_str().unwrap()]);
+        assert!(out.contains("This is a netCDF dimension but not a netCDF variable.         4"), "{out}");
+        assert!(out.contains("\"/det/image_dim1\""), "{out}");
+        // A dimension the plans name but nobody declares is an error naming it.
+        let orphan = DatasetPlan { dims: vec!["/nowhere".into()], ..plan("/x", Dtype::U8, &[2]) };
+        let err = build_skeleton(&path, &[orphan], &[], &[]).unwrap_err().to_string();
+        assert!(err.contains("/x") && err.contains("/nowhere"), "{err}");
+    }
+
+    #[test]
     fn bad_plans_are_refused_before_the_file_is_touched_and_hdf5_errors_name_the_dataset() {
         let _g = serial();
         let dir = tempfile::tempdir().unwrap();
