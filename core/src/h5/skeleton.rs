@@ -155,7 +155,7 @@ pub struct SkeletonLayout {
 /// bytes; on error a partial file may be left behind. Plans are checked (lengths of `fill` and
 /// `data`, bool bytes 0 or 1) before the file is touched; libhdf5 failures (a path used twice,
 /// say) are [`Error::Hdf5`] naming the file and the dataset. `dims` are the dimensions without
-/// a variable that plans' [`DatasetPlan::dims`] name; see [`write_dimensions`] for the scales.
+/// a variable that plans' [`DatasetPlan::dims`] name; see `write_dimensions` for the scales.
 pub fn build_skeleton(
     path: &Path,
     plans: &[DatasetPlan],
