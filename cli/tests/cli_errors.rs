@@ -57,11 +57,16 @@ fn verify_and_info_of_a_missing_path_say_it_does_not_exist_and_exit_2() {
 #[test]
 fn an_os_error_is_printed_once() {
     let tmp = tempfile::tempdir().unwrap();
-    // A "run" whose manifest is a directory: opening it fails with EISDIR from the OS.
-    std::fs::create_dir_all(tmp.path().join("manifest.json")).unwrap();
-    let e = fails(&smdfs(&["info", tmp.path().to_str().unwrap()]), 1, &["manifest.json", "Is a directory"]);
-    assert_eq!(e.matches("Is a directory").count(), 1, "{e}");
-    assert_eq!(e.matches("os error 21").count(), 1, "{e}");
+    let run = demo(tmp.path());
+    // A regular file where the export's `OUT.partial` directory must go: the OS refuses with
+    // EEXIST, carried by an I/O error that also prints its cause.
+    let out = tmp.path().join("out.zarr");
+    std::fs::write(tmp.path().join("out.zarr.partial"), b"in the way").unwrap();
+    let o = smdfs(&["export", &run, out.to_str().unwrap(), "--format", "zarr"]);
+    let e = fails(&o, 1, &["out.zarr.partial", "File exists"]);
+    assert_eq!(e.matches("File exists").count(), 1, "{e}");
+    assert_eq!(e.matches("os error 17").count(), 1, "{e}");
+    assert!(!out.exists());
 }
 
 #[test]
