@@ -38,19 +38,29 @@ mod export_tests {
 import h5py, json, sys, numpy as np
 f = h5py.File(sys.argv[1], 'r')
 out = sys.argv[2]
+# Dimension-scale bookkeeping (checked by tests/integration/ecosystem.rs), not the layout's.
+SCALES = {'CLASS', 'NAME', 'REFERENCE_LIST', 'DIMENSION_LIST', '_Netcdf4Coordinates', '_Netcdf4Dimid'}
+DIM_ONLY = b'This is a netCDF dimension but not a netCDF variable.'
 def attrs(o):
     r = {}
     for k, v in o.attrs.items():
+        if k in SCALES:
+            continue
         if isinstance(v, (bytes, str)):
             r[k] = v.decode() if isinstance(v, bytes) else v
+        elif isinstance(v, np.ndarray):
+            r[k] = v.tolist()
+        elif isinstance(v, (np.bool_, bool)):
+            r[k] = bool(v)
         elif isinstance(v, (np.floating, float)):
-            r[k] = float(v)
+            r[k] = float(v) if np.isfinite(v) else str(float(v))
         else:
             r[k] = int(v)
     return r
 desc = {'/': attrs(f)}
 names = []
-f.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
+f.visititems(lambda n, o: names.append(n)
+             if isinstance(o, h5py.Dataset) and not o.attrs.get('NAME', b'').startswith(DIM_ONLY) else None)
 for i, n in enumerate(sorted(names)):
     d = f[n]
     a = np.ascontiguousarray(d[()])
@@ -78,6 +88,12 @@ print(json.dumps(desc))
         Want { path: path.into(), dtype, shape: shape.to_vec(), bytes, fill: None, attrs }
     }
 
+    /// `w` with the HDF5 fill value `fill`.
+    fn filled(mut w: Want, fill: Vec<u8>) -> Want {
+        w.fill = Some(fill);
+        w
+    }
+
     fn le<T, const N: usize>(v: impl IntoIterator<Item = T>, f: impl Fn(T) -> [u8; N]) -> Vec<u8> {
         v.into_iter().flat_map(f).collect()
     }
@@ -97,7 +113,20 @@ print(json.dumps(desc))
     }
 
     fn ids_attrs() -> Json {
-        json!({"description": "event ids, ascending"})
+        json!({"long_name": "event id", "description": "event ids, ascending"})
+    }
+
+    /// Attributes of a ragged field's lengths and offsets.
+    fn len_attrs(base: &str) -> Json {
+        json!({"long_name": format!("elements of {base} in each row"), "sample_dimension": format!("{base}_dim0")})
+    }
+
+    fn offsets_attrs(base: &str) -> Json {
+        json!({"long_name": format!("row i of {base} is {base}[{base}_offsets[i]:{base}_offsets[i+1]] (rows + 1 entries)")})
+    }
+
+    fn summary_attrs(name: &str) -> Json {
+        json!({"long_name": format!("summary value {name}")})
     }
 
     fn ragged_attrs(base: &str, dtype: &str, kind: &str) -> Json {
@@ -117,7 +146,7 @@ print(json.dumps(desc))
         let ids = all.clone().map(demo::id);
         let mut v = vec![
             want("timestamp", "<u8", &[n], le(ids, u64::to_le_bytes), ids_attrs()),
-            want("summary/n_events", "<u8", &[], n.to_le_bytes().to_vec(), json!({})),
+            want("summary/n_events", "<u8", &[], n.to_le_bytes().to_vec(), summary_attrs("n_events")),
         ];
         if n == 0 {
             // Nothing was written: no fields, no reductions of energy.
@@ -136,6 +165,7 @@ print(json.dumps(desc))
             }))
             .collect();
         let present: Vec<f64> = maybe.iter().flatten().map(|&m| f64::from(m)).collect();
+        let hit_values: Vec<f64> = hits.iter().map(|&i| i as f64).collect();
         let mut e = want(
             "energy",
             "<f8",
@@ -169,20 +199,33 @@ print(json.dumps(desc))
             field_attrs("f32", "fixed", true, n / 2, Some(&present)),
         );
         m.fill = Some(f32::NAN.to_le_bytes().to_vec());
-        let hit_values: Vec<f64> = hits.iter().map(|&i| i as f64).collect();
+        // Only a field with missing rows declares `_FillValue`, and names its mask.
+        m.attrs["_FillValue"] = json!("nan");
+        m.attrs["ancillary_variables"] = json!("/_present/maybe");
+        let mask_attrs = json!({
+            "long_name": "whether maybe is present in the event",
+            "flag_values": [false, true],
+            "flag_meanings": "missing present",
+            "missing": n / 2,
+        });
+        let mut hits_ds = want(
+            "unaligned_hits",
+            "<u4",
+            &[hits.len() as u64],
+            le(hits.iter().map(|&i| demo::hits(i).unwrap()), u32::to_le_bytes),
+            field_attrs("u32", "fixed", false, 0, Some(&hit_values)),
+        );
+        hits_ds.fill = Some(u32::MAX.to_le_bytes().to_vec());
+        let mut tag =
+            want("tag", "|u1", &[offsets[n as usize]], tags.concat().into_bytes(), ragged_attrs("tag", "u8", "bytes"));
+        tag.fill = Some(vec![0xFF]);
         v.extend([
             e,
             c,
             img,
             m,
-            want("_present/maybe", "|b1", &[n], maybe.iter().map(|m| u8::from(m.is_some())).collect(), json!({})),
-            want(
-                "unaligned_hits",
-                "<u4",
-                &[hits.len() as u64],
-                le(hits.iter().map(|&i| demo::hits(i).unwrap()), u32::to_le_bytes),
-                field_attrs("u32", "fixed", false, 0, Some(&hit_values)),
-            ),
+            want("_present/maybe", "|b1", &[n], maybe.iter().map(|m| u8::from(m.is_some())).collect(), mask_attrs),
+            hits_ds,
             want(
                 "unaligned_hits_timestamp",
                 "<u8",
@@ -190,10 +233,16 @@ print(json.dumps(desc))
                 le(hits.iter().map(|&i| demo::id(i)), u64::to_le_bytes),
                 ids_attrs(),
             ),
-            want("tag", "|u1", &[offsets[n as usize]], tags.concat().into_bytes(), ragged_attrs("tag", "u8", "bytes")),
-            want("tag_len", "<u8", &[n], le(lens, u64::to_le_bytes), json!({})),
-            want("tag_offsets", "<u8", &[n + 1], le(offsets, u64::to_le_bytes), json!({})),
-            want("summary/max_energy", "<f8", &[], demo::energy(n - 1).to_le_bytes().to_vec(), json!({})),
+            tag,
+            want("tag_len", "<u8", &[n], le(lens, u64::to_le_bytes), len_attrs("tag")),
+            want("tag_offsets", "<u8", &[n + 1], le(offsets, u64::to_le_bytes), offsets_attrs("tag")),
+            want(
+                "summary/max_energy",
+                "<f8",
+                &[],
+                demo::energy(n - 1).to_le_bytes().to_vec(),
+                summary_attrs("max_energy"),
+            ),
         ]);
         v
     }
@@ -364,15 +413,18 @@ print(json.dumps(desc))
                 le((0..n).flat_map(wave), f32::to_le_bytes),
                 ragged_attrs("wave", "f32", "ragged"),
             ),
-            want("wave_len", "<u8", &[n], le(lens, u64::to_le_bytes), json!({})),
-            want("wave_offsets", "<u8", &[n + 1], le(offsets, u64::to_le_bytes), json!({})),
+            want("wave_len", "<u8", &[n], le(lens, u64::to_le_bytes), len_attrs("wave")),
+            want("wave_offsets", "<u8", &[n + 1], le(offsets, u64::to_le_bytes), offsets_attrs("wave")),
             x,
-            want(
-                "peaks",
-                "|u1",
-                &[peaks.len() as u64, 3],
-                peaks.iter().flat_map(|&i| [i as u8, 2, 3]).collect(),
-                field_attrs("u8", "fixed", false, 0, None),
+            filled(
+                want(
+                    "peaks",
+                    "|u1",
+                    &[peaks.len() as u64, 3],
+                    peaks.iter().flat_map(|&i| [i as u8, 2, 3]).collect(),
+                    field_attrs("u8", "fixed", false, 0, None),
+                ),
+                vec![0xFF], // u8's default fill, the same for an unaligned field
             ),
             want(
                 "peaks_timestamp",
