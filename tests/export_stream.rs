@@ -188,7 +188,14 @@ print(json.dumps(desc))
             "<u2",
             &[n, 4, 8],
             le(all.clone().flat_map(demo::image), u16::to_le_bytes),
-            field_attrs("u16", "fixed", true, 0, None),
+            // Stats of an n-d field cover every element of every row.
+            field_attrs(
+                "u16",
+                "fixed",
+                true,
+                0,
+                Some(&all.clone().flat_map(demo::image).map(f64::from).collect::<Vec<_>>()),
+            ),
         );
         img.fill = Some(u16::MAX.to_le_bytes().to_vec());
         let mut m = want(
@@ -422,7 +429,13 @@ print(json.dumps(desc))
                     "|u1",
                     &[peaks.len() as u64, 3],
                     peaks.iter().flat_map(|&i| [i as u8, 2, 3]).collect(),
-                    field_attrs("u8", "fixed", false, 0, None),
+                    field_attrs(
+                        "u8",
+                        "fixed",
+                        false,
+                        0,
+                        Some(&peaks.iter().flat_map(|&i| [f64::from(i as u8), 2.0, 3.0]).collect::<Vec<_>>()),
+                    ),
                 ),
                 vec![0xFF], // u8's default fill, the same for an unaligned field
             ),

@@ -144,6 +144,7 @@ fn field_x() -> FieldSpec {
         group: String::new(),
         fill: vec![255],
         units: None,
+        attrs: Default::default(),
     }
 }
 

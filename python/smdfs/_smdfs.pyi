@@ -22,6 +22,7 @@ class _Writer:
         unaligned: Sequence[str],
         fill: Mapping[str, Any],
         units: Mapping[str, str],
+        attrs: Mapping[str, Mapping[str, str]],
         sync_commits: bool,
         overwrite: bool,
         ragged: Sequence[str],

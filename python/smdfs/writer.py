@@ -72,11 +72,20 @@ def _flatten(prefix: str, d: Mapping[str, Any], out: list) -> None:
             out.append((path, v))
 
 
+def _field_attrs(long_name, attrs):
+    """``long_name=`` and ``attrs=`` as one ``{path: {name: text}}`` map."""
+    out = {str(p): {str(k): str(v) for k, v in named.items()} for p, named in (attrs or {}).items()}
+    for p, text in (long_name or {}).items():
+        out.setdefault(str(p), {})["long_name"] = str(text)
+    return out
+
+
 class SmallData(_Writer):
     """A run being written: the smalldata API (``event``, ``sum``, ``save_summary``, ``done``).
 
     ``SmallData(dir=None, *, filename=None, servers=2, batch_size=1000, callbacks=(),
-    unaligned=(), fill=None, units=None, sync_commits=False, overwrite=False, clients=None,
+    unaligned=(), fill=None, units=None, long_name=None, attrs=None, sync_commits=False,
+    overwrite=False, clients=None,
     ragged=(), batch_bytes=8 MiB, max_batches_in_flight=4)``
 
     - ``dir``: the run directory; or ``filename="my.h5"`` (what smalldata scripts pass): the
@@ -91,7 +100,10 @@ class SmallData(_Writer):
     - ``ragged``: fields whose 1-D arrays vary in length per event (names starting with
       ``var_`` are ragged too). ``fill``: ``{path: value}`` replaces a field's default fill
       (NaN for floats, -99999 for int32/int64, the type's extreme otherwise).
-      ``units``: ``{path: "eV"}``.
+      ``units``: ``{path: "eV"}``. ``long_name``: ``{path: "photon energy"}`` (CF's descriptive
+      name, which xarray shows); ``attrs``: ``{path: {name: text}}``, other text attributes
+      (names smdfs sets itself, such as ``units`` or ``_FillValue``, are a ``SchemaError``).
+      All three appear on the field's dataset in ``run.h5``, ``run.zarr`` and exports.
     - ``sync_commits``: fdatasync every commit (survives power loss, not only a crash).
     - ``overwrite``: replace a run already in ``dir`` (otherwise ``RunExistsError``).
     - ``clients``: expected client count; checked against the ranks under MPI, ignored in
@@ -112,6 +124,8 @@ class SmallData(_Writer):
         unaligned: Iterable[str] = (),
         fill: Optional[Mapping[str, Any]] = None,
         units: Optional[Mapping[str, str]] = None,
+        long_name: Optional[Mapping[str, str]] = None,
+        attrs: Optional[Mapping[str, Mapping[str, str]]] = None,
         sync_commits: bool = False,
         overwrite: bool = False,
         clients: Optional[int] = None,
@@ -144,6 +158,7 @@ class SmallData(_Writer):
             list(unaligned),
             dict(fill or {}),
             {k: str(v) for k, v in (units or {}).items()},
+            _field_attrs(long_name, attrs),
             bool(sync_commits),
             bool(overwrite or filename is not None),
             list(ragged),

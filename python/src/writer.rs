@@ -68,7 +68,7 @@ impl Writer {
 
     /// Starts the run (collective under MPI). Called by `SmallData.__init__`.
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (dir, servers, batch_size, batch_bytes, in_flight, unaligned, fill, units, sync_commits, overwrite, ragged, callbacks))]
+    #[pyo3(signature = (dir, servers, batch_size, batch_bytes, in_flight, unaligned, fill, units, attrs, sync_commits, overwrite, ragged, callbacks))]
     fn _start(
         &self,
         py: Python<'_>,
@@ -80,6 +80,7 @@ impl Writer {
         unaligned: Vec<String>,
         fill: HashMap<String, Py<PyAny>>,
         units: HashMap<String, String>,
+        attrs: HashMap<String, HashMap<String, String>>,
         sync_commits: bool,
         overwrite: bool,
         ragged: Vec<String>,
@@ -101,6 +102,11 @@ impl Writer {
         }
         for (p, u) in &units {
             b = b.units(p, u);
+        }
+        for (p, named) in &attrs {
+            for (name, value) in named {
+                b = b.attr(p, name, value);
+            }
         }
         let run = py.detach(|| b.build()).map_err(to_py)?;
         let common = Arc::new(Common {

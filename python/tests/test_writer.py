@@ -306,3 +306,24 @@ def test_help_and_docstrings():
 def test_the_demo_mix_in_serial_mode(tmp_path):
     run([HERE / "demo_writer.py", tmp_path / "demo.h5", 500, 2])
     check_demo(tmp_path / "demo.h5", 500)
+
+
+def test_long_names_and_attributes_reach_the_file_and_reserved_names_are_refused(tmp_path):
+    h5 = tmp_path / "a.h5"
+    smd = SmallData(
+        filename=h5,
+        units={"energy": "eV"},
+        long_name={"energy": "photon energy", "det/image": "detector frame"},
+        attrs={"energy": {"source": "undulator"}},
+    )
+    for i in range(5):
+        smd.event(i, energy=float(i), det={"image": np.zeros((2, 3), np.uint16)})
+    smd.done()
+    text = lambda v: v.decode() if isinstance(v, bytes) else v  # noqa: E731
+    with h5py.File(h5, "r") as f:
+        assert text(f["energy"].attrs["long_name"]) == "photon energy"
+        assert text(f["energy"].attrs["source"]) == "undulator"
+        assert text(f["energy"].attrs["units"]) == "eV"
+        assert text(f["det/image"].attrs["long_name"]) == "detector frame"
+    with pytest.raises(smdfs.SchemaError, match=r"energy.*_FillValue.*set by smdfs"):
+        SmallData(tmp_path / "bad", attrs={"energy": {"_FillValue": "0"}})

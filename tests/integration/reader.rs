@@ -169,6 +169,7 @@ fn a_schema_record_whose_batch_never_committed_is_ignored() {
             group: String::new(),
             fill: f64::NAN.to_le_bytes().to_vec(),
             units: None,
+            attrs: Default::default(),
         }],
         columns: vec![
             ColumnDef { id: 2, group: String::new(), field: Some("late".into()), role: Role::Data },

@@ -344,3 +344,32 @@ fn a_run_written_with_sync_commits_is_the_demo_and_fdatasyncs_every_commit() {
     assert!(on_data >= commits, "sync_commits(true): {on_data} data fdatasyncs for {commits} commits");
     assert_eq!((off_logs, off_data), (0, 0), "sync_commits(false) fdatasyncs nothing");
 }
+
+#[test]
+fn writer_attributes_reach_the_layout_and_reserved_names_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("run");
+    let smd = SmallData::builder(&run_dir)
+        .servers(1)
+        .long_name("energy", "photon energy")
+        .attr("energy", "source", "undulator")
+        .build()
+        .unwrap();
+    let mut c = smd.client();
+    for i in 0..5u64 {
+        c.event(i, fields! { "energy" => i as f64 }).unwrap();
+    }
+    drop(c);
+    smd.done().unwrap();
+    let run = smdfs::Run::open(&run_dir).unwrap();
+    let spec = run.field("energy").unwrap().spec().clone();
+    assert_eq!(spec.attrs.get("long_name").map(String::as_str), Some("photon energy"));
+    let plan = smdfs::h5::layout::plan(&run);
+    let energy = plan.iter().find(|d| d.path == "energy").expect("energy in the layout");
+    let attr = |n: &str| energy.attrs.iter().find(|(k, _)| k == n).map(|(_, v)| format!("{v:?}"));
+    assert!(attr("long_name").is_some_and(|v| v.contains("photon energy")), "{:?}", energy.attrs);
+    assert!(attr("source").is_some_and(|v| v.contains("undulator")), "{:?}", energy.attrs);
+
+    let e = SmallData::builder(dir.path().join("bad")).attr("energy", "units", "eV").build().err().expect("refused");
+    assert!(e.to_string().contains("energy") && e.to_string().contains("\"units\" is set by smdfs"), "{e}");
+}

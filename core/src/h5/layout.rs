@@ -191,6 +191,9 @@ pub fn plan(run: &Run) -> Vec<DatasetLayout> {
         if let Some(u) = &f.spec.units {
             attrs.push(("units".into(), AttrValue::Str(u.clone())));
         }
+        for (name, value) in &f.spec.attrs {
+            attrs.push((name.clone(), AttrValue::Str(value.clone())));
+        }
         // Only rows that can be missing get a `_FillValue` (readers mask values equal to it).
         let can_miss = g.spec.aligned && f.missing > 0;
         if can_miss && f.spec.kind == Kind::Fixed {

@@ -52,6 +52,45 @@ pub struct FieldSpec {
     /// Physical units, if given; shown as the `units` attribute.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub units: Option<String>,
+    /// Other text attributes the writer gave (`long_name`, `description`, …), by name; shown
+    /// as attributes of the field's dataset and array.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attrs: BTreeMap<String, String>,
+}
+
+/// Attribute names the view sets itself: a writer's attribute may not take one.
+pub const RESERVED_ATTRS: &[&str] = &[
+    "dtype",
+    "kind",
+    "aligned",
+    "missing",
+    "units",
+    "count",
+    "min",
+    "max",
+    "mean",
+    "_FillValue",
+    "ancillary_variables",
+    "flag_values",
+    "flag_meanings",
+    "sample_dimension",
+    "CLASS",
+    "NAME",
+    "DIMENSION_LIST",
+    "REFERENCE_LIST",
+];
+
+/// Checks a writer-given attribute name: not empty, not one the view sets itself, and not a
+/// netCDF/HDF5 internal (`_Netcdf4…`, `_nc…`).
+pub fn check_attr_name(path: &str, name: &str) -> Result<()> {
+    let why = if name.is_empty() {
+        "an attribute name must not be empty".to_string()
+    } else if RESERVED_ATTRS.contains(&name) || name.starts_with("_Netcdf4") || name.starts_with("_nc") {
+        format!("attribute {name:?} is set by smdfs itself; choose another name")
+    } else {
+        return Ok(());
+    };
+    Err(Error::BadValue { field: path.into(), why })
 }
 
 impl FieldSpec {
@@ -205,9 +244,16 @@ pub(crate) struct Registry {
     named_groups: HashMap<String, String>,
     fills: HashMap<String, Vec<u8>>,
     units: HashMap<String, String>,
+    attrs: HashMap<String, BTreeMap<String, String>>,
 }
 
 impl Registry {
+    /// Sets fields' text attributes by path (applied when each field is first seen).
+    pub(crate) fn with_attrs(mut self, attrs: HashMap<String, BTreeMap<String, String>>) -> Registry {
+        self.attrs = attrs;
+        self
+    }
+
     /// Sets fields' units by path (applied when each field is first seen).
     pub(crate) fn with_units(mut self, units: HashMap<String, String>) -> Registry {
         self.units = units;
@@ -226,6 +272,7 @@ impl Registry {
             named_groups,
             fills,
             units: HashMap::new(),
+            attrs: HashMap::new(),
         }
     }
 
@@ -280,6 +327,7 @@ impl Registry {
             group,
             fill,
             units: self.units.get(path).cloned(),
+            attrs: self.attrs.get(path).cloned().unwrap_or_default(),
         };
         let id = self.schema.merge_field(&spec, aligned)?;
         self.by_path.insert(path.into(), id);

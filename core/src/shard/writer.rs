@@ -19,6 +19,7 @@ use crate::format::{
     SchemaRecord, LOG_FILE, REC_CLOSE, REC_SCHEMA,
 };
 use crate::model::batch::BatchView;
+use crate::model::dtype::Dtype;
 use crate::model::schema::{FieldId, FieldSpec, GroupId, GroupSpec, Stats, StatsMap};
 use crate::model::value::Kind;
 
@@ -191,7 +192,7 @@ impl ShardWriter {
                 (None, None)
             };
             let fill_row = if spec.kind == Kind::Fixed { spec.fill.repeat(spec.elements_per_row()) } else { vec![] };
-            let numeric_scalar = spec.kind == Kind::Fixed && spec.shape.is_empty();
+            let numeric = spec.kind == Kind::Fixed;
             let sf = ShardField {
                 spec: spec.clone(),
                 data,
@@ -200,7 +201,7 @@ impl ShardWriter {
                 offs,
                 elements: 0,
                 fill_row,
-                stats: numeric_scalar.then(Stats::default),
+                stats: numeric.then(Stats::default),
             };
             if rows > 0 {
                 // Rows this shard wrote before the field existed: fill, absent.
@@ -365,15 +366,71 @@ fn fill_columns(f: &ShardField, n: usize) -> Vec<(u32, Vec<u8>)> {
     v
 }
 
+/// Adds the present rows of a batch to a field's statistics: every element of every present
+/// row (scalars and n-d arrays alike), NaN excluded. One typed pass per row, so the cost is
+/// a few instructions per element, not a decode each.
 fn add_stats(st: &mut Stats, spec: &FieldSpec, data: &[u8], present: &[u8]) {
-    let size = spec.dtype.size();
-    for (i, b) in data.chunks_exact(size).enumerate() {
-        if present.get(i).copied().unwrap_or(1) == 0 {
-            continue;
+    let row_bytes = spec.row_bytes().max(1);
+    for (r, row) in data.chunks_exact(row_bytes).enumerate() {
+        if present.get(r).copied().unwrap_or(1) != 0 {
+            st.merge(&row_stats(spec.dtype, row));
         }
-        let x = spec.dtype.to_f64(b);
-        if !x.is_nan() {
-            st.add(x);
+    }
+}
+
+/// Statistics of one row of little-endian elements of `dtype`.
+fn row_stats(dtype: Dtype, row: &[u8]) -> Stats {
+    macro_rules! ints {
+        ($t:ty) => {{
+            let (mut lo, mut hi, mut sum, mut n) = (<$t>::MAX, <$t>::MIN, 0f64, 0u64);
+            for c in row.chunks_exact(std::mem::size_of::<$t>()) {
+                let v = <$t>::from_le_bytes(c.try_into().expect("element size"));
+                lo = lo.min(v);
+                hi = hi.max(v);
+                sum += v as f64;
+                n += 1;
+            }
+            if n == 0 {
+                return Stats::default();
+            }
+            Stats { count: n, min: lo as f64, max: hi as f64, sum }
+        }};
+    }
+    macro_rules! floats {
+        ($t:ty) => {{
+            let mut st = Stats::default();
+            for c in row.chunks_exact(std::mem::size_of::<$t>()) {
+                let v = f64::from(<$t>::from_le_bytes(c.try_into().expect("element size")));
+                if !v.is_nan() {
+                    st.add(v);
+                }
+            }
+            st
+        }};
+    }
+    match dtype {
+        Dtype::Bool => {
+            let ones = row.iter().filter(|&&b| b != 0).count() as u64;
+            let n = row.len() as u64;
+            if n == 0 {
+                return Stats::default();
+            }
+            Stats {
+                count: n,
+                min: if ones == n { 1.0 } else { 0.0 },
+                max: if ones > 0 { 1.0 } else { 0.0 },
+                sum: ones as f64,
+            }
         }
+        Dtype::I8 => ints!(i8),
+        Dtype::I16 => ints!(i16),
+        Dtype::I32 => ints!(i32),
+        Dtype::I64 => ints!(i64),
+        Dtype::U8 => ints!(u8),
+        Dtype::U16 => ints!(u16),
+        Dtype::U32 => ints!(u32),
+        Dtype::U64 => ints!(u64),
+        Dtype::F32 => floats!(f32),
+        Dtype::F64 => floats!(f64),
     }
 }

@@ -4,7 +4,7 @@
 //! gives out [`Client`] handles, answers reductions, stores the summary, and at `done()`
 //! drains the servers and completes the run (`run_dir::complete`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,7 +17,7 @@ use crate::format::manifest::{Manifest, SummaryValue};
 use crate::model::batch::Batch;
 use crate::model::path::validate_path;
 use crate::model::reduce::{read_back, Accumulator, Reducible};
-use crate::model::schema::Registry;
+use crate::model::schema::{check_attr_name, Registry};
 use crate::model::value::{Field, Value};
 use crate::sync::{lock, read};
 use crate::write::client::{Client, Sink};
@@ -40,6 +40,7 @@ pub struct Builder {
     groups: HashMap<String, String>,
     fills: HashMap<String, Vec<u8>>,
     units: HashMap<String, String>,
+    attrs: HashMap<String, BTreeMap<String, String>>,
     callbacks: Vec<Callback>,
     sync: bool,
     overwrite: bool,
@@ -98,6 +99,19 @@ impl Builder {
     pub fn units(mut self, path: &str, units: &str) -> Self {
         self.units.insert(path.into(), units.into());
         self
+    }
+
+    /// Gives a field a text attribute (shown on its dataset in `run.h5`, its `run.zarr`
+    /// array and exports), e.g. `attr("det/image", "description", "raw frames")`. Names the
+    /// view sets itself (`units`, `_FillValue`, `min`, …) are refused at `build()`.
+    pub fn attr(mut self, path: &str, name: &str, value: &str) -> Self {
+        self.attrs.entry(path.into()).or_default().insert(name.into(), value.into());
+        self
+    }
+
+    /// Gives a field its CF `long_name` (a descriptive name readers such as xarray show).
+    pub fn long_name(self, path: &str, text: &str) -> Self {
+        self.attr(path, "long_name", text)
     }
 
     /// Calls `f(id, fields)` with every accepted event, on the client that produced it.
@@ -159,6 +173,12 @@ impl Builder {
         for g in self.groups.values() {
             validate_path(g)?;
         }
+        for (p, attrs) in &self.attrs {
+            validate_path(p)?;
+            for name in attrs.keys() {
+                check_attr_name(p, name)?;
+            }
+        }
         Ok(())
     }
 
@@ -169,7 +189,8 @@ impl Builder {
             std::mem::take(&mut self.groups),
             std::mem::take(&mut self.fills),
         )
-        .with_units(std::mem::take(&mut self.units));
+        .with_units(std::mem::take(&mut self.units))
+        .with_attrs(std::mem::take(&mut self.attrs));
         let limits = Limits {
             servers: self.servers,
             batch_events: self.batch_events,
@@ -216,6 +237,7 @@ impl SmallData {
             groups: HashMap::new(),
             fills: HashMap::new(),
             units: HashMap::new(),
+            attrs: HashMap::new(),
             callbacks: vec![],
             sync: false,
             overwrite: false,
