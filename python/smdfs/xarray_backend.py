@@ -7,7 +7,7 @@ Layout of the ``xarray.Dataset``:
   (uint64) coordinate: ``timestamp`` for the run, ``<G>/timestamp`` for a named group,
   ``<P>_timestamp`` for an unaligned field ``P``;
 * one variable per fixed field (``energy``, ``det/image``), its per-event axes named
-  ``<name>_dim_1``, ``<name>_dim_2``, ...; attributes ``units``, ``fill_value``, ``missing``
+  ``<name>_dim1``, ``<name>_dim2`` (as run.h5 names them), ...; attributes ``units``, ``fill_value``, ``missing``
   and, where events lacked the field, ``ancillary_variables`` naming its mask;
 * masks ``_present/<path>`` (bool), ragged fields as object variables (one ``bytes``, ``str``
   or array per event) plus ``<name>_len``;
@@ -67,7 +67,7 @@ class SmdfsBackendArray(BackendArray):
 
 
 def _dims(name: str, dim0: str, ndim: int) -> tuple:
-    return (dim0,) + tuple(f"{name}_dim_{k}" for k in range(1, ndim))
+    return (dim0,) + tuple(f"{name}_dim{k}" for k in range(1, ndim))
 
 
 def _variable(name: str, ds: Any, dim0: str, attrs: dict) -> Variable:
@@ -100,7 +100,7 @@ def open_run_dataset(run: "reader.Run", drop_variables: Optional[Iterable[str]] 
         if f["units"]:
             attrs["units"] = f["units"]
         if has_mask:
-            attrs["ancillary_variables"] = f"_present/{name}"
+            attrs["ancillary_variables"] = f"/_present/{name}"
         ds = run[name]
         if f["kind"] == "fixed":
             attrs["fill_value"] = ds.fill_value
