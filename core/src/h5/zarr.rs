@@ -98,21 +98,9 @@ pub fn chunk_rows(rows: u64, row_bytes: u64) -> u64 {
     (CHUNK_TARGET / row_bytes.max(1)).clamp(1, rows.max(1))
 }
 
-/// The Zarr v3 `data_type` of a [`Dtype`].
+/// The Zarr v3 `data_type` of a [`Dtype`] (numpy's names).
 pub fn data_type(dtype: Dtype) -> &'static str {
-    match dtype {
-        Dtype::Bool => "bool",
-        Dtype::I8 => "int8",
-        Dtype::I16 => "int16",
-        Dtype::I32 => "int32",
-        Dtype::I64 => "int64",
-        Dtype::U8 => "uint8",
-        Dtype::U16 => "uint16",
-        Dtype::U32 => "uint32",
-        Dtype::U64 => "uint64",
-        Dtype::F32 => "float32",
-        Dtype::F64 => "float64",
-    }
+    dtype.numpy_name()
 }
 
 /// A float as Zarr v3 JSON (non-finite values as the strings the spec names).

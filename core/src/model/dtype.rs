@@ -126,6 +126,24 @@ impl Dtype {
         }
     }
 
+    /// numpy's name of the type (`"bool"`, `"int8"`, …, `"float64"`), which is also Zarr v3's
+    /// `data_type`.
+    pub fn numpy_name(self) -> &'static str {
+        match self {
+            Dtype::Bool => "bool",
+            Dtype::I8 => "int8",
+            Dtype::I16 => "int16",
+            Dtype::I32 => "int32",
+            Dtype::I64 => "int64",
+            Dtype::U8 => "uint8",
+            Dtype::U16 => "uint16",
+            Dtype::U32 => "uint32",
+            Dtype::U64 => "uint64",
+            Dtype::F32 => "float32",
+            Dtype::F64 => "float64",
+        }
+    }
+
     /// Interprets one element's little-endian bytes as f64 (for statistics and display).
     pub fn to_f64(self, b: &[u8]) -> f64 {
         fn arr<const N: usize>(b: &[u8]) -> [u8; N] {

@@ -387,20 +387,8 @@ fn check_sig(path: &str, known: &Sig, kg: Option<&str>, sig: &Sig, group: Option
 /// A fill value as a scalar of the field's dtype (exactly representable, or an error).
 fn fill_value(py: Python<'_>, path: &str, v: &Bound<'_, PyAny>, dtype: Dtype) -> PyResult<Value<'static>> {
     let np = py.import("numpy")?;
-    let name = match dtype {
-        Dtype::Bool => "bool_",
-        Dtype::I8 => "int8",
-        Dtype::I16 => "int16",
-        Dtype::I32 => "int32",
-        Dtype::I64 => "int64",
-        Dtype::U8 => "uint8",
-        Dtype::U16 => "uint16",
-        Dtype::U32 => "uint32",
-        Dtype::U64 => "uint64",
-        Dtype::F32 => "float32",
-        Dtype::F64 => "float64",
-        _ => "float64",
-    };
+    // numpy spells its boolean scalar type `bool_`.
+    let name = if dtype == Dtype::Bool { "bool_" } else { dtype.numpy_name() };
     let bad = |why: String| {
         SchemaError::new_err(format!("fill value for field {path:?}: {v} is not a {dtype} value ({why})"))
     };
