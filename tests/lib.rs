@@ -396,3 +396,17 @@ pub fn commits_in_logs(run: &Path) -> u64 {
     }
     commits
 }
+
+/// A temporary directory with a demo run of `n` events in `run/` and an empty `mnt/` (what
+/// the mount tests start from).
+pub fn demo_run_and_mountpoint(
+    n: u64,
+    servers: usize,
+    clients: usize,
+) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let (run, mnt) = (dir.path().join("run"), dir.path().join("mnt"));
+    smdfs::demo::write_demo(&run, n, servers, clients, false).unwrap();
+    std::fs::create_dir(&mnt).unwrap();
+    (dir, run, mnt)
+}

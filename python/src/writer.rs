@@ -54,7 +54,7 @@ pub(crate) struct Writer {
 
 impl Writer {
     fn run(&self) -> PyResult<Arc<SmallData>> {
-        self.run.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone().ok_or_else(closed)
+        smdfs::sync::lock(&self.run).clone().ok_or_else(closed)
     }
 }
 
@@ -119,9 +119,9 @@ impl Writer {
         });
         let run = Arc::new(run);
         let main = run.is_client().then(|| State::new(run.client(), Arc::clone(&common)));
-        *self.main.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = main;
-        *self.common.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(common);
-        *self.run.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(run);
+        *smdfs::sync::lock(&self.main) = main;
+        *smdfs::sync::lock(&self.common) = Some(common);
+        *smdfs::sync::lock(&self.run) = Some(run);
         Ok(())
     }
 
@@ -170,8 +170,7 @@ impl Writer {
     /// A new handle for one more Python thread (`smd.client()`).
     fn _client(&self) -> PyResult<Client> {
         let run = self.run()?;
-        let common =
-            self.common.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone().ok_or_else(closed)?;
+        let common = smdfs::sync::lock(&self.common).clone().ok_or_else(closed)?;
         if !run.is_client() {
             return Err(not_client(self));
         }
@@ -223,8 +222,8 @@ impl Writer {
         if let Some(mut st) = try_lock(&self.main)?.take() {
             st.close(py)?;
         }
-        let run = self.run.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take().ok_or_else(closed)?;
-        *self.common.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        let run = smdfs::sync::lock(&self.run).take().ok_or_else(closed)?;
+        *smdfs::sync::lock(&self.common) = None;
         let run = Arc::try_unwrap(run)
             .map_err(|_| Error::new_err("done() called while another thread uses the run (a reduction in progress)"))?;
         let rep = py.detach(|| run.done()).map_err(to_py)?;
@@ -233,8 +232,8 @@ impl Writer {
 
     /// Leaves the run without `done()` (MPI mode: the job fails when this process exits).
     fn _abandon(&self) {
-        self.main.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
-        self.run.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        smdfs::sync::lock(&self.main).take();
+        smdfs::sync::lock(&self.run).take();
     }
 }
 

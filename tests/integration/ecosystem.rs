@@ -9,11 +9,12 @@
 //! The Python readers come from `scripts/requirements-view.txt` in the `.venv`; without them
 //! (or FUSE, or h5dump) these tests skip with a message, or fail under `SMDFS_REQUIRE_TOOLS=1`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use smdfs::demo;
-use smdfs_tests::{hdf5_reader, machine_has, python, required, run_tool, script, Mount, Need, REQUIRE_ENV};
+use smdfs_tests::{
+    demo_run_and_mountpoint, hdf5_reader, machine_has, python, required, run_tool, script, Mount, Need, REQUIRE_ENV,
+};
 
 /// The modules `check_ecosystem.py` imports.
 const MODULES: &str = "xarray, h5netcdf, netCDF4, zarr, kerchunk, dask, fsspec";
@@ -36,15 +37,6 @@ fn readers_available() -> bool {
     assert!(!required(), "{REQUIRE_ENV}=1 and the ecosystem tests cannot run: {why}");
     eprintln!("SKIP ecosystem: {why}");
     false
-}
-
-/// A temporary directory with a demo run of `n` events in `run/` and an empty `mnt/`.
-fn demo_run(n: u64, servers: usize, clients: usize) -> (tempfile::TempDir, PathBuf, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let (run, mnt) = (dir.path().join("run"), dir.path().join("mnt"));
-    demo::write_demo(&run, n, servers, clients, false).unwrap();
-    std::fs::create_dir(&mnt).unwrap();
-    (dir, run, mnt)
 }
 
 /// Writes the run's Zarr tree as real files, as `smdfs export --format zarr` does.
@@ -73,7 +65,7 @@ fn xarray_kerchunk_zarr_and_dask_read_every_value_of_the_mount_exactly() {
     if !readers_available() {
         return;
     }
-    let (dir, run, mnt) = demo_run(200_000, 3, 4);
+    let (dir, run, mnt) = demo_run_and_mountpoint(200_000, 3, 4);
     let exported = dir.path().join("exported.zarr");
     export_zarr(&run, &exported);
     let _m = Mount::fixed(&run, &mnt);
@@ -90,7 +82,7 @@ fn an_uneven_small_run_reads_the_same_through_every_client() {
     if !readers_available() {
         return;
     }
-    let (_dir, run, mnt) = demo_run(1_237, 4, 3);
+    let (_dir, run, mnt) = demo_run_and_mountpoint(1_237, 4, 3);
     let _m = Mount::fixed(&run, &mnt);
     check_ecosystem(&mnt, 1_237, None);
 }
@@ -100,7 +92,7 @@ fn debian_h5dump_reads_the_dimension_scales_and_fill_attributes() {
     if !readers_available() {
         return;
     }
-    let (_dir, run, mnt) = demo_run(500, 2, 2);
+    let (_dir, run, mnt) = demo_run_and_mountpoint(500, 2, 2);
     let _m = Mount::fixed(&run, &mnt);
     let h5 = mnt.join("run.h5");
     let all = run_tool(hdf5_reader("h5dump").arg(&h5));

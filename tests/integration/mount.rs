@@ -8,22 +8,13 @@
 //! `SMDFS_REQUIRE_TOOLS=1` (see `smdfs_tests::machine_has`).
 
 use std::io::ErrorKind;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use smdfs::demo;
 use smdfs_fuse::mount::{self, MountOptions};
 use smdfs_fuse::{View, ViewOptions};
-use smdfs_tests::{machine_has, python, run_tool, script, Mount, Need};
-
-/// A temporary directory with a demo run in `run/` and an empty `mnt/`.
-fn demo_run(n: u64, servers: usize, clients: usize) -> (tempfile::TempDir, PathBuf, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let (run, mnt) = (dir.path().join("run"), dir.path().join("mnt"));
-    demo::write_demo(&run, n, servers, clients, false).unwrap();
-    std::fs::create_dir(&mnt).unwrap();
-    (dir, run, mnt)
-}
+use smdfs_tests::{demo_run_and_mountpoint, machine_has, python, run_tool, script, Mount, Need};
 
 /// Runs `tests/python/check_view.py` (h5py and numpy against the formula) on `root`.
 fn check_with_python(root: &Path, n: u64) {
@@ -114,7 +105,7 @@ fn every_tool_reads_the_demo_formula(n: u64, servers: usize, clients: usize, dum
     if !machine_has(&[Need::Fuse, Need::Tool("h5ls"), Need::Tool("h5dump"), Need::Tool("cp"), Need::Python]) {
         return;
     }
-    let (dir, run, mnt) = demo_run(n, servers, clients);
+    let (dir, run, mnt) = demo_run_and_mountpoint(n, servers, clients);
     let m = Mount::fixed(&run, &mnt);
     let h5 = mnt.join("run.h5");
 
@@ -166,7 +157,7 @@ fn writes_fail_with_erofs_and_missing_paths_with_enoent() {
     if !smdfs_tests::fuse_available() {
         return;
     }
-    let (_dir, run, mnt) = demo_run(20, 2, 2);
+    let (_dir, run, mnt) = demo_run_and_mountpoint(20, 2, 2);
     let _m = Mount::fixed(&run, &mnt);
     let erofs = |r: std::io::Result<()>, what: &str| {
         let e = r.expect_err(what);
@@ -202,7 +193,7 @@ fn a_non_run_or_an_unsuitable_mount_point_fails_with_a_clear_message() {
     if !smdfs_tests::fuse_available() {
         return;
     }
-    let (dir, run, mnt) = demo_run(10, 1, 1);
+    let (dir, run, mnt) = demo_run_and_mountpoint(10, 1, 1);
     let not_a_run = dir.path().join("empty");
     std::fs::create_dir(&not_a_run).unwrap();
     let Err(e) = View::open(&not_a_run, &ViewOptions::default()) else { panic!("an empty directory is not a run") };
@@ -232,7 +223,7 @@ fn a_mount_in_use_refuses_a_clean_unmount_until_its_files_are_closed() {
     if !smdfs_tests::fuse_available() {
         return;
     }
-    let (_dir, run, mnt) = demo_run(10, 1, 1);
+    let (_dir, run, mnt) = demo_run_and_mountpoint(10, 1, 1);
     let _m = Mount::fixed(&run, &mnt);
     let open = std::fs::File::open(mnt.join("arrays/energy.npy")).unwrap();
     let e = mount::unmount(&mnt).unwrap_err().to_string();
@@ -247,7 +238,7 @@ fn concurrent_readers_get_the_same_bytes_as_one_reader() {
     if !smdfs_tests::fuse_available() {
         return;
     }
-    let (_dir, run, mnt) = demo_run(30_000, 2, 3);
+    let (_dir, run, mnt) = demo_run_and_mountpoint(30_000, 2, 3);
     let _m = Mount::fixed(&run, &mnt);
     let path = mnt.join("arrays/det/image.npy");
     let whole = std::fs::read(&path).unwrap();

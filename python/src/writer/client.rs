@@ -9,6 +9,7 @@
 //! the builder's own thresholds are set out of reach, so `event()` never blocks with the GIL
 //! held.
 
+use smdfs::sync::lock;
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -55,10 +56,6 @@ pub(crate) struct State {
 
 /// Bytes of an event above which it is handed to the crate with the GIL released.
 const BIG_EVENT: usize = 1 << 18;
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 /// The crate's value for an arena item.
 fn value<'a>(it: &Item, bytes: &'a [u8]) -> Value<'a> {
