@@ -45,11 +45,10 @@ def run(args, ranks=None, check=True, timeout=TIMEOUT, cwd=None):
 
 @pytest.fixture(scope="session")
 def smdfs_bin():
-    """The `smdfs` command-line tool (built once if the suite's cargo build has not)."""
-    exe = REPO / "target" / "release" / "smdfs"
-    if not exe.exists():
-        subprocess.run(["cargo", "build", "--release", "-p", "smdfs-cli"], cwd=REPO, check=True)
-    return exe
+    """The `smdfs` command-line tool: one lookup for every test (test_reader_demo.smdfs_bin)."""
+    from test_reader_demo import smdfs_bin as find
+
+    return find()
 
 
 @pytest.fixture(scope="session")
