@@ -1,15 +1,18 @@
 //! Split records for `smdfs.compat.splitdataloader`: `split_write` feeds a Python iterable
 //! of bytes to `smdfs::tools::split::SplitWriter`; `SplitLoaderHandle` (subclassed in
 //! Python by `SplitDataLoader`) serves `len` and `loader[i]` from the memory-mapped bins, and
-//! `BinIter` hands out whole bins of records while a background thread faults in the next
-//! bins' pages.
+//! `BinIter` hands out whole bins of records as bytes objects that a copier thread fills from
+//! the maps one bin ahead of the consumer.
 
 use std::path::PathBuf;
 
-use pyo3::exceptions::PyTypeError;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Mutex;
+
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
-use smdfs::tools::split::{PrefetchMap, SplitLoader, SplitWriter};
+use smdfs::tools::split::{SplitLoader, SplitWriter};
 
 use crate::errors::to_py;
 
@@ -79,51 +82,136 @@ impl SplitLoaderHandle {
         self.loader.splits()
     }
 
-    /// Bin by bin (shuffled bins and records within each when `seed` is given), the next
-    /// bins read ahead on a background thread.
+    /// Bin by bin (shuffled bins and records within each when `seed` is given); a copier
+    /// thread fills the next bin's bytes while the consumer walks the current one.
     #[pyo3(signature = (seed=None))]
-    fn _binwise(&self, py: Python<'_>, seed: Option<u64>) -> PyResult<BinIter> {
-        let bins = self.loader.bin_order(seed);
-        let order = py
-            .detach(|| {
-                self.loader.prefetch_map(seed, 1, 2, |i, r: &[u8]| {
-                    // Fault the record's pages in here, off the consumer's thread.
-                    let mut acc = 0u8;
-                    for p in (0..r.len()).step_by(4096) {
-                        acc ^= r[p];
-                    }
-                    std::hint::black_box(acc);
-                    i
-                })
-            })
-            .map_err(to_py)?;
-        let sizes = bins.iter().map(|&b| self.loader.bin_records(b)).collect();
-        Ok(BinIter { loader: self.loader.clone(), order, sizes, at: 0 })
+    fn _binwise(&self, seed: Option<u64>) -> PyResult<BinIter> {
+        let bins = self.loader.bin_order(seed).into_iter();
+        Ok(BinIter { loader: self.loader.clone(), bins, seed, pending: None, copier: Copier::start()? })
     }
 }
 
-/// Whole bins of records in iteration order; see `SplitLoaderHandle._binwise`.
+/// One copy the copier makes: `len` bytes from a record in a bin's map (`src`) into a fresh
+/// bytes object's buffer (`dst`). Addresses as integers: they cross to the copier thread.
+struct Copy {
+    dst: usize,
+    src: usize,
+    len: usize,
+}
+
+/// A bin being filled: its list of bytes objects, shown to Python only after `done`.
+struct Filling {
+    list: Py<PyList>,
+    done: Mutex<Receiver<()>>,
+}
+
+/// The copier thread: fills bins' bytes objects from the maps, in the order they are sent.
+struct Copier {
+    jobs: Option<SyncSender<(Vec<Copy>, SyncSender<()>)>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Copier {
+    fn start() -> PyResult<Copier> {
+        let (jobs, rx) = sync_channel::<(Vec<Copy>, SyncSender<()>)>(2);
+        let thread = std::thread::Builder::new()
+            .name("smdfs-split-copy".into())
+            .spawn(move || {
+                for (copies, done) in rx {
+                    for c in copies {
+                        // SAFETY: `src` lies in a bin map that the sending BinIter's loader keeps
+                        // mapped, `dst` in a fresh bytes object of exactly `len` bytes that only
+                        // the BinIter references until `done` arrives (it waits for it before
+                        // handing the list out or dropping it).
+                        unsafe { std::ptr::copy_nonoverlapping(c.src as *const u8, c.dst as *mut u8, c.len) };
+                    }
+                    let _ = done.send(());
+                }
+            })
+            .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(format!("starting the copier thread: {e}")))?;
+        Ok(Copier { jobs: Some(jobs), thread: Some(thread) })
+    }
+}
+
+impl Drop for Copier {
+    fn drop(&mut self) {
+        self.jobs.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Whole bins of records in iteration order; see `SplitLoaderHandle._binwise`. The
+/// consumer's thread allocates each bin's bytes objects (that needs the interpreter) and the
+/// copier fills them, one bin ahead, so the copy (most of the work) leaves the consumer's core.
 #[pyclass(module = "smdfs._smdfs")]
 pub(crate) struct BinIter {
     loader: SplitLoader,
-    order: PrefetchMap<u64>,
-    sizes: Vec<u64>,
-    at: usize,
+    bins: std::vec::IntoIter<usize>,
+    seed: Option<u64>,
+    pending: Option<Filling>,
+    copier: Copier,
+}
+
+impl BinIter {
+    /// Allocates the next bin's bytes objects and sends their copies to the copier.
+    fn start_next(&mut self, py: Python<'_>) -> PyResult<Option<Filling>> {
+        let Some(b) = self.bins.next() else { return Ok(None) };
+        let records = self.loader.records_of_bin(b, self.seed);
+        let mut copies = Vec::with_capacity(records.len());
+        let mut objects = Vec::with_capacity(records.len());
+        for i in records {
+            let r = self.loader.get(i).map_err(to_py)?;
+            let len = isize::try_from(r.len()).map_err(|_| PyValueError::new_err(format!("record {i} is too long")))?;
+            // SAFETY: a NULL source asks CPython for an uninitialized bytes object of `len`
+            // bytes (a fresh object unless `len` is 0), which the copier fills before Python sees it.
+            let obj = unsafe { pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), len) };
+            // SAFETY: a new reference or NULL with an exception set.
+            let obj = unsafe { Bound::from_owned_ptr_or_err(py, obj)? };
+            if !r.is_empty() {
+                // SAFETY: `obj` is a bytes object; its buffer has `len` bytes.
+                let dst = unsafe { pyo3::ffi::PyBytes_AsString(obj.as_ptr()) };
+                if dst.is_null() {
+                    return Err(PyErr::fetch(py));
+                }
+                copies.push(Copy { dst: dst as usize, src: r.as_ptr() as usize, len: r.len() });
+            }
+            objects.push(obj);
+        }
+        let list = PyList::new(py, objects)?.unbind();
+        let (done_tx, done) = sync_channel(1);
+        let jobs = self.copier.jobs.as_ref().ok_or_else(|| PyRuntimeError::new_err("the copier is stopped"))?;
+        if jobs.send((copies, done_tx)).is_err() {
+            return Err(PyRuntimeError::new_err("the copier thread ended"));
+        }
+        Ok(Some(Filling { list, done: Mutex::new(done) }))
+    }
 }
 
 #[pymethods]
 impl BinIter {
     /// The next bin's records as a list of bytes, or None after the last bin.
     fn next_bin<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyList>>> {
-        let Some(&n) = self.sizes.get(self.at) else { return Ok(None) };
-        self.at += 1;
-        let order = &mut self.order;
-        let idx = py.detach(|| order.by_ref().take(n as usize).collect::<smdfs::Result<Vec<u64>>>()).map_err(to_py)?;
-        let l = PyList::empty(py);
-        for i in idx {
-            l.append(PyBytes::new(py, self.loader.get(i).map_err(to_py)?))?;
+        if self.pending.is_none() {
+            self.pending = self.start_next(py)?;
         }
-        Ok(Some(l))
+        let Some(cur) = self.pending.take() else { return Ok(None) };
+        let next = self.start_next(py);
+        let Filling { list, done } = cur;
+        let filled = py.detach(move || smdfs::sync::lock(&done).recv());
+        self.pending = next?;
+        filled.map_err(|_| PyRuntimeError::new_err("the copier thread ended"))?;
+        Ok(Some(list.into_bound(py)))
+    }
+}
+
+impl Drop for BinIter {
+    fn drop(&mut self) {
+        // The copier may still be writing into the pending bin's bytes objects.
+        if let Some(p) = self.pending.take() {
+            let _ = smdfs::sync::lock(&p.done).recv();
+        }
     }
 }
 

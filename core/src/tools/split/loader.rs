@@ -194,6 +194,12 @@ impl SplitLoader {
         v
     }
 
+    /// The records of bin `b` in iteration order: in order, or shuffled by `seed` (the order
+    /// [`order`](SplitLoader::order) uses for that bin).
+    pub fn records_of_bin(&self, b: usize, seed: Option<u64>) -> Vec<u64> {
+        self.inner.bin_order(b, seed)
+    }
+
     /// Record indices in iteration order: bin by bin; with a seed, bins and the records
     /// within each bin shuffled.
     pub fn order(&self, seed: Option<u64>) -> Vec<u64> {
