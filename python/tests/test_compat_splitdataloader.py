@@ -43,6 +43,26 @@ def test_write_then_len_index_and_shuffled_iteration(tmp_path):
     assert sum(1 for x, y in zip(bins, bins[1:]) if x != y) == 127
 
 
+def test_iteration_gives_exact_bytes_of_any_size_and_can_stop_anywhere(tmp_path):
+    # Empty, one-byte (CPython caches those bytes objects) and multi-MiB records; the
+    # iteration fills fresh bytes objects on a copier thread, one bin ahead.
+    rng = np.random.default_rng(3)
+    recs = [b"", b"x", b"y", bytes(rng.integers(0, 256, 3 << 20, dtype=np.uint8))]
+    recs += [bytes(rng.integers(0, 256, int(n), dtype=np.uint8)) for n in rng.integers(0, 5000, 300)]
+    write_split_data(str(tmp_path / "d"), recs, splits=7)
+    loader = SplitDataLoader(str(tmp_path / "d"))
+    got = list(loader.iterate_binwise(shuffle=True))
+    assert all(type(r) is bytes for r in got)
+    assert sorted(got) == sorted(recs)
+    assert b"x" == loader[1] and b"" == loader[0]
+    # Stopping early (the generator closed while the next bin is being filled) is clean.
+    for stop in range(0, len(recs), 23):
+        for k, _ in enumerate(loader.iterate_binwise(shuffle=True)):
+            if k == stop:
+                break
+    assert sum(len(r) for r in loader.iterate_binwise()) == sum(len(r) for r in recs)
+
+
 def test_data_source_keyword_start_clean_and_existing_dir(tmp_path):
     d = tmp_path / "d"
     write_split_data(d, data_source=[b"a", b"bb", b""], splits=2)
