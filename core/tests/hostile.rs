@@ -38,6 +38,19 @@ fn refused(run: &Path, words: &[&str]) {
     assert!(!rep.problems.is_empty(), "verify calls a run sound that open refuses: {e}");
 }
 
+/// `Run::open` reads the run (index rebuilt from the shards) and warns with each of `words`;
+/// verify reports the damage.
+fn reindexed(run: &Path, words: &[&str]) {
+    let (opened, checked) = open_and_verify(run);
+    let r = opened.expect("a run with intact shards is re-indexed");
+    let w = r.warnings().join("\n");
+    for word in words {
+        assert!(w.contains(word), "{w:?} lacks {word:?}");
+    }
+    assert_eq!(r.len(), 200, "every event is served");
+    assert!(!checked.unwrap().problems.is_empty(), "verify calls a damaged index sound");
+}
+
 fn mkfifo(p: &Path) {
     let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
     // SAFETY: a valid NUL-terminated path.
@@ -80,7 +93,9 @@ fn manifest_index_names_that_are_paths_are_refused() {
         let m = run.join("manifest.json");
         let text = std::fs::read_to_string(&m).unwrap();
         assert!(text.contains("\"index/g00000.idx\""), "the demo's manifest names its index");
-        std::fs::write(&m, text.replace("\"index/g00000.idx\"", &format!("{bad:?}"))).unwrap();
+        let edited = text.replace("\"index/g00000.idx\"", &format!("{bad:?}"));
+        // Resealed: the name itself must be refused, not only the stale checksum.
+        std::fs::write(&m, smdfs::format::manifest::seal(edited.as_bytes())).unwrap();
         refused(&run, &["manifest.json", "not a plain file name"]);
     }
 }
@@ -93,7 +108,12 @@ fn fifos_and_devices_in_place_of_run_files_never_hang_a_reader() {
         let p = run.join(victim);
         std::fs::remove_file(&p).unwrap();
         mkfifo(&p);
-        refused(&run, &[victim.rsplit('/').next().unwrap(), "FIFO"]);
+        if victim.starts_with("index/") {
+            // The shards are intact: the group is indexed from them, with a warning.
+            reindexed(&run, &["g00000.idx", "FIFO"]);
+        } else {
+            refused(&run, &[victim.rsplit('/').next().unwrap(), "FIFO"]);
+        }
     }
     let t = tempfile::tempdir().unwrap();
     let run = demo(t.path());

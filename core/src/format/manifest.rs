@@ -24,6 +24,13 @@ pub const MANIFEST_FILE: &str = "manifest.json";
 pub const INDEX_DIR: &str = "index";
 /// Value of the manifest's `format` key.
 pub const MANIFEST_FORMAT: &str = "smdfs-run";
+/// The manifest's checksum member, the last one a writer puts in the file: the crc32c (8
+/// lowercase hex digits) of every byte of the file before this text.
+const CHECKSUM_SUFFIX_HEAD: &str = ",\n  \"crc32c\": \"";
+/// The bytes after the checksum's hex digits: the end of the file.
+const CHECKSUM_SUFFIX_TAIL: &str = "\"\n}\n";
+/// Top-level keys of a manifest without a checksum (written before document revision 4).
+const V1_KEYS: &[&str] = &["format", "version", "state", "shards", "schema", "summary", "stats", "index"];
 
 /// Lifecycle state of a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,6 +81,47 @@ impl SummaryValue {
         (0..self.data_hex.len() / 2)
             .filter_map(|i| u8::from_str_radix(self.data_hex.get(2 * i..2 * i + 2)?, 16).ok())
             .collect()
+    }
+
+    /// Checks that `data_hex` is lowercase hex of exactly the bytes the dtype and shape need
+    /// (fixed kind), or of whole elements (ragged kinds), and that the path is valid.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        let name = &self.path;
+        crate::model::path::validate_path(name).map_err(|e| format!("summary value {name:?}: {e}"))?;
+        let h = &self.data_hex;
+        if h.len() % 2 != 0 || !h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            return Err(format!("summary value {name:?}: data_hex is not lowercase hex bytes"));
+        }
+        let bytes = h.len() as u64 / 2;
+        let es = self.dtype.size() as u64;
+        match self.kind {
+            Kind::Fixed => {
+                let need = self
+                    .shape
+                    .iter()
+                    .try_fold(es, |a, &d| a.checked_mul(d as u64))
+                    .ok_or_else(|| format!("summary value {name:?}: shape {:?} overflows", self.shape))?;
+                if bytes != need {
+                    return Err(format!(
+                        "summary value {name:?}: {} shape {:?} needs {need} bytes, data_hex holds {bytes}",
+                        self.dtype.name(),
+                        self.shape
+                    ));
+                }
+            }
+            _ => {
+                if !self.shape.is_empty() || (self.kind != Kind::Ragged && self.dtype != Dtype::U8) {
+                    return Err(format!("summary value {name:?}: a {:?} value must be u8 with shape []", self.kind));
+                }
+                if bytes % es != 0 {
+                    return Err(format!(
+                        "summary value {name:?}: {bytes} bytes are not whole {} elements",
+                        self.dtype.name()
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The value as f64 (first element), for display.
@@ -169,7 +217,8 @@ impl Manifest {
             }
             Err(e) => return Err(Error::io(&path, e)),
         };
-        let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
+        let body = check_sum(&path, &bytes)?;
+        let m: Manifest = serde_json::from_slice(&body).map_err(|e| Error::Corrupt {
             path: path.clone(),
             offset: e.column() as u64,
             why: e.to_string(),
@@ -182,6 +231,15 @@ impl Manifest {
         }
         if m.shards > 1 << 16 {
             return Err(Error::Corrupt { path, offset: 0, why: format!("{} shards is more than 65536", m.shards) });
+        }
+        let corrupt = |why: String| Error::Corrupt { path: path.clone(), offset: 0, why };
+        m.schema.check().map_err(|e| corrupt(format!("schema: {e}")))?;
+        let mut seen = std::collections::HashSet::new();
+        for s in &m.summary {
+            s.check().map_err(corrupt)?;
+            if !seen.insert(&s.path) {
+                return Err(corrupt(format!("summary value {:?} appears twice", s.path)));
+            }
         }
         if let Some(ix) = &m.index {
             let names = ix.groups.iter().map(|g| &g.file).chain(ix.ragged.iter().map(|r| &r.file));
@@ -196,10 +254,17 @@ impl Manifest {
         Ok(m)
     }
 
+    /// The manifest file's bytes: pretty-printed JSON whose last member is the `crc32c` of
+    /// every byte before it.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let json = serde_json::to_vec_pretty(self).map_err(Error::encode("the manifest"))?;
+        Ok(seal(&json))
+    }
+
     /// Replaces the manifest atomically (write temp, fsync, rename, fsync directory).
     pub fn store(&self, dir: &Path) -> Result<()> {
         let tmp = dir.join(".manifest.json.tmp");
-        let json = serde_json::to_vec_pretty(self).map_err(Error::encode("the manifest"))?;
+        let json = self.to_bytes()?;
         let mut f = File::create(&tmp).at(&tmp)?;
         f.write_all(&json).at(&tmp)?;
         f.sync_all().at(&tmp)?;
@@ -207,6 +272,73 @@ impl Manifest {
         fs::rename(&tmp, &path).at(&path)?;
         sync_dir(dir)
     }
+}
+
+/// Adds the checksum member to pretty-printed manifest JSON (which ends with `\n}`), or
+/// replaces the one it has: the crc32c covers every byte before `,\n  "crc32c"`. Tools that
+/// edit a manifest on purpose (tests, repair) reseal it with this.
+pub fn seal(json: &[u8]) -> Vec<u8> {
+    let mut body = match find_suffix(json) {
+        Some(at) => json[..at].to_vec(),
+        None => {
+            let mut b = json.to_vec();
+            while b.last().is_some_and(|c| c.is_ascii_whitespace()) {
+                b.pop();
+            }
+            if b.last() == Some(&b'}') {
+                b.pop();
+            }
+            while b.last().is_some_and(|c| c.is_ascii_whitespace()) {
+                b.pop();
+            }
+            b
+        }
+    };
+    let crc = crc32c::crc32c(&body);
+    body.extend_from_slice(format!("{CHECKSUM_SUFFIX_HEAD}{crc:08x}{CHECKSUM_SUFFIX_TAIL}").as_bytes());
+    body
+}
+
+/// Where the checksum member starts, if the file ends with one in the writer's layout.
+fn find_suffix(bytes: &[u8]) -> Option<usize> {
+    let tail = bytes.len().checked_sub(CHECKSUM_SUFFIX_HEAD.len() + 8 + CHECKSUM_SUFFIX_TAIL.len())?;
+    (bytes[tail..].starts_with(CHECKSUM_SUFFIX_HEAD.as_bytes()) && bytes.ends_with(CHECKSUM_SUFFIX_TAIL.as_bytes()))
+        .then_some(tail)
+}
+
+/// Checks the manifest's checksum and returns the JSON to decode (the file without its
+/// checksum member, closed again). A manifest without one (written before document revision
+/// 4) is accepted if it has only the keys such writers wrote: a damaged `crc32c` key is
+/// then an unknown key, not a missing checksum.
+fn check_sum<'a>(path: &Path, bytes: &'a [u8]) -> Result<std::borrow::Cow<'a, [u8]>> {
+    let corrupt = |offset: usize, why: String| Error::Corrupt { path: path.into(), offset: offset as u64, why };
+    if let Some(at) = find_suffix(bytes) {
+        let hex = &bytes[at + CHECKSUM_SUFFIX_HEAD.len()..at + CHECKSUM_SUFFIX_HEAD.len() + 8];
+        let stored = std::str::from_utf8(hex)
+            .ok()
+            .filter(|h| h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+            .and_then(|h| u32::from_str_radix(h, 16).ok())
+            .ok_or_else(|| corrupt(at, "the crc32c member is not 8 lowercase hex digits".into()))?;
+        let actual = crc32c::crc32c(&bytes[..at]);
+        if stored != actual {
+            return Err(corrupt(
+                0,
+                format!("checksum mismatch: the file's crc32c is {actual:08x}, its crc32c member says {stored:08x} (the manifest was damaged or edited)"),
+            ));
+        }
+        let mut body = bytes[..at].to_vec();
+        body.extend_from_slice(b"\n}");
+        return Ok(std::borrow::Cow::Owned(body));
+    }
+    let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| corrupt(e.column(), e.to_string()))?;
+    let obj = v.as_object().ok_or_else(|| corrupt(0, "the manifest is not a JSON object".into()))?;
+    if obj.contains_key("crc32c") {
+        return Err(corrupt(0, "the crc32c member is not the file's last, as writers put it".into()));
+    }
+    if let Some(k) = obj.keys().find(|k| !V1_KEYS.contains(&k.as_str())) {
+        return Err(corrupt(0, format!("unknown key {k:?} in a manifest without a checksum")));
+    }
+    Ok(std::borrow::Cow::Borrowed(bytes))
 }
 
 /// fsyncs a directory so renames and creations in it are durable.

@@ -17,6 +17,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::format::FORMAT_VERSION;
 
 mod build;
+mod check;
 mod offsets;
 
 pub(crate) use build::build_global_index;

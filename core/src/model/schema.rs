@@ -58,6 +58,10 @@ pub struct FieldSpec {
     pub attrs: BTreeMap<String, String>,
 }
 
+/// The largest row of a fixed field a reader accepts (4 GiB): a shape beyond it (or one whose
+/// product overflows) is damage, refused by every command.
+pub const MAX_ROW_BYTES: u64 = 1 << 32;
+
 /// Attribute names the view sets itself: a writer's attribute may not take one.
 pub const RESERVED_ATTRS: &[&str] = &[
     "dtype",
@@ -105,6 +109,40 @@ impl FieldSpec {
             Kind::Fixed => self.elements_per_row() * self.dtype.size(),
             _ => self.dtype.size(),
         }
+    }
+
+    /// Checks a spec read from a file: a valid path, a dtype the kind allows (`bytes` and
+    /// `str` are u8), a shape only for fixed fields, a row of at most [`MAX_ROW_BYTES`]
+    /// (no overflow), a fill of exactly one element, valid attribute names.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let p = &self.path;
+        crate::model::path::validate_path(p).map_err(|e| e.to_string())?;
+        if matches!(self.kind, Kind::Bytes | Kind::Str) && self.dtype != Dtype::U8 {
+            return Err(format!("field {p:?}: a {:?} field must have dtype u8, not {}", self.kind, self.dtype.name()));
+        }
+        if self.kind != Kind::Fixed && !self.shape.is_empty() {
+            return Err(format!("field {p:?}: a {:?} field has no shape, got {:?}", self.kind, self.shape));
+        }
+        let row = self.shape.iter().try_fold(self.dtype.size() as u64, |a, &d| a.checked_mul(d as u64));
+        if row.is_none_or(|r| r > MAX_ROW_BYTES) {
+            return Err(format!(
+                "field {p:?}: shape {:?} of {} makes a row larger than {MAX_ROW_BYTES} bytes",
+                self.shape,
+                self.dtype.name()
+            ));
+        }
+        if self.fill.len() != self.dtype.size() {
+            return Err(format!(
+                "field {p:?}: fill has {} bytes, one {} element has {}",
+                self.fill.len(),
+                self.dtype.name(),
+                self.dtype.size()
+            ));
+        }
+        for name in self.attrs.keys() {
+            check_attr_name(p, name).map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
 
     /// Human description (`u16 array [4, 8]`).
@@ -190,6 +228,42 @@ impl Schema {
             if self.group(&g.name).is_none() {
                 self.groups.push(g.clone());
             }
+        }
+        Ok(())
+    }
+
+    /// Checks a schema read from a file (a manifest, a shard's records): every field valid
+    /// ([`FieldSpec::validate`]) and in a listed group, no path or group twice, the run group
+    /// first, no two fields whose view names collide. Returns what is wrong, naming the field.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        if self.groups.first().is_none_or(|g| g.name != RUN_GROUP || !g.aligned) {
+            return Err("the first group must be the run's aligned group \"\"".into());
+        }
+        let mut names = HashSet::new();
+        for g in &self.groups {
+            if !names.insert(g.name.as_str()) {
+                return Err(format!("group {:?} appears twice", g.name));
+            }
+        }
+        let mut seen = Schema { groups: self.groups.clone(), fields: Vec::new() };
+        for f in &self.fields {
+            f.validate()?;
+            let g = self
+                .groups
+                .iter()
+                .find(|g| g.name == f.group)
+                .ok_or_else(|| format!("field {:?} names group {:?}, which is not listed", f.path, f.group))?;
+            if !g.aligned && g.name != f.path {
+                return Err(format!(
+                    "field {:?} is in unaligned group {:?}, which only its namesake may be",
+                    f.path, g.name
+                ));
+            }
+            if seen.field(&f.path).is_some() {
+                return Err(format!("field {:?} appears twice", f.path));
+            }
+            check_no_collision(&seen, &f.path, f.kind, !g.aligned).map_err(|e| e.to_string())?;
+            seen.fields.push(f.clone());
         }
         Ok(())
     }

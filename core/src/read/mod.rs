@@ -3,6 +3,7 @@
 //! change detection for live views, `info` and `verify`. Builds on shards and the index;
 //! never writes a run.
 
+pub(crate) mod complete;
 pub mod field;
 pub mod info;
 pub mod run;

@@ -31,6 +31,8 @@ pub struct GroupData {
     pub duplicate_ids: Vec<u64>,
     /// Per shard: the event-id column.
     ts: Vec<Option<u32>>,
+    /// Per shard: the group's committed rows (what a location may name).
+    shard_rows: Vec<u64>,
 }
 
 /// Per shard: the columns of one field.
@@ -91,13 +93,24 @@ impl Run {
             .map(|i| Shard::load(&dir, i, index.and_then(|x| x.close_offsets.get(i).copied())))
             .collect::<Result<_>>()?;
 
+        let mut warnings = Vec::new();
+        let complete = state == RunState::Complete;
+        for s in &shards {
+            if let Some(bad) = s.fields.iter().find_map(|f| f.validate().err()) {
+                return Err(Error::Corrupt { path: s.dir.join(crate::format::LOG_FILE), offset: 0, why: bad });
+            }
+        }
+        if complete {
+            warnings.extend(crate::read::complete::check_shards(&dir, &manifest, &shards)?);
+            crate::read::complete::check_schema(&dir, &manifest, &shards)?;
+        }
+
         // The schema: the manifest's when complete, else the union of the shards'.
-        let mut schema = if state == RunState::Complete { manifest.schema.clone() } else { Schema::new() };
+        let mut schema = if complete { manifest.schema.clone() } else { Schema::new() };
         // Shards that disagree on a field (a job whose ranks sent conflicting dtypes before it
         // failed) lose nothing else: the first definition wins, the other shards' rows of that
         // field read as missing, and the conflict is reported in `warnings()`.
         let mut excluded: std::collections::HashSet<(usize, String)> = std::collections::HashSet::new();
-        let mut warnings = Vec::new();
         for s in &shards {
             schema.merge_from(&s.fields, &s.groups, |f, e| {
                 warnings.push(format!("shard {}: {e}; its rows of {:?} read as missing", s.index, f.path));
@@ -105,20 +118,30 @@ impl Run {
                 Ok(())
             })?;
         }
+        schema.check().map_err(|why| Error::Corrupt { path: dir.clone(), offset: 0, why: format!("schema: {why}") })?;
 
+        // A stored index is used only if it covers exactly the shards' rows; otherwise the
+        // group is indexed from the shards as for a crashed run (read/complete.rs).
+        let mut rebuilt = false;
         let mut groups = Vec::with_capacity(schema.groups.len());
         for g in &schema.groups {
-            let stored = index.and_then(|x| x.groups.iter().find(|i| i.group == g.name)).filter(|i| {
-                i.shard_rows.len() == shards.len()
-                    && shards.iter().zip(&i.shard_rows).all(|(s, &r)| s.group_rows(&g.name) == r)
-            });
-            let (idx, duplicates, duplicate_ids) = match stored {
-                Some(i) => (GroupIndex::load(&dir.join(&i.file))?, i.duplicates, i.duplicate_ids.clone()),
-                None => build_group(&shards, &g.name),
+            let entry = index.and_then(|x| x.groups.iter().find(|i| i.group == g.name));
+            let stored = index.map(|_| crate::read::complete::stored_index(&dir, entry, &g.name, &shards));
+            let (idx, duplicates, duplicate_ids) = match (stored, entry) {
+                (Some(Ok(idx)), Some(e)) => (idx, e.duplicates, e.duplicate_ids.clone()),
+                (stored, _) => {
+                    if let Some(Err(why)) = stored {
+                        warnings.push(format!("{why}; indexed from the shards instead (run `smdfs verify`)"));
+                        rebuilt = true;
+                    }
+                    build_group(&shards, &g.name)
+                }
             };
             let ts = shards.iter().map(|s| s.column(&g.name, None, Role::Ts)).collect();
-            groups.push(GroupData { spec: g.clone(), index: idx, duplicates, duplicate_ids, ts });
+            let shard_rows = shards.iter().map(|s| s.group_rows(&g.name)).collect();
+            groups.push(GroupData { spec: g.clone(), index: idx, duplicates, duplicate_ids, ts, shard_rows });
         }
+        let index = index.filter(|_| !rebuilt);
 
         let mut fields = Vec::with_capacity(schema.fields.len());
         for f in &schema.fields {
@@ -146,7 +169,20 @@ impl Run {
             let offsets = if f.kind.is_ragged() {
                 let stored = index.and_then(|x| x.ragged.iter().find(|r| r.field == f.path));
                 // A stored offsets file that does not match the index is recomputed.
-                let loaded = stored.and_then(|r| load_offsets(&dir.join(&r.file), g.index.len()).ok());
+                let total: u64 = shards
+                    .iter()
+                    .zip(&columns)
+                    .map(|(s, c)| c.data.map_or(0, |d| s.bytes(d).len() as u64 / f.dtype.size() as u64))
+                    .sum();
+                let loaded = stored.and_then(|r| {
+                    let o = load_offsets(&dir.join(&r.file), g.index.len()).ok()?;
+                    let v = o.get();
+                    (v.first() == Some(&0) && v.last() == Some(&total) && v.windows(2).all(|w| w[0] <= w[1]))
+                        .then_some(o)
+                });
+                if complete && loaded.is_none() {
+                    warnings.push(format!("field {:?}: stored offsets unusable; recomputed from the shards", f.path));
+                }
                 Some(loaded.unwrap_or_else(|| OffsetsMap::Owned(ragged_offsets(&shards, &g.index, &f.group, &f.path))))
             } else {
                 None
@@ -166,7 +202,7 @@ impl Run {
             };
             fields.push(FieldData { spec: f.clone(), group: gi, columns, offsets, missing });
         }
-        let stats = if state == RunState::Complete { manifest.stats.clone() } else { StatsMap::new() };
+        let stats = if complete { manifest.stats.clone() } else { StatsMap::new() };
         Ok(Run { dir, state, manifest, schema, shards, groups, fields, stats, warnings })
     }
 
@@ -311,18 +347,27 @@ impl Run {
         let n = (out.len() / row_bytes) as u64;
         check_range(start, n, g.index.len())?;
         let mut pos = 0usize;
+        let mut bad = None;
         g.index.for_each_segment(start, start + n, |loc, k| {
             let len = k as usize * row_bytes;
             let dst = &mut out[pos..pos + len];
-            let from = loc.row as usize * row_bytes;
-            let src = self.column_of(columns, loc.shard).map(|(s, c)| s.bytes(c));
-            match src.and_then(|s| s.get(from..from + len)) {
-                Some(s) => dst.copy_from_slice(s),
-                None => dst.chunks_exact_mut(row_bytes).for_each(|r| r.copy_from_slice(fill)),
-            }
             pos += len;
+            // A shard without the column reads as fill; a location past the shard's rows is
+            // damage and never reads as fill (it would be a wrong value served as right).
+            if g.shard_rows.get(loc.shard).is_none_or(|&r| loc.row.saturating_add(k) > r) {
+                bad.get_or_insert(loc);
+                return;
+            }
+            let from = loc.row as usize * row_bytes;
+            match self.column_of(columns, loc.shard).map(|(s, c)| s.bytes(c).get(from..from + len)) {
+                Some(Some(s)) => dst.copy_from_slice(s),
+                None => dst.chunks_exact_mut(row_bytes).for_each(|r| r.copy_from_slice(fill)),
+                Some(None) => {
+                    bad.get_or_insert(loc);
+                }
+            }
         });
-        Ok(())
+        bad.map_or(Ok(()), |l| Err(bad_loc(l)))
     }
 
     /// Per shard: the event-id column of a group.

@@ -156,10 +156,18 @@ pub fn verify(dir: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<VerifyRe
                         offset: start,
                         what: format!("{} committed bytes fail their checksum", end - start),
                     }),
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                        let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+                        rep.problems.push(Problem {
+                            file: path,
+                            offset: size,
+                            what: format!("the log commits bytes {start}..{end} but the file holds {size}"),
+                        })
+                    }
                     Err(e) => rep.problems.push(Problem {
                         file: path,
                         offset: start,
-                        what: format!("committed bytes {start}..{end} unreadable (file too short?): {e}"),
+                        what: format!("committed bytes {start}..{end} unreadable: {e}"),
                     }),
                 }
                 done += end - start;
@@ -182,6 +190,25 @@ pub fn verify(dir: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<VerifyRe
     };
     rep.state = Some(run.state());
     rep.events = run.len();
+    let mpath = dir.join(crate::format::manifest::MANIFEST_FILE);
+    let complete = run.state() == RunState::Complete;
+    if complete {
+        // What the reader worked around in a complete run is damage all the same.
+        for w in run.warnings() {
+            rep.problems.push(Problem { file: mpath.clone(), offset: 0, what: w.clone() });
+        }
+        check_complete(&run, &replays, &mut rep.problems);
+    } else if manifest.index.is_some() || manifest.state == RunState::Crashed {
+        rep.problems.push(Problem {
+            file: mpath.clone(),
+            offset: 0,
+            what: format!(
+                "state {:?} with {} index: writers store only \"writing\" (no index) and \"complete\" (with one)",
+                manifest.state.to_string(),
+                if manifest.index.is_some() { "an" } else { "no" }
+            ),
+        });
+    }
     for (sr, s) in rep.shards.iter_mut().zip(run.shards()) {
         sr.events = s.group_rows(crate::model::schema::RUN_GROUP);
     }
@@ -209,6 +236,129 @@ pub fn verify(dir: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<VerifyRe
         }
     }
     Ok(rep)
+}
+
+/// A complete run: every shard's log ends with its close record, every byte the close
+/// record commits lies inside checksummed commits, and the manifest's derived values
+/// (duplicates, missing counts, statistics) are what the shards hold.
+fn check_complete(
+    run: &Run,
+    replays: &[Option<(PathBuf, crate::shard::reader::LogReplay)>],
+    problems: &mut Vec<Problem>,
+) {
+    let mpath = run.dir().join(crate::format::manifest::MANIFEST_FILE);
+    for (s, rp) in run.shards().iter().zip(replays) {
+        let Some((sdir, r)) = rp else { continue };
+        let log = sdir.join(LOG_FILE);
+        if r.torn_bytes > 0 || r.close.is_none() {
+            problems.push(Problem {
+                file: log.clone(),
+                offset: r.valid_len,
+                what: format!(
+                    "a complete run's log ends with its close record, this one has {} ({})",
+                    if r.close.is_none() { "none that replay reaches" } else { "bytes after it" },
+                    r.torn_reason.as_deref().unwrap_or("no torn tail")
+                ),
+            });
+        }
+        // Checksummed extent of each column: commits append contiguously from 0.
+        let mut covered = vec![0u64; r.columns.len()];
+        for &(c, start, end, _) in &r.segments {
+            if let Some(x) = covered.get_mut(c as usize) {
+                if start <= *x {
+                    *x = (*x).max(end);
+                }
+            }
+        }
+        for c in &s.columns {
+            let served = s.lens.get(c.id as usize).copied().unwrap_or(0);
+            let have = covered.get(c.id as usize).copied().unwrap_or(0);
+            if served > have {
+                problems.push(Problem {
+                    file: sdir.join(column_file_name(c.id)),
+                    offset: have,
+                    what: format!("bytes {have}..{served} are served but no valid commit checksums them"),
+                });
+            }
+        }
+    }
+    let Some(ix) = run.manifest().index.as_ref() else { return };
+    for (gi, g) in run.groups().iter().enumerate() {
+        let Some(e) = ix.groups.iter().find(|e| e.group == g.spec.name) else { continue };
+        let (mut dups, mut ids, mut last) = (0u64, Vec::new(), None);
+        g.index.for_each_segment(0, g.index.len(), |loc, n| {
+            for k in 0..n {
+                let id = run.id_at(gi, crate::index::Loc { shard: loc.shard, row: loc.row + k });
+                if last == Some(id) {
+                    dups += 1;
+                    if ids.len() < 16 && ids.last() != Some(&id) {
+                        ids.push(id);
+                    }
+                }
+                last = Some(id);
+            }
+        });
+        if dups != e.duplicates || ids != e.duplicate_ids {
+            problems.push(Problem {
+                file: mpath.clone(),
+                offset: 0,
+                what: format!(
+                    "group {:?}: the manifest says {} duplicates {:?}, the index holds {dups} {ids:?}",
+                    e.group, e.duplicates, e.duplicate_ids
+                ),
+            });
+        }
+    }
+    for f in run.fields().iter().filter(|f| run.groups()[f.group].spec.aligned) {
+        let count = crate::index::count_missing(run.shards(), &f.spec.group, &f.spec.path);
+        let stored = ix.missing.get(&f.spec.path).copied();
+        if stored != Some(count) {
+            problems.push(Problem {
+                file: mpath.clone(),
+                offset: 0,
+                what: format!(
+                    "field {:?}: the manifest says {stored:?} rows missing, the shards hold {count}",
+                    f.spec.path
+                ),
+            });
+        }
+    }
+    if let Some(k) = ix.missing.keys().find(|k| !run.fields().iter().any(|f| &f.spec.path == *k)) {
+        problems.push(Problem {
+            file: mpath.clone(),
+            offset: 0,
+            what: format!("missing count for unknown field {k:?}"),
+        });
+    }
+    let mut merged = crate::model::schema::StatsMap::new();
+    for s in run.shards() {
+        crate::model::schema::merge_stats(&mut merged, s.stats.clone().unwrap_or_default());
+    }
+    let same = |a: f64, b: f64| a == b || (a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-9 * a.abs().max(b.abs());
+    let stored = &run.manifest().stats;
+    let keys: std::collections::BTreeSet<&String> = merged.keys().chain(stored.keys()).collect();
+    for k in keys {
+        let ok = match (stored.get(k), merged.get(k)) {
+            (Some(a), Some(b)) => {
+                a.count == b.count
+                    && a.min.total_cmp(&b.min).is_eq()
+                    && a.max.total_cmp(&b.max).is_eq()
+                    && same(a.sum, b.sum)
+            }
+            _ => false,
+        };
+        if !ok {
+            problems.push(Problem {
+                file: mpath.clone(),
+                offset: 0,
+                what: format!(
+                    "statistics of {k:?}: the manifest says {:?}, the shards' close records {:?}",
+                    stored.get(k),
+                    merged.get(k)
+                ),
+            });
+        }
+    }
 }
 
 /// Every shard row appears exactly once, and event ids ascend.

@@ -120,7 +120,17 @@ pub fn replay_log(path: &Path, log: &[u8], keep_segments: bool) -> Result<LogRep
 fn read_close(path: &Path, offset: u64) -> Result<Option<CloseRecord>> {
     let f = open_regular(path).at(path)?;
     let mut header = [0u8; LOG_HEADER_LEN];
-    f.read_exact_at(&mut header, 0).at(path)?;
+    match f.read_exact_at(&mut header, 0) {
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+            return Err(Error::Corrupt {
+                path: path.into(),
+                offset: size,
+                why: format!("the log holds {size} bytes, less than its {LOG_HEADER_LEN}-byte header"),
+            });
+        }
+        r => r.at(path)?,
+    }
     check_log_header(&header).map_err(|why| Error::Corrupt { path: path.into(), offset: 0, why })?;
     let mut head = [0u8; 8];
     if f.read_exact_at(&mut head, offset).is_err() {
@@ -162,6 +172,12 @@ pub struct Shard {
     pub stats: Option<StatsMap>,
     /// Torn bytes at the log's end (0 when loaded from a close record).
     pub torn_bytes: u64,
+    /// Whether the shard has a log at all (a server that never started has none).
+    pub has_log: bool,
+    /// Whether a close record was found (at the given offset, or by replay).
+    pub closed: bool,
+    /// Whether the close record was read at the offset the manifest gives.
+    pub close_at_offset: bool,
     maps: Vec<Option<Mmap>>,
 }
 
@@ -180,17 +196,25 @@ impl Shard {
         if let Some(off) = close_offset {
             from_close = read_close(&log_path, off)?;
         }
+        let mut has_log = true;
+        let mut closed = false;
+        let mut close_at_offset = false;
         let (columns, lens, groups, fields, stats, torn) = match from_close {
             Some(c)
                 if c.columns.len() == c.lens.len() && c.columns.iter().enumerate().all(|(k, d)| d.id as usize == k) =>
             {
+                closed = true;
+                close_at_offset = true;
                 (c.columns, c.lens, c.groups, c.fields, Some(c.stats), 0)
             }
             _ => {
                 let log = match read_regular(&log_path, u64::MAX) {
                     Ok(l) => l,
                     // A shard whose server never started holds nothing yet.
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        has_log = false;
+                        Vec::new()
+                    }
                     Err(e) => return Err(Error::io(&log_path, e)),
                 };
                 if log.is_empty() {
@@ -211,6 +235,7 @@ impl Shard {
                         .into_iter()
                         .filter(|g| columns.iter().any(|c| c.role == Role::Ts && c.group == g.name))
                         .collect();
+                    closed = r.close.is_some();
                     (columns, r.lens, groups, fields, r.close.map(|c| c.stats), r.torn_bytes)
                 }
             }
@@ -240,7 +265,20 @@ impl Shard {
             let map = unsafe { MmapOptions::new().len(len_usize).map(&file) }.at(&path)?;
             maps[c.id as usize] = Some(map);
         }
-        let shard = Shard { index, dir, columns, lens, groups, fields, stats, torn_bytes: torn, maps };
+        let shard = Shard {
+            index,
+            dir,
+            columns,
+            lens,
+            groups,
+            fields,
+            stats,
+            torn_bytes: torn,
+            has_log,
+            closed,
+            close_at_offset,
+            maps,
+        };
         shard.check_row_counts()?;
         Ok(shard)
     }
