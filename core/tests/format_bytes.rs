@@ -194,7 +194,30 @@ fn close_record_bytes() {
 
 // ---- FORMAT.md § "The run manifest (`manifest.json`)" -----------------------------------
 
-/// A fresh manifest (state writing, run group only), pretty-printed with a 2-space indent.
+/// A fresh manifest (state writing, run group only), pretty-printed with a 2-space indent,
+/// sealed by its last member, the crc32c of every byte before `,\n  "crc32c"` (revision 4).
+const MANIFEST_WRITING_2_SEALED: &str = r#"{
+  "format": "smdfs-run",
+  "version": 1,
+  "state": "writing",
+  "shards": 2,
+  "schema": {
+    "groups": [
+      {
+        "name": "",
+        "aligned": true
+      }
+    ],
+    "fields": []
+  },
+  "summary": [],
+  "stats": {},
+  "index": null,
+  "crc32c": "dc9ab4ea"
+}
+"#;
+
+/// The same manifest as writers before document revision 4 wrote it (no checksum): still read.
 const MANIFEST_WRITING_2: &str = r#"{
   "format": "smdfs-run",
   "version": 1,
@@ -218,7 +241,13 @@ const MANIFEST_WRITING_2: &str = r#"{
 fn manifest_required_fields_bytes() {
     let dir = tempfile::tempdir().expect("tempdir");
     Manifest::new(2).store(dir.path()).expect("stores");
-    assert_eq!(String::from_utf8(read(&dir.path().join("manifest.json"))).expect("utf-8"), MANIFEST_WRITING_2);
+    assert_eq!(String::from_utf8(read(&dir.path().join("manifest.json"))).expect("utf-8"), MANIFEST_WRITING_2_SEALED);
+    let sealed = tempfile::tempdir().expect("tempdir");
+    std::fs::write(sealed.path().join("manifest.json"), MANIFEST_WRITING_2_SEALED).expect("write");
+    assert_eq!(Manifest::load(sealed.path()).expect("the sealed literal decodes"), Manifest::new(2));
+    std::fs::write(sealed.path().join("manifest.json"), MANIFEST_WRITING_2_SEALED.replace(": 2,", ": 3,"))
+        .expect("write");
+    assert!(Manifest::load(sealed.path()).unwrap_err().to_string().contains("checksum"), "an edit breaks the seal");
     assert!(!dir.path().join(".manifest.json.tmp").exists(), "the temporary is renamed away");
 
     let lit = tempfile::tempdir().expect("tempdir");
@@ -317,8 +346,10 @@ const TINY_MANIFEST: &str = r#"{
     "missing": {
       "x": 0
     }
-  }
-}"#;
+  },
+  "crc32c": "4ee63470"
+}
+"#;
 
 /// Column files: ts (u64 ids), data (u8), present (u8).
 const TINY_COLUMNS: [(&str, &str); 3] = [
