@@ -118,10 +118,18 @@ impl FieldSpec {
         let p = &self.path;
         crate::model::path::validate_path(p).map_err(|e| e.to_string())?;
         if matches!(self.kind, Kind::Bytes | Kind::Str) && self.dtype != Dtype::U8 {
-            return Err(format!("field {p:?}: a {:?} field must have dtype u8, not {}", self.kind, self.dtype.name()));
+            return Err(format!(
+                "field {p:?}: a {} field must have dtype u8, not {}",
+                format!("{:?}", self.kind).to_lowercase(),
+                self.dtype.name()
+            ));
         }
         if self.kind != Kind::Fixed && !self.shape.is_empty() {
-            return Err(format!("field {p:?}: a {:?} field has no shape, got {:?}", self.kind, self.shape));
+            return Err(format!(
+                "field {p:?}: a {} field has no shape, got {:?}",
+                format!("{:?}", self.kind).to_lowercase(),
+                self.shape
+            ));
         }
         let row = self.shape.iter().try_fold(self.dtype.size() as u64, |a, &d| a.checked_mul(d as u64));
         if row.is_none_or(|r| r > MAX_ROW_BYTES) {

@@ -118,7 +118,11 @@ pub fn replay_log(path: &Path, log: &[u8], keep_segments: bool) -> Result<LogRep
 
 /// Reads only the close record at `offset` (complete runs): O(1) in the run's size.
 fn read_close(path: &Path, offset: u64) -> Result<Option<CloseRecord>> {
-    let f = open_regular(path).at(path)?;
+    let f = match open_regular(path) {
+        // No log: replay finds none either, and says so.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        r => r.at(path)?,
+    };
     let mut header = [0u8; LOG_HEADER_LEN];
     match f.read_exact_at(&mut header, 0) {
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
