@@ -5,7 +5,9 @@
 //! parent until the mount answers requests: errors (not a run, busy mount point) and panics
 //! reach the parent, which prints them and exits 1. When the mount is ready the child writes
 //! one NUL byte and closes the pipe; the parent exits 0. SIGINT, SIGTERM and SIGHUP unmount
-//! (lazily when the mount is busy) instead of leaving a dead mount behind.
+//! (lazily when the mount is busy) instead of leaving a dead mount behind. A daemon unmounts
+//! only the mount it made: when it ends after its mount was unmounted and the path mounted
+//! again (it was stopped, or slow to exit), the newer mount is left alone.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -117,8 +119,8 @@ fn open_and_mount(args: &MountArgs) -> anyhow::Result<Mounted> {
 
 /// Serves until unmounted; a stop signal unmounts.
 fn serve(m: Mounted) -> anyhow::Result<()> {
-    let mountpoint = m.mountpoint().to_path_buf();
-    std::thread::Builder::new().name("signals".into()).spawn(move || unmount_on_signal(&mountpoint))?;
+    let unmounter = m.unmounter();
+    std::thread::Builder::new().name("signals".into()).spawn(move || unmount_on_signal(&unmounter))?;
     m.join()?;
     Ok(())
 }
@@ -141,15 +143,14 @@ fn block_stop_signals() {
     unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
 }
 
-fn unmount_on_signal(mountpoint: &Path) {
+/// Waits for a stop signal and unmounts this daemon's mount (lazily when busy: the server
+/// exits once the last open file is closed) — only if it is still the one at the path.
+fn unmount_on_signal(unmounter: &smdfs_fuse::mount::Unmounter) {
     let set = stop_signals();
     let mut sig = 0;
     // SAFETY: `set` is initialised and these signals are blocked in every thread.
     unsafe { libc::sigwait(&set, &mut sig) };
-    if smdfs_fuse::mount::unmount(mountpoint).is_err() {
-        // Busy: detach now; the server exits once the last open file is closed.
-        let _ = smdfs_fuse::mount::detach(mountpoint);
-    }
+    let _ = unmounter.unmount();
 }
 
 /// Runs `smdfs umount`.
