@@ -37,6 +37,10 @@ enum Cmd {
         /// Replace a run already in OUT.
         #[arg(long)]
         force: bool,
+        /// Create OUT owner-only (mode 0700): nobody else can list or read the run. (Mounts
+        /// are owner-only too unless `smdfs mount --allow-other`.)
+        #[arg(long)]
+        private: bool,
     },
     /// Check a run: every commit's checksum, committed lengths against file sizes, row
     /// counts, the global index and offsets against the shards, the manifest against the
@@ -142,7 +146,7 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {
-            if e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) {
+            if is_broken_pipe(&e) {
                 return ExitCode::SUCCESS;
             }
             eprintln!("smdfs: {}", message(&e));
@@ -153,6 +157,16 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Whether the error is a closed stdout (`smdfs info --json | head`): not an error, the
+/// reader has all it wanted. Printing through serde_json wraps the I/O error in its own.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || c.downcast_ref::<serde_json::Error>()
+                .is_some_and(|j| j.io_error_kind() == Some(std::io::ErrorKind::BrokenPipe))
+    })
 }
 
 /// The error and its causes joined by `: `, each printed once: a cause whose text the message
@@ -196,8 +210,12 @@ fn existing_dir(path: &std::path::Path) -> anyhow::Result<()> {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
-        Cmd::Demo { out, events, servers, clients, force } => {
+        Cmd::Demo { out, events, servers, clients, force, private } => {
             let t = std::time::Instant::now();
+            if private {
+                smdfs::write::smalldata::create_private_dir(&out)
+                    .with_context(|| format!("creating {} owner-only", out.display()))?;
+            }
             let r = match smdfs::demo::write_demo(&out, events, servers, clients, force) {
                 Err(smdfs::Error::RunExists { path }) => {
                     return Err(usage(format!("{} already holds a run (pass --force to replace it)", path.display())))

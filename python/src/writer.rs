@@ -68,7 +68,7 @@ impl Writer {
 
     /// Starts the run (collective under MPI). Called by `SmallData.__init__`.
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (dir, servers, batch_size, batch_bytes, in_flight, unaligned, fill, units, attrs, sync_commits, overwrite, ragged, callbacks))]
+    #[pyo3(signature = (dir, servers, batch_size, batch_bytes, in_flight, unaligned, fill, units, attrs, sync_commits, overwrite, ragged, callbacks, private=false))]
     fn _start(
         &self,
         py: Python<'_>,
@@ -85,6 +85,7 @@ impl Writer {
         overwrite: bool,
         ragged: Vec<String>,
         callbacks: Vec<Py<PyAny>>,
+        private: bool,
     ) -> PyResult<()> {
         if batch_size == 0 || batch_bytes == 0 {
             return Err(PyValueError::new_err("batch_size and batch_bytes must be at least 1"));
@@ -96,7 +97,8 @@ impl Writer {
             .batch_bytes(usize::MAX)
             .max_batches_in_flight(in_flight)
             .sync_commits(sync_commits)
-            .overwrite(overwrite);
+            .overwrite(overwrite)
+            .private(private);
         for u in &unaligned {
             b = b.unaligned(u);
         }

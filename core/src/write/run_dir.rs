@@ -27,13 +27,33 @@ pub(crate) struct RunConfig {
     pub(crate) sync: bool,
     /// Replace an existing run.
     pub(crate) overwrite: bool,
+    /// Create the run directory owner-only (0700).
+    pub(crate) private: bool,
+}
+
+/// Creates the run directory (and its parents); `private` makes it owner-only (0700),
+/// created so or, if it exists, changed so: nobody else can list or read the run.
+pub(crate) fn create_dir(dir: &Path, private: bool) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if !private {
+        return std::fs::create_dir_all(dir).at(dir);
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).at(parent)?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        r => r.at(dir)?,
+    }
+    // The umask may have narrowed the mode, never widened it; an existing directory is set.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).at(dir)
 }
 
 /// Creates the run directory, takes the writer lock, clears (with `overwrite`) or refuses an
 /// existing run, and stores a fresh manifest. (MPI mode: rank 0 only.)
 pub(crate) fn prepare(cfg: &RunConfig) -> Result<(WriterLock, Manifest)> {
     let dir = &cfg.dir;
-    std::fs::create_dir_all(dir).at(dir)?;
+    create_dir(dir, cfg.private)?;
     let lock = WriterLock::acquire(dir)?;
     if dir.join(MANIFEST_FILE).exists() {
         if !cfg.overwrite {

@@ -44,6 +44,14 @@ pub struct Builder {
     callbacks: Vec<Callback>,
     sync: bool,
     overwrite: bool,
+    private: bool,
+}
+
+/// Creates `dir` owner-only (mode 0700), or makes an existing directory so: what
+/// [`Builder::private`] does first, for programs that start a run through a helper that takes
+/// no builder (`smdfs demo --private`).
+pub fn create_private_dir(dir: impl AsRef<Path>) -> Result<()> {
+    run_dir::create_dir(dir.as_ref(), true)
 }
 
 impl Builder {
@@ -127,6 +135,14 @@ impl Builder {
         self
     }
 
+    /// Create the run directory owner-only (mode 0700; an existing one is changed so), so
+    /// nobody but its owner can list or read the run. Default off: the directory gets the
+    /// usual mode (umask). A mount of it is owner-only anyway unless `--allow-other`.
+    pub fn private(mut self, on: bool) -> Self {
+        self.private = on;
+        self
+    }
+
     /// Replace an existing run in the directory instead of failing.
     pub fn overwrite(mut self, on: bool) -> Self {
         self.overwrite = on;
@@ -148,6 +164,7 @@ impl Builder {
             in_flight: self.in_flight,
             sync: self.sync,
             overwrite: self.overwrite,
+            private: self.private,
         };
         let shared = self.shared();
         #[cfg(feature = "mpi")]
@@ -241,6 +258,7 @@ impl SmallData {
             callbacks: vec![],
             sync: false,
             overwrite: false,
+            private: false,
         }
     }
 
