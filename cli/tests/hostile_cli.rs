@@ -81,7 +81,7 @@ fn a_sample_of_the_damage_family_through_the_cli_and_a_mount() {
     let t = tempfile::tempdir().unwrap();
     let base = t.path().canonicalize().unwrap();
     let pristine = demo(&base, &[]);
-    let cases: Vec<(&str, Box<dyn Fn(&Path)>)> = vec![
+    let cases: Vec<(&str, Damage)> = vec![
         (
             "manifest bit flip",
             Box::new(|r: &Path| {
@@ -155,6 +155,9 @@ fn a_sample_of_the_damage_family_through_the_cli_and_a_mount() {
         }
     }
 }
+
+/// One way to damage a copied run.
+type Damage = Box<dyn Fn(&Path)>;
 
 fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut v = Vec::new();

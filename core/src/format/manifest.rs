@@ -89,7 +89,7 @@ impl SummaryValue {
         let name = &self.path;
         crate::model::path::validate_path(name).map_err(|e| format!("summary value {name:?}: {e}"))?;
         let h = &self.data_hex;
-        if h.len() % 2 != 0 || !h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if !h.len().is_multiple_of(2) || !h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
             return Err(format!("summary value {name:?}: data_hex is not lowercase hex bytes"));
         }
         let bytes = h.len() as u64 / 2;
@@ -113,7 +113,7 @@ impl SummaryValue {
                 if !self.shape.is_empty() || (self.kind != Kind::Ragged && self.dtype != Dtype::U8) {
                     return Err(format!("summary value {name:?}: a {:?} value must be u8 with shape []", self.kind));
                 }
-                if bytes % es != 0 {
+                if !bytes.is_multiple_of(es) {
                     return Err(format!(
                         "summary value {name:?}: {bytes} bytes are not whole {} elements",
                         self.dtype.name()
