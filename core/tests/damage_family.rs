@@ -1,6 +1,7 @@
 //! The generated damage family (issue "hostile input", acceptance): a small complete demo run
-//! (240 events, 2 shards), damaged one way at a time, and every damaged copy opened, read,
-//! described, exported and verified in-process. The family:
+//! (240 events, 2 shards, batches of 16 events so the logs hold many commits), damaged one
+//! way at a time, and every damaged copy opened, read, described, exported and verified
+//! in-process. The family:
 //!
 //! - every single-bit flip of `manifest.json`;
 //! - every single-field edit of the manifest: each JSON leaf replaced by a plausible wrong
@@ -223,7 +224,19 @@ impl Pristine {
 
 fn pristine(root: &Path) -> Pristine {
     let dir = root.join("run");
-    let r = demo::write_demo(&dir, N, 2, 3, false).unwrap();
+    // The demo's events, sent in batches of 16 so each log holds many commit frames.
+    let smd = smdfs::SmallData::builder(&dir).servers(2).batch_events(16).build().unwrap();
+    std::thread::scope(|s| {
+        for k in 0..3u64 {
+            let mut c = smd.client();
+            s.spawn(move || {
+                demo::write_client_share(&mut c, N, 3, k).unwrap();
+                c.finish().unwrap();
+            });
+        }
+    });
+    demo::save_demo_summary(&smd).unwrap();
+    let r = smd.done().unwrap();
     assert_eq!(r.events, N);
     let mut files = BTreeMap::new();
     let mut stack = vec![dir.clone()];
@@ -443,6 +456,10 @@ fn truncating_any_log_column_or_index_file_at_a_boundary_is_refused_or_reindexed
             t.cases, t.opened, t.refused, t.verified_damaged, t.exported
         );
         all.cases += t.cases;
+        all.opened += t.opened;
+        all.refused += t.refused;
+        all.verified_damaged += t.verified_damaged;
+        all.exported += t.exported;
         all.failures.extend(t.failures.iter().cloned());
     }
     report("truncations", &all, since);
