@@ -108,6 +108,9 @@ impl SummaryValue {
                         self.shape
                     ));
                 }
+                if self.dtype == Dtype::Bool && self.data().iter().any(|&b| b > 1) {
+                    return Err(format!("summary value {name:?}: bool bytes must be 0 or 1"));
+                }
             }
             _ => {
                 if !self.shape.is_empty() || (self.kind != Kind::Ragged && self.dtype != Dtype::U8) {
@@ -344,4 +347,48 @@ fn check_sum<'a>(path: &Path, bytes: &'a [u8]) -> Result<std::borrow::Cow<'a, [u
 /// fsyncs a directory so renames and creations in it are durable.
 pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).at(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sealed_manifest_round_trips_and_any_flipped_byte_fails_its_checksum() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Manifest::new(3);
+        m.store(dir.path()).unwrap();
+        assert_eq!(Manifest::load(dir.path()).unwrap(), m);
+        let bytes = std::fs::read(dir.path().join(MANIFEST_FILE)).unwrap();
+        assert_eq!(seal(&bytes), bytes, "resealing a sealed manifest changes nothing");
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x20;
+            std::fs::write(dir.path().join(MANIFEST_FILE), &b).unwrap();
+            assert!(Manifest::load(dir.path()).is_err(), "byte {i} flipped is accepted");
+        }
+    }
+
+    #[test]
+    fn summary_bytes_must_match_dtype_and_shape() {
+        let v = |dtype, shape: &[usize], hex: &str| SummaryValue {
+            path: "n".into(),
+            kind: Kind::Fixed,
+            dtype,
+            shape: shape.to_vec(),
+            data_hex: hex.into(),
+        };
+        v(Dtype::U64, &[], "a086010000000000").check().unwrap();
+        v(Dtype::U16, &[2], "01000200").check().unwrap();
+        for (s, why) in [
+            (v(Dtype::U64, &[], "zz"), "not lowercase hex"),
+            (v(Dtype::U64, &[], "a0"), "needs 8 bytes"),
+            (v(Dtype::U64, &[], "A086010000000000"), "not lowercase hex"),
+            (v(Dtype::U8, &[usize::MAX, 3], "00"), "overflows"),
+            (v(Dtype::Bool, &[], "02"), "0 or 1"),
+        ] {
+            let e = s.check().unwrap_err();
+            assert!(e.contains(why), "{e}");
+        }
+    }
 }

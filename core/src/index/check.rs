@@ -57,3 +57,28 @@ impl GroupIndex {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{pack, Words};
+    use super::*;
+
+    fn dense(words: Vec<u64>) -> GroupIndex {
+        GroupIndex { rows: words.len() as u64, runs: false, words: Words::Owned(words) }
+    }
+
+    #[test]
+    fn an_index_must_name_every_shard_row_exactly_once() {
+        let good = dense(vec![pack(0, 0), pack(1, 0), pack(0, 1)]);
+        good.check_covers(&[2, 1]).unwrap();
+        assert!(good.check_covers(&[2, 2]).unwrap_err().1.contains("shards hold 4"));
+        let twice = dense(vec![pack(0, 0), pack(1, 0), pack(0, 0)]);
+        assert_eq!(twice.check_covers(&[2, 1]).unwrap_err().0, 2);
+        let outside = dense(vec![pack(0, 0), pack(3, 0), pack(0, 1)]);
+        assert!(outside.check_covers(&[2, 1]).unwrap_err().1.contains("does not exist"));
+        let runs = |w: Vec<u64>, rows| GroupIndex { rows, runs: true, words: Words::Owned(w) };
+        runs(vec![0, pack(0, 0), 2, 2, pack(1, 0), 1], 3).check_covers(&[2, 1]).unwrap();
+        assert!(runs(vec![0, pack(0, 0), 2, 1, pack(1, 0), 1], 3).check_covers(&[2, 1]).is_err());
+        assert!(runs(vec![0, pack(0, 0), 3], 3).check_covers(&[2, 1]).is_err());
+    }
+}

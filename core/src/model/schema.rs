@@ -147,6 +147,9 @@ impl FieldSpec {
                 self.dtype.size()
             ));
         }
+        if self.dtype == Dtype::Bool && self.fill.iter().any(|&b| b > 1) {
+            return Err(format!("field {p:?}: a bool fill must be 0 or 1, not {:?}", self.fill));
+        }
         for name in self.attrs.keys() {
             check_attr_name(p, name).map_err(|e| e.to_string())?;
         }
@@ -558,6 +561,47 @@ pub fn merge_stats(into: &mut StatsMap, from: StatsMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn spec(path: &str, kind: Kind, dtype: Dtype, shape: &[usize], fill: &[u8]) -> FieldSpec {
+        FieldSpec {
+            path: path.into(),
+            kind,
+            dtype,
+            shape: shape.to_vec(),
+            group: RUN_GROUP.into(),
+            fill: fill.to_vec(),
+            units: None,
+            attrs: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn specs_read_from_files_are_validated_naming_the_field() {
+        let ok = spec("det/image", Kind::Fixed, Dtype::U16, &[4, 8], &[255, 255]);
+        ok.validate().unwrap();
+        let bad = [
+            (spec("det/image", Kind::Fixed, Dtype::U16, &[4, 8], &[255]), "fill has 1 bytes"),
+            (spec("", Kind::Fixed, Dtype::U8, &[], &[255]), "empty path"),
+            (spec("x", Kind::Fixed, Dtype::U8, &[65536, 65536, 65536, 65536], &[255]), "larger than"),
+            (spec("x", Kind::Fixed, Dtype::U64, &[usize::MAX, 2], &[0; 8]), "larger than"),
+            (spec("t", Kind::Str, Dtype::U16, &[], &[0, 0]), "dtype u8"),
+            (spec("t", Kind::Ragged, Dtype::U16, &[3], &[0, 0]), "no shape"),
+            (spec("b", Kind::Fixed, Dtype::Bool, &[], &[2]), "bool fill"),
+        ];
+        for (s, why) in bad {
+            let e = s.validate().unwrap_err();
+            assert!(e.contains(why), "{e}");
+        }
+        let mut schema = Schema::new();
+        schema.fields = vec![ok.clone(), ok.clone()];
+        assert!(schema.check().unwrap_err().contains("appears twice"));
+        schema.fields = vec![FieldSpec { group: "nope".into(), ..ok.clone() }];
+        assert!(schema.check().unwrap_err().contains("not listed"));
+        schema.fields = vec![ok];
+        schema.check().unwrap();
+        schema.groups.insert(0, GroupSpec { name: "g".into(), aligned: true });
+        assert!(schema.check().unwrap_err().contains("first group"));
+    }
 
     #[test]
     fn non_finite_stats_round_trip_and_an_old_null_sum_reads_as_nan() {
