@@ -86,7 +86,7 @@ class SmallData(_Writer):
     ``SmallData(dir=None, *, filename=None, servers=2, batch_size=1000, callbacks=(),
     unaligned=(), fill=None, units=None, long_name=None, attrs=None, sync_commits=False,
     overwrite=False, clients=None,
-    ragged=(), batch_bytes=8 MiB, max_batches_in_flight=4)``
+    ragged=(), batch_bytes=8 MiB, max_batches_in_flight=4, private=False)``
 
     - ``dir``: the run directory; or ``filename="my.h5"`` (what smalldata scripts pass): the
       run goes to ``my.smd/`` beside it and ``done()`` also writes ``my.h5``, a standalone
@@ -106,6 +106,8 @@ class SmallData(_Writer):
       All three appear on the field's dataset in ``run.h5``, ``run.zarr`` and exports.
     - ``sync_commits``: fdatasync every commit (survives power loss, not only a crash).
     - ``overwrite``: replace a run already in ``dir`` (otherwise ``RunExistsError``).
+    - ``private``: create the run directory owner-only (mode 0700): nobody else can list or
+      read the run.
     - ``clients``: expected client count; checked against the ranks under MPI, ignored in
       serial mode.
 
@@ -132,6 +134,7 @@ class SmallData(_Writer):
         ragged: Iterable[str] = (),
         batch_bytes: int = 8 << 20,
         max_batches_in_flight: int = 4,
+        private: bool = False,
     ) -> None:
         if (dir is None) == (filename is None):
             raise TypeError("SmallData() takes a run directory or filename=..., not both or neither")
@@ -163,6 +166,7 @@ class SmallData(_Writer):
             bool(overwrite or filename is not None),
             list(ragged),
             list(callbacks),
+            private=bool(private),
         )
         rank, size, nservers, nclients, is_client, index = self._place()
         self._mpi = size > 1
