@@ -114,6 +114,7 @@ fn daemon_child(mut args: MountArgs, w: RawFd) -> anyhow::Result<ExitCode> {
 fn open_and_mount(args: &MountArgs) -> anyhow::Result<Mounted> {
     block_stop_signals();
     let live = Live::open(&args.run, &args.view).with_context(|| format!("opening run {}", args.run.display()))?;
+    crate::warn_run(live.current().run());
     Ok(smdfs_fuse::mount::mount_live(live, &args.mountpoint, &args.mount)?)
 }
 

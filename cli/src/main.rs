@@ -301,6 +301,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Prints what the reader worked around (a complete run re-indexed from its shards, shards
+/// disagreeing on a field) to stderr: the command goes on, but the user should know.
+pub(crate) fn warn_run(r: &smdfs::Run) {
+    for w in r.warnings() {
+        eprintln!("smdfs: warning: {}: {w}", r.dir().display());
+    }
+}
+
 fn print_info(out: &mut impl Write, info: &smdfs::RunInfo) -> std::io::Result<()> {
     writeln!(out, "run      {}", info.dir)?;
     writeln!(out, "state    {}", info.state)?;
@@ -308,6 +316,9 @@ fn print_info(out: &mut impl Write, info: &smdfs::RunInfo) -> std::io::Result<()
     writeln!(out, "shards   {}", info.shards)?;
     if info.torn_bytes > 0 {
         writeln!(out, "torn     {} bytes at log tails (ignored)", info.torn_bytes)?;
+    }
+    for w in &info.warnings {
+        writeln!(out, "warning  {w}")?;
     }
     writeln!(out, "datasets")?;
     for d in &info.datasets {
@@ -351,6 +362,7 @@ fn export(
         compression.parse::<smdfs::h5::export::Compression>().map_err(|e| usage(format!("--compression: {e}")))?;
     let opts = smdfs::h5::export::ExportOptions { compression, chunk_rows };
     let r = smdfs::Run::open(run).with_context(|| format!("opening {}", run.display()))?;
+    warn_run(&r);
     let bar = std::io::stderr().is_terminal().then(|| {
         let b = indicatif::ProgressBar::new(0);
         b.set_style(
@@ -408,6 +420,7 @@ fn export_zarr(
         _ => return Err(usage(format!("--compression {compression:?}: expected gzip or gzip=0..9 for --format zarr"))),
     };
     let r = smdfs::Run::open(run).with_context(|| format!("opening {}", run.display()))?;
+    warn_run(&r);
     let bar = progress_bar("exporting");
     let t = std::time::Instant::now();
     let opts = smdfs::h5::zarr::ZarrExportOptions { gzip_level: level, overwrite: force };

@@ -135,6 +135,9 @@ fn a_sample_of_the_damage_family_through_the_cli_and_a_mount() {
             let j: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
             assert_eq!(j["events"], 300, "{name}: never served smaller");
             assert!(!j["warnings"].as_array().unwrap().is_empty(), "{name}: the reader says what it worked around");
+            assert!(stderr(&export).contains("smdfs: warning: "), "{name}: export warns: {}", stderr(&export));
+            let text = smdfs(&["info", s(&run)]);
+            assert!(String::from_utf8_lossy(&text.stdout).contains("warning  "), "{name}: info shows the warning");
         } else {
             assert_eq!(info.status.code(), Some(1), "{name}: {}", stderr(&info));
         }
@@ -144,6 +147,7 @@ fn a_sample_of_the_damage_family_through_the_cli_and_a_mount() {
             let m = smdfs(&["mount", s(&run), s(&mnt)]);
             assert_eq!(m.status.success(), info.status.success(), "{name}: mount agrees with info: {}", stderr(&m));
             if m.status.success() {
+                assert!(stderr(&m).contains("smdfs: warning: "), "{name}: mount warns: {}", stderr(&m));
                 let npy = std::fs::read(mnt.join("arrays/energy.npy"));
                 let u = smdfs(&["umount", s(&mnt)]);
                 assert!(u.status.success());
