@@ -288,3 +288,20 @@ fn rotted_column_bytes_behind_a_damaged_commit_are_damage_to_verify() {
     let text = format!("{:?}", rep.problems);
     assert!(text.contains("close record") && text.contains("no valid commit checksums"), "{text}");
 }
+
+#[test]
+fn a_field_registered_by_a_rejected_event_does_not_make_a_complete_run_unreadable() {
+    let t = tempfile::tempdir().unwrap();
+    let smd = smdfs::SmallData::builder(t.path()).servers(1).build().unwrap();
+    let mut c = smd.client();
+    c.event(1, [("x", smdfs::Value::from(1.0f64))]).unwrap();
+    // `y` is new and valid, `x` has the wrong dtype: the event is rejected.
+    let bad = c.event(2, [("y", smdfs::Value::from(1u8)), ("x", smdfs::Value::from(1u8))]);
+    assert!(bad.is_err());
+    c.event(3, [("x", smdfs::Value::from(3.0f64))]).unwrap();
+    drop(c);
+    smd.done().unwrap();
+    let run = Run::open(t.path()).unwrap();
+    assert_eq!(run.field("x").unwrap().read_all::<f64>().unwrap(), vec![1.0, 3.0]);
+    assert!(verify(t.path(), &mut |_, _| {}).unwrap().is_sound());
+}
