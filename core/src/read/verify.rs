@@ -2,8 +2,12 @@
 //! against the bytes it committed, every committed length against the file sizes, the row
 //! counts of every group's columns, the global index against the event-id columns (every
 //! shard row exactly once, ids ascending), ragged offsets against the lengths, and the
-//! manifest against the shards. Torn log tails are reported but are not damage: a reader
-//! never returns them.
+//! manifest against the shards. It opens the run as every reader does, so whatever `info`,
+//! `mount`, `export` or `Run::open` refuses is damage here, and so is what a reader of a
+//! complete run works around (a re-indexed group); for a complete run it also checks that
+//! replay reaches every close record, that every byte served lies inside checksummed
+//! commits, and the manifest's duplicates, missing counts and statistics. Torn log tails
+//! are reported but are not damage: a reader never returns them.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
