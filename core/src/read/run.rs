@@ -2,8 +2,10 @@
 //! row access in event-id order, event-id lookup, zero-copy shard slices, shard-wise
 //! (optionally shuffled) iteration, and per-field readers.
 //!
-//! Opening a complete run maps its index files and reads one close record per shard:
-//! O(shards + datasets). A run without a global index (crashed, writing) is indexed at open.
+//! Opening a complete run maps its index files and reads one close record per shard, checks
+//! the manifest against the shards and each stored index against the shards' rows (read once,
+//! O(index words); `read/complete.rs`): O(shards + datasets + runs). A run without a usable
+//! global index (crashed, writing, or a damaged index) is indexed at open.
 
 use std::path::{Path, PathBuf};
 
