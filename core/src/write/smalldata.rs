@@ -15,6 +15,8 @@ use crate::error::{Error, Result};
 use crate::format::lock::WriterLock;
 use crate::format::manifest::{Manifest, SummaryValue};
 use crate::model::batch::Batch;
+use crate::model::dtype::Element;
+use crate::model::handle;
 use crate::model::path::validate_path;
 use crate::model::reduce::{read_back, Accumulator, Reducible};
 use crate::model::schema::{check_attr_name, Registry};
@@ -312,6 +314,34 @@ impl SmallData {
     pub fn round_robin(&self, range: Range<u64>) -> std::iter::StepBy<Range<u64>> {
         let (k, n) = self.share();
         share::round_robin(range, n, k)
+    }
+
+    /// A handle to scalar field `path` of element type `T`, for
+    /// [`Client::begin`]: `let e = smd.scalar::<f64>("energy")?;` then
+    /// `c.begin(id).set(&e, 1.5).write()?`. Resolving fixes the field in the schema (its first
+    /// sight); a field already seen as something else is a schema mismatch.
+    pub fn scalar<T: Element>(&self, path: &str) -> Result<handle::Scalar<T>> {
+        self.shared.scalar(path)
+    }
+
+    /// A handle to fixed-shape array field `path` of `T`, per-event shape `shape` (C order).
+    pub fn array<T: Element>(&self, path: &str, shape: &[usize]) -> Result<handle::Array<T>> {
+        self.shared.array(path, shape)
+    }
+
+    /// A handle to ragged (varying-length 1-D) field `path` of `T`.
+    pub fn ragged<T: Element>(&self, path: &str) -> Result<handle::Ragged<T>> {
+        self.shared.ragged(path)
+    }
+
+    /// A handle to bytes field `path`.
+    pub fn bytes(&self, path: &str) -> Result<handle::Bytes> {
+        self.shared.bytes(path)
+    }
+
+    /// A handle to text field `path`.
+    pub fn text(&self, path: &str) -> Result<handle::Text> {
+        self.shared.text(path)
     }
 
     /// A handle for one worker. Clients are assigned to servers round-robin. Drop the client
