@@ -7,9 +7,9 @@
 //! After any I/O error the writer refuses further batches: appending after a torn frame
 //! would hide later commits from readers.
 
-use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::FileExt;
+use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
@@ -22,10 +22,10 @@ use crate::model::batch::BatchView;
 use crate::model::dtype::Dtype;
 use crate::model::schema::{FieldId, FieldSpec, GroupId, GroupSpec, Stats, StatsMap};
 use crate::model::value::Kind;
+use crate::shard::io::{sync_dir, Faults, ShardFile};
 
 struct Column {
-    file: File,
-    path: PathBuf,
+    file: ShardFile,
     len: u64,
 }
 
@@ -59,8 +59,7 @@ enum Pending<'a> {
 pub(crate) struct ShardWriter {
     index: usize,
     dir: PathBuf,
-    log: File,
-    log_path: PathBuf,
+    log: ShardFile,
     log_len: u64,
     columns: Vec<Column>,
     defs: Vec<ColumnDef>,
@@ -70,26 +69,35 @@ pub(crate) struct ShardWriter {
     failed: bool,
     frame: Vec<u8>,
     payload: Vec<u8>,
+    faults: Option<Arc<Faults>>,
 }
 
 impl ShardWriter {
     /// Creates the shard directory and its log.
+    #[cfg_attr(not(feature = "mpi"), allow(dead_code))]
     pub(crate) fn create(dir: &Path, index: usize, sync: bool) -> Result<ShardWriter> {
+        ShardWriter::create_with(dir, index, sync, None)
+    }
+
+    /// [`ShardWriter::create`] with a fault-injection hook (tests; `None` in production).
+    pub(crate) fn create_with(
+        dir: &Path,
+        index: usize,
+        sync: bool,
+        faults: Option<Arc<Faults>>,
+    ) -> Result<ShardWriter> {
         fs::create_dir_all(dir).at(dir)?;
-        let log_path = dir.join(LOG_FILE);
-        let log =
-            OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&log_path).at(&log_path)?;
+        let log = ShardFile::create(&dir.join(LOG_FILE), faults.as_ref())?;
         let header = encode_log_header(index as u32);
-        log.write_all_at(&header, 0).at(&log_path)?;
+        log.write_all_at(&header, 0)?;
         if sync {
-            log.sync_all().at(&log_path)?;
-            crate::format::manifest::sync_dir(dir)?;
+            log.sync_all()?;
+            sync_dir(dir, faults.as_ref())?;
         }
         Ok(ShardWriter {
             index,
             dir: dir.into(),
             log,
-            log_path,
             log_len: header.len() as u64,
             columns: vec![],
             defs: vec![],
@@ -99,6 +107,7 @@ impl ShardWriter {
             failed: false,
             frame: vec![],
             payload: vec![],
+            faults,
         })
     }
 
@@ -110,11 +119,11 @@ impl ShardWriter {
     fn new_column(&mut self, group: &str, field: Option<&str>, role: Role, rec: &mut SchemaRecord) -> Result<u32> {
         let id = self.columns.len() as u32;
         let path = self.dir.join(column_file_name(id));
-        let file = OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&path).at(&path)?;
+        let file = ShardFile::create(&path, self.faults.as_ref())?;
         let def = ColumnDef { id, group: group.into(), field: field.map(Into::into), role };
         rec.columns.push(def.clone());
         self.defs.push(def);
-        self.columns.push(Column { file, path, len: 0 });
+        self.columns.push(Column { file, len: 0 });
         Ok(id)
     }
 
@@ -129,7 +138,7 @@ impl ShardWriter {
         }
         self.frame.clear();
         encode_frame(&self.payload, &mut self.frame);
-        self.log.write_all_at(&self.frame, self.log_len).at(&self.log_path)?;
+        self.log.write_all_at(&self.frame, self.log_len)?;
         self.log_len += self.frame.len() as u64;
         Ok(())
     }
@@ -216,7 +225,7 @@ impl ShardWriter {
         if !rec.columns.is_empty() {
             if self.sync {
                 // New column files must be durable before a commit names them.
-                crate::format::manifest::sync_dir(&self.dir)?;
+                sync_dir(&self.dir, self.faults.as_ref())?;
             }
             self.payload.clear();
             self.payload.push(REC_SCHEMA);
@@ -298,21 +307,21 @@ impl ShardWriter {
                 },
             };
             let c = &mut self.columns[col as usize];
-            c.file.write_all_at(bytes, c.len).at(&c.path)?;
+            c.file.write_all_at(bytes, c.len)?;
             c.len += bytes.len() as u64;
             entries.push(CommitEntry { column: col, len: c.len, crc: crc32c::crc32c(bytes) });
         }
         if self.sync {
             for e in &entries {
                 let c = &self.columns[e.column as usize];
-                c.file.sync_data().at(&c.path)?;
+                c.file.sync_data()?;
             }
         }
         self.payload.clear();
         encode_commit(&entries, &mut self.payload);
         self.write_frame()?;
         if self.sync {
-            self.log.sync_data().at(&self.log_path)?;
+            self.log.sync_data()?;
         }
         Ok(())
     }
@@ -330,7 +339,7 @@ impl ShardWriter {
             }
         }
         for c in &self.columns {
-            c.file.sync_all().at(&c.path)?;
+            c.file.sync_all()?;
         }
         let rec = CloseRecord {
             stats: stats.clone(),
@@ -344,8 +353,8 @@ impl ShardWriter {
         serde_json::to_writer(&mut self.payload, &rec).map_err(Error::encode("a close record"))?;
         let offset = self.log_len;
         self.write_frame()?;
-        self.log.sync_all().at(&self.log_path)?;
-        crate::format::manifest::sync_dir(&self.dir)?;
+        self.log.sync_all()?;
+        sync_dir(&self.dir, self.faults.as_ref())?;
         Ok((offset, stats))
     }
 }
@@ -370,6 +379,12 @@ fn fill_columns(f: &ShardField, n: usize) -> Vec<(u32, Vec<u8>)> {
 /// row (scalars and n-d arrays alike), NaN excluded. One typed pass per row, so the cost is
 /// a few instructions per element, not a decode each.
 fn add_stats(st: &mut Stats, spec: &FieldSpec, data: &[u8], present: &[u8]) {
+    if !present.contains(&0) {
+        // Every row present: one pass over the whole column (min, max, sum and count
+        // combine the same way row by row or at once).
+        st.merge(&row_stats(spec.dtype, data));
+        return;
+    }
     let row_bytes = spec.row_bytes().max(1);
     for (r, row) in data.chunks_exact(row_bytes).enumerate() {
         if present.get(r).copied().unwrap_or(1) != 0 {
@@ -380,20 +395,22 @@ fn add_stats(st: &mut Stats, spec: &FieldSpec, data: &[u8], present: &[u8]) {
 
 /// Statistics of one row of little-endian elements of `dtype`.
 fn row_stats(dtype: Dtype, row: &[u8]) -> Stats {
+    // Integer sums accumulate in a wide integer (exact, and the loop vectorizes), not f64.
     macro_rules! ints {
-        ($t:ty) => {{
-            let (mut lo, mut hi, mut sum, mut n) = (<$t>::MAX, <$t>::MIN, 0f64, 0u64);
-            for c in row.chunks_exact(std::mem::size_of::<$t>()) {
-                let v = <$t>::from_le_bytes(c.try_into().expect("element size"));
-                lo = lo.min(v);
-                hi = hi.max(v);
-                sum += v as f64;
-                n += 1;
-            }
+        ($t:ty, $acc:ty) => {{
+            let size = std::mem::size_of::<$t>();
+            let n = (row.len() / size) as u64;
             if n == 0 {
                 return Stats::default();
             }
-            Stats { count: n, min: lo as f64, max: hi as f64, sum }
+            let (mut lo, mut hi, mut sum) = (<$t>::MAX, <$t>::MIN, 0 as $acc);
+            for c in row.chunks_exact(size) {
+                let v = <$t>::from_le_bytes(c.try_into().expect("element size"));
+                lo = lo.min(v);
+                hi = hi.max(v);
+                sum += v as $acc;
+            }
+            Stats { count: n, min: lo as f64, max: hi as f64, sum: sum as f64 }
         }};
     }
     macro_rules! floats {
@@ -422,14 +439,14 @@ fn row_stats(dtype: Dtype, row: &[u8]) -> Stats {
                 sum: ones as f64,
             }
         }
-        Dtype::I8 => ints!(i8),
-        Dtype::I16 => ints!(i16),
-        Dtype::I32 => ints!(i32),
-        Dtype::I64 => ints!(i64),
-        Dtype::U8 => ints!(u8),
-        Dtype::U16 => ints!(u16),
-        Dtype::U32 => ints!(u32),
-        Dtype::U64 => ints!(u64),
+        Dtype::I8 => ints!(i8, i64),
+        Dtype::I16 => ints!(i16, i64),
+        Dtype::I32 => ints!(i32, i64),
+        Dtype::I64 => ints!(i64, i128),
+        Dtype::U8 => ints!(u8, u64),
+        Dtype::U16 => ints!(u16, u64),
+        Dtype::U32 => ints!(u32, u64),
+        Dtype::U64 => ints!(u64, u128),
         Dtype::F32 => floats!(f32),
         Dtype::F64 => floats!(f64),
     }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 
 use crate::error::{Error, Result};
-use crate::model::batch::{Batch, FieldRows, GroupRows};
+use crate::model::batch::{Batch, FieldRows};
 use crate::model::dtype::Element;
 use crate::model::handle::{self, Put, Resolved};
 use crate::model::reduce::{contribute, Reducible, Reductions};
@@ -183,6 +183,7 @@ impl Client {
     }
 
     /// The meta of a field given by a handle.
+    #[inline]
     fn meta_by_handle(&mut self, r: &Resolved) -> Result<usize> {
         let mi = match self.by_id.get(r.id as usize) {
             Some(&m) if m != NONE => m as usize,
@@ -210,8 +211,7 @@ impl Client {
         if s != NONE {
             return s as usize;
         }
-        self.batch.groups.push(GroupRows { group: g, ids: Vec::new() });
-        let s = self.batch.groups.len() - 1;
+        let s = self.batch.add_group(g);
         self.gslots[g as usize] = s as u32;
         s
     }
@@ -221,8 +221,7 @@ impl Client {
         if let Some(s) = self.slots[mi] {
             return s;
         }
-        self.batch.fields.push(FieldRows { field: self.metas[mi].id, group_slot: gslot, ..Default::default() });
-        let s = self.batch.fields.len() - 1;
+        let s = self.batch.add_field(self.metas[mi].id, gslot);
         self.slots[mi] = Some(s);
         s
     }

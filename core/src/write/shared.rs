@@ -12,6 +12,7 @@ use crate::model::handle::{self, Resolved};
 use crate::model::reduce::Reductions;
 use crate::model::schema::Registry;
 use crate::model::value::{Field, Value};
+use crate::shard::io::Faults;
 use crate::sync::{lock, write};
 
 /// A function called with every event on the client that produced it.
@@ -33,6 +34,8 @@ pub(crate) struct Shared {
     pub(crate) in_flight: usize,
     /// Most recycled batches kept per server.
     pub(crate) pool_cap: usize,
+    /// Crash tests: the fault plan the shard writers run under (`None` in production).
+    pub(crate) faults: Option<Arc<Faults>>,
 }
 
 /// The batching limits a builder sets.
@@ -41,6 +44,7 @@ pub(crate) struct Limits {
     pub(crate) batch_events: usize,
     pub(crate) batch_bytes: usize,
     pub(crate) in_flight: usize,
+    pub(crate) faults: Option<Arc<Faults>>,
 }
 
 impl Shared {
@@ -56,6 +60,7 @@ impl Shared {
             batch_bytes: l.batch_bytes,
             in_flight: l.in_flight,
             pool_cap: l.in_flight + 2,
+            faults: l.faults,
         })
     }
 

@@ -21,6 +21,7 @@ use crate::model::path::validate_path;
 use crate::model::reduce::{read_back, Accumulator, Reducible};
 use crate::model::schema::{check_attr_name, Registry};
 use crate::model::value::{Field, Value};
+use crate::shard::io::Faults;
 use crate::sync::{lock, read};
 use crate::write::client::{Client, Sink};
 #[cfg(feature = "mpi")]
@@ -46,6 +47,7 @@ pub struct Builder {
     callbacks: Vec<Callback>,
     sync: bool,
     overwrite: bool,
+    faults: Option<Arc<Faults>>,
 }
 
 impl Builder {
@@ -129,6 +131,14 @@ impl Builder {
         self
     }
 
+    /// Crash tests only: the shard writers' file operations run under a fault plan (fail
+    /// the N-th write, or cut the power at the N-th sync); threads mode.
+    #[doc(hidden)]
+    pub fn fault_injection(mut self, faults: Arc<Faults>) -> Self {
+        self.faults = Some(faults);
+        self
+    }
+
     /// Replace an existing run in the directory instead of failing.
     pub fn overwrite(mut self, on: bool) -> Self {
         self.overwrite = on;
@@ -198,6 +208,7 @@ impl Builder {
             batch_events: self.batch_events,
             batch_bytes: self.batch_bytes,
             in_flight: self.in_flight,
+            faults: self.faults.take(),
         };
         Shared::new(registry, std::mem::take(&mut self.callbacks), limits)
     }
@@ -243,6 +254,7 @@ impl SmallData {
             callbacks: vec![],
             sync: false,
             overwrite: false,
+            faults: None,
         }
     }
 
