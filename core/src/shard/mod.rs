@@ -4,4 +4,5 @@
 
 pub mod io;
 pub mod reader;
+mod syncer;
 pub mod writer;

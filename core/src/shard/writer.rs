@@ -2,7 +2,8 @@
 //! with one positioned write per column, then commits it with one commit-log frame.
 //!
 //! Write order is data, (optionally fdatasync data), commit frame, (optionally fdatasync
-//! log). A process killed at any instant leaves every committed byte intact, because bytes a
+//! log). With `sync` on, the tail from "fdatasync data" on runs on the shard's committer
+//! thread (`shard/syncer.rs`) while the next batch's columns are written, in the same order. A process killed at any instant leaves every committed byte intact, because bytes a
 //! commit names were written before the commit; a power loss is covered when `sync` is on.
 //! After any I/O error the writer refuses further batches: appending after a torn frame
 //! would hide later commits from readers.
@@ -23,9 +24,10 @@ use crate::model::dtype::Dtype;
 use crate::model::schema::{FieldId, FieldSpec, GroupId, GroupSpec, Stats, StatsMap};
 use crate::model::value::Kind;
 use crate::shard::io::{sync_dir, Faults, ShardFile};
+use crate::shard::syncer::{Job, Syncer};
 
 struct Column {
-    file: ShardFile,
+    file: Arc<ShardFile>,
     len: u64,
 }
 
@@ -59,7 +61,7 @@ enum Pending<'a> {
 pub(crate) struct ShardWriter {
     index: usize,
     dir: PathBuf,
-    log: ShardFile,
+    log: Arc<ShardFile>,
     log_len: u64,
     columns: Vec<Column>,
     defs: Vec<ColumnDef>,
@@ -70,6 +72,8 @@ pub(crate) struct ShardWriter {
     frame: Vec<u8>,
     payload: Vec<u8>,
     faults: Option<Arc<Faults>>,
+    /// Sync mode: the thread that makes batch k durable while batch k+1 is written.
+    syncer: Option<Syncer>,
 }
 
 impl ShardWriter {
@@ -87,7 +91,7 @@ impl ShardWriter {
         faults: Option<Arc<Faults>>,
     ) -> Result<ShardWriter> {
         fs::create_dir_all(dir).at(dir)?;
-        let log = ShardFile::create(&dir.join(LOG_FILE), faults.as_ref())?;
+        let log = Arc::new(ShardFile::create(&dir.join(LOG_FILE), faults.as_ref())?);
         let header = encode_log_header(index as u32);
         log.write_all_at(&header, 0)?;
         if sync {
@@ -108,6 +112,7 @@ impl ShardWriter {
             frame: vec![],
             payload: vec![],
             faults,
+            syncer: if sync { Some(Syncer::start(index)?) } else { None },
         })
     }
 
@@ -119,7 +124,7 @@ impl ShardWriter {
     fn new_column(&mut self, group: &str, field: Option<&str>, role: Role, rec: &mut SchemaRecord) -> Result<u32> {
         let id = self.columns.len() as u32;
         let path = self.dir.join(column_file_name(id));
-        let file = ShardFile::create(&path, self.faults.as_ref())?;
+        let file = Arc::new(ShardFile::create(&path, self.faults.as_ref())?);
         let def = ColumnDef { id, group: group.into(), field: field.map(Into::into), role };
         rec.columns.push(def.clone());
         self.defs.push(def);
@@ -127,7 +132,26 @@ impl ShardWriter {
         Ok(id)
     }
 
+    /// Waits until the committer has no job in flight (its error, if it failed).
+    fn drain(&mut self) -> Result<()> {
+        match self.syncer.as_mut() {
+            Some(s) => s.wait(),
+            None => Ok(()),
+        }
+    }
+
     fn write_frame(&mut self) -> Result<()> {
+        // Frames land in log order: the committer's frame first.
+        self.drain()?;
+        self.check_payload()?;
+        self.frame.clear();
+        encode_frame(&self.payload, &mut self.frame);
+        self.log.write_all_at(&self.frame, self.log_len)?;
+        self.log_len += self.frame.len() as u64;
+        Ok(())
+    }
+
+    fn check_payload(&self) -> Result<()> {
         if self.payload.len() > crate::format::MAX_FRAME_PAYLOAD as usize {
             return Err(Error::Usage(format!(
                 "shard {}: a log record of {} bytes exceeds the format's {} byte limit",
@@ -136,10 +160,6 @@ impl ShardWriter {
                 crate::format::MAX_FRAME_PAYLOAD
             )));
         }
-        self.frame.clear();
-        encode_frame(&self.payload, &mut self.frame);
-        self.log.write_all_at(&self.frame, self.log_len)?;
-        self.log_len += self.frame.len() as u64;
         Ok(())
     }
 
@@ -308,8 +328,25 @@ impl ShardWriter {
             };
             let c = &mut self.columns[col as usize];
             c.file.write_all_at(bytes, c.len)?;
+            if self.sync {
+                c.file.start_writeback(c.len, bytes.len() as u64);
+            }
             c.len += bytes.len() as u64;
             entries.push(CommitEntry { column: col, len: c.len, crc: crc32c::crc32c(bytes) });
+        }
+        if self.syncer.is_some() {
+            // Batch k-1 durable and committed; batch k's sync and commit go to the committer.
+            self.drain()?;
+            self.payload.clear();
+            encode_commit(&entries, &mut self.payload);
+            self.check_payload()?;
+            let mut frame = Vec::with_capacity(self.payload.len() + 16);
+            encode_frame(&self.payload, &mut frame);
+            let at = self.log_len;
+            self.log_len += frame.len() as u64;
+            let columns = entries.iter().map(|e| Arc::clone(&self.columns[e.column as usize].file)).collect();
+            let job = Job { columns, log: Arc::clone(&self.log), frame, at };
+            return self.syncer.as_mut().expect("checked above").submit(job);
         }
         if self.sync {
             for e in &entries {
@@ -332,6 +369,7 @@ impl ShardWriter {
         if self.failed {
             return Err(Error::ServerFailed { shard: self.index, why: "an earlier write failed".into() });
         }
+        self.drain()?;
         let mut stats = StatsMap::new();
         for f in self.fields.values() {
             if let Some(s) = f.stats {
