@@ -31,7 +31,7 @@ fn write_run(dir: &Path, faults: Arc<Faults>) -> smdfs::Result<()> {
             ("det/image", Value::array(&img, &[2, 3])),
             ("tag", Value::bytes(tag.as_bytes())),
         ];
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             f.push(("maybe", Value::from(i as f32)));
         }
         c.event(1000 + i, &f)?;
@@ -45,7 +45,7 @@ fn write_run(dir: &Path, faults: Arc<Faults>) -> smdfs::Result<()> {
 fn check_prefix(dir: &Path, what: &str) -> u64 {
     let run = Run::open(dir).unwrap_or_else(|e| panic!("{what}: the run must open: {e}"));
     let k = run.len();
-    assert!(k == EVENTS || k % BATCH as u64 == 0, "{what}: {k} events is not a committed prefix");
+    assert!(k == EVENTS || k.is_multiple_of(BATCH as u64), "{what}: {k} events is not a committed prefix");
     let mut ids = vec![0u64; k as usize];
     run.read_ids("", 0, &mut ids).unwrap();
     assert_eq!(ids, (0..k).map(|i| 1000 + i).collect::<Vec<_>>(), "{what}: ids");
@@ -60,7 +60,7 @@ fn check_prefix(dir: &Path, what: &str) -> u64 {
     let maybe = run.field("maybe").unwrap().read_all::<f32>().unwrap();
     for i in 0..k {
         assert_eq!(tag.ragged_row(i).unwrap(), format!("evt{i}").as_bytes(), "{what}: tag of {i}");
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             assert_eq!(maybe[i as usize], i as f32, "{what}: maybe of {i}");
         } else {
             assert!(maybe[i as usize].is_nan(), "{what}: maybe of {i} must be the fill");
