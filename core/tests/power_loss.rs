@@ -76,21 +76,29 @@ fn power_loss_at_every_sync_leaves_a_committed_prefix() {
     write_run(&t.path().join("clean"), Arc::clone(&count)).expect("a run without faults completes");
     assert_eq!(check_prefix(&t.path().join("clean"), "clean run"), EVENTS);
     let syncs = count.syncs();
-    assert!(syncs > 20, "a synced run of {EVENTS} events syncs more than {syncs} times");
+    assert!(syncs > 10, "a synced run of {EVENTS} events syncs more than {syncs} times");
+    // The committer groups batches as timing allows, so a run's sync count varies: cut the
+    // power at sync 1, 2, … until a run completes before its N-th sync.
     let mut seen = std::collections::BTreeSet::new();
-    for n in 1..=syncs {
+    for n in 1.. {
+        assert!(n < 1000, "runs keep syncing past 1000 syncs");
         let dir = t.path().join(format!("p{n}"));
         let faults = Faults::power_loss_at_sync(n);
         let r = write_run(&dir, Arc::clone(&faults));
-        assert!(faults.powered_off(), "sync {n} of {syncs} was never reached");
+        if !faults.powered_off() {
+            r.unwrap_or_else(|e| panic!("a run that never lost power must complete: {e}"));
+            assert_eq!(check_prefix(&dir, &format!("run with fewer than {n} syncs")), EVENTS);
+            break;
+        }
         let e = r.expect_err("writing on after a power loss must fail");
         assert!(e.to_string().contains("power lost"), "power loss at sync {n}: unclear error: {e}");
         let image = t.path().join(format!("i{n}"));
         faults.power_loss_image(&dir, &image).unwrap();
-        seen.insert(check_prefix(&image, &format!("power loss at sync {n} of {syncs}")));
+        seen.insert(check_prefix(&image, &format!("power loss at sync {n}")));
     }
-    // The trials cut the run at every batch boundary, from nothing to everything.
-    assert_eq!(seen, (0..=EVENTS).step_by(BATCH).collect(), "committed prefixes seen over all trials");
+    // The trials cut the run from before its first commit to after its last. (Which batch
+    // boundaries in between appear depends on how the committer grouped batches.)
+    assert!(seen.contains(&0) && seen.contains(&EVENTS), "committed prefixes seen over all trials: {seen:?}");
 }
 
 #[test]

@@ -3,7 +3,8 @@
 //!
 //! Write order is data, (optionally fdatasync data), commit frame, (optionally fdatasync
 //! log). With `sync` on, the tail from "fdatasync data" on runs on the shard's committer
-//! thread (`shard/syncer.rs`) while the next batch's columns are written, in the same order. A process killed at any instant leaves every committed byte intact, because bytes a
+//! thread (`shard/syncer.rs`), in the same order, while the next batches' columns are
+//! written; one of its rounds commits every batch queued meanwhile. A process killed at any instant leaves every committed byte intact, because bytes a
 //! commit names were written before the commit; a power loss is covered when `sync` is on.
 //! After any I/O error the writer refuses further batches: appending after a torn frame
 //! would hide later commits from readers.
@@ -335,8 +336,7 @@ impl ShardWriter {
             entries.push(CommitEntry { column: col, len: c.len, crc: crc32c::crc32c(bytes) });
         }
         if self.syncer.is_some() {
-            // Batch k-1 durable and committed; batch k's sync and commit go to the committer.
-            self.drain()?;
+            // The batch's sync and commit go to the committer (a frame at the next offset).
             self.payload.clear();
             encode_commit(&entries, &mut self.payload);
             self.check_payload()?;

@@ -244,7 +244,7 @@ impl SmallData {
             dir: dir.as_ref().to_path_buf(),
             servers: 2,
             batch_events: 4096,
-            batch_bytes: 8 << 20,
+            batch_bytes: 1 << 20,
             in_flight: 4,
             unaligned: HashSet::new(),
             groups: HashMap::new(),
