@@ -64,7 +64,12 @@ impl Builder {
         self
     }
 
-    /// A batch is handed over once it holds this many bytes, even if not full. Default 8 MiB.
+    /// A batch is handed over once it holds this many bytes, even if not full. Default 1 MiB:
+    /// a batch that still sits in the CPU cache when its server writes it is copied into the
+    /// page cache several times faster than one that was evicted (measured here: 1 MiB
+    /// `write()`s run 4-7x faster than 8 MiB ones). In sync mode the shard's committer syncs
+    /// every batch queued meanwhile with one fdatasync, so small batches do not multiply
+    /// syncs.
     pub fn batch_bytes(mut self, n: usize) -> Self {
         self.batch_bytes = n;
         self
