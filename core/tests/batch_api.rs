@@ -376,3 +376,29 @@ fn per_event_handles_and_batch_calls_mix_in_one_client() {
     u64s.read_present(0, &mut present).unwrap();
     assert_eq!(present.iter().filter(|&&p| p == 1).count(), 100, "k/u64 present in the batch calls' events only");
 }
+
+#[test]
+fn masked_rows_follow_the_per_event_rules() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("run");
+    let smd = SmallData::builder(&dir).servers(1).build().unwrap();
+    let mut c = smd.client();
+    let (x, y) = ([1.0f64, 2.0, 3.0, 4.0], [10u32, 20, 30, 40]);
+    let (xp, yp) = ([true, false, true, false], [false, false, true, true]);
+    // Event 2 has no value at all: a run-group row with every aligned field filled, as
+    // `event(2, [])` makes; event 4 has only an unaligned value: no run-group row.
+    c.events(&[1, 2, 3, 4], &[Column::scalar("x", &x).present(&xp), Column::scalar("unaligned_y", &y).present(&yp)])
+        .unwrap();
+    c.finish().unwrap();
+    smd.done().unwrap();
+    let run = Run::open(&dir).unwrap();
+    let mut ids = vec![0u64; 3];
+    run.read_ids("", 0, &mut ids).unwrap();
+    assert_eq!(ids, [1, 2, 3]);
+    let xs = run.field("x").unwrap().read_all::<f64>().unwrap();
+    assert!(xs[0] == 1.0 && xs[1].is_nan() && xs[2] == 3.0, "{xs:?}");
+    let mut uids = vec![0u64; 2];
+    run.read_ids("unaligned_y", 0, &mut uids).unwrap();
+    assert_eq!(uids, [3, 4]);
+    assert_eq!(run.field("unaligned_y").unwrap().read_all::<u32>().unwrap(), [30, 40]);
+}

@@ -6,8 +6,9 @@
 //! batch in chunks that respect the batch limits: per chunk and column one copy of the bytes
 //! (fill written only over absent rows), and per group one copy of the event ids. Ids may be
 //! in any order (the index sorts). An event's row in an aligned group exists where any of the
-//! call's columns of that group is present (as with `event`), so masks are consulted only
-//! when every column of a group has one.
+//! call's columns of that group is present, and an event with no value at all is a row of the
+//! run group (both as with `event`), so masks are consulted only when every column of a group
+//! has one.
 
 use std::borrow::Cow;
 
@@ -105,6 +106,22 @@ impl Client {
                 }
             };
             out.push(GroupSel { group: g, rows });
+        }
+        // An event with no value at all is a row of the run group (as `event(id, [])` is).
+        if columns.iter().all(|c| c.present.is_some()) {
+            let empty: Vec<usize> =
+                (0..n).filter(|&i| columns.iter().all(|c| c.present.is_some_and(|p| !p[i]))).collect();
+            if !empty.is_empty() {
+                self.ensure_run_group();
+                match out.iter_mut().find(|s| s.group == RUN_GROUP_ID) {
+                    Some(GroupSel { rows: Some(rows), .. }) => {
+                        rows.extend(empty);
+                        rows.sort_unstable();
+                    }
+                    Some(GroupSel { rows: None, .. }) => {}
+                    None => out.push(GroupSel { group: RUN_GROUP_ID, rows: Some(empty) }),
+                }
+            }
         }
         out
     }
