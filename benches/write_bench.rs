@@ -2,9 +2,12 @@
 //! machine writes the same number of bytes sequentially, all measured in one run.
 //!
 //! Cases: (1) the demo's event mix (`smdfs::demo::write_demo`, small mixed fields, default
-//! 1,000,000 events); (2) a 64 KiB-per-event image mix (one u16 `[128, 256]` image plus an f64
-//! per event, default 32,768 events ≈ 2 GiB), written with the default settings (no fsync)
-//! and again with `sync_commits(true)` (fdatasync at every commit). Baselines, sized to the
+//! 1,000,000 events), and the same events written through typed field handles
+//! (`Client::begin(id).set(..)`); (2) a 64 KiB-per-event image mix (one u16 `[128, 256]`
+//! image plus an f64 per event, default 32,768 events ≈ 2 GiB), written per event with the
+//! default settings (no fsync), through the batch API (`Client::events` with 128 events per
+//! call, the arrays built before the clock starts), and per event with `sync_commits(true)`
+//! (every commit durable before it is written). Baselines, sized to the
 //! image mix's bytes: a plain Rust loop of 1 MiB `write()` calls with no fsync (page-cache
 //! speed), and the real `dd if=/dev/zero of=FILE bs=1M count=N conv=fdatasync` (one
 //! fdatasync at the end). The no-fsync cases are compared with the plain write, the sync case

@@ -76,6 +76,8 @@ pub struct Client {
     row_sets: Vec<(usize, usize)>,
     /// The open event's group slots.
     row_groups: Vec<usize>,
+    /// Per field position in `event`'s list: the meta seen there last time.
+    predict: Vec<usize>,
     reductions: Reductions,
     finished: bool,
 }
@@ -96,6 +98,7 @@ impl Client {
             stamp: 0,
             row_sets: vec![],
             row_groups: vec![],
+            predict: vec![],
             reductions: Reductions::new(),
             finished,
         }
@@ -166,7 +169,28 @@ impl Client {
 
     /// The meta of a field given by name (registered at first sight, checked after).
     pub(crate) fn meta_by_path(&mut self, path: &str, v: &Value<'_>) -> Result<usize> {
-        if let Some(&mi) = self.cache.get(path) {
+        let hit = self.cache.get(path).copied();
+        self.meta_checked(path, v, hit)
+    }
+
+    /// [`Client::meta_by_path`] for the `k`-th field of an event: events tend to name their
+    /// fields in the same order, so the field at position `k` last time is tried first (one
+    /// short compare instead of hashing the path).
+    #[inline]
+    fn meta_at(&mut self, k: usize, path: &str, v: &Value<'_>) -> Result<usize> {
+        let guess = self.predict.get(k).copied().filter(|&mi| self.metas[mi].spec.path == path);
+        let hit = guess.or_else(|| self.cache.get(path).copied());
+        let mi = self.meta_checked(path, v, hit)?;
+        if k >= self.predict.len() {
+            self.predict.resize(k + 1, mi);
+        }
+        self.predict[k] = mi;
+        Ok(mi)
+    }
+
+    #[inline]
+    fn meta_checked(&mut self, path: &str, v: &Value<'_>, hit: Option<usize>) -> Result<usize> {
+        if let Some(mi) = hit {
             let s = &self.metas[mi].spec;
             if v.kind() != s.kind || v.dtype() != s.dtype || (s.kind == Kind::Fixed && !same(v.shape(), &s.shape)) {
                 s.check(v)?;
@@ -310,8 +334,8 @@ impl Client {
     pub fn event<'v, F: AsRef<[Field<'v>]>>(&mut self, id: u64, fields: F) -> Result<()> {
         let fields = fields.as_ref();
         self.open()?;
-        for (path, v) in fields {
-            if let Err(e) = self.put_value(path, v, id) {
+        for (k, (path, v)) in fields.iter().enumerate() {
+            if let Err(e) = self.put_value(k, path, v, id) {
                 self.rollback();
                 return Err(e);
             }
@@ -322,8 +346,8 @@ impl Client {
         self.close(id)
     }
 
-    fn put_value(&mut self, path: &str, v: &Value<'_>, id: u64) -> Result<()> {
-        let mi = self.meta_by_path(path, v)?;
+    fn put_value(&mut self, k: usize, path: &str, v: &Value<'_>, id: u64) -> Result<()> {
+        let mi = self.meta_at(k, path, v)?;
         let m = &self.metas[mi];
         let data = v.data();
         if m.spec.kind == Kind::Fixed && data.len() != m.row_bytes {
