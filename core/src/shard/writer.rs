@@ -337,16 +337,10 @@ impl ShardWriter {
         }
         if self.syncer.is_some() {
             // The batch's sync and commit go to the committer (a frame at the next offset).
-            self.payload.clear();
-            encode_commit(&entries, &mut self.payload);
-            self.check_payload()?;
-            let mut frame = Vec::with_capacity(self.payload.len() + 16);
-            encode_frame(&self.payload, &mut frame);
-            let at = self.log_len;
-            self.log_len += frame.len() as u64;
-            let columns = entries.iter().map(|e| Arc::clone(&self.columns[e.column as usize].file)).collect();
-            let job = Job { columns, log: Arc::clone(&self.log), frame, at };
-            return self.syncer.as_mut().expect("checked above").submit(job);
+            let job = self.commit_job(&entries)?;
+            if let Some(s) = self.syncer.as_mut() {
+                return s.submit(job);
+            }
         }
         if self.sync {
             for e in &entries {
@@ -361,6 +355,20 @@ impl ShardWriter {
             self.log.sync_data()?;
         }
         Ok(())
+    }
+
+    /// The committer's job for a batch's commit entries: its frame at the next log offset
+    /// (reserved here, so frames keep batch order).
+    fn commit_job(&mut self, entries: &[CommitEntry]) -> Result<Job> {
+        self.payload.clear();
+        encode_commit(entries, &mut self.payload);
+        self.check_payload()?;
+        let mut frame = Vec::with_capacity(self.payload.len() + 16);
+        encode_frame(&self.payload, &mut frame);
+        let at = self.log_len;
+        self.log_len += frame.len() as u64;
+        let columns = entries.iter().map(|e| Arc::clone(&self.columns[e.column as usize].file)).collect();
+        Ok(Job { columns, log: Arc::clone(&self.log), frame, at })
     }
 
     /// Writes the close record, fsyncs everything, and returns the record's log offset and
