@@ -402,3 +402,40 @@ fn masked_rows_follow_the_per_event_rules() {
     assert_eq!(uids, [3, 4]);
     assert_eq!(run.field("unaligned_y").unwrap().read_all::<u32>().unwrap(), [30, 40]);
 }
+
+#[test]
+fn callbacks_see_every_event_of_every_way_in() {
+    use std::sync::{Arc, Mutex};
+    let t = tempfile::tempdir().unwrap();
+    let seen: Arc<Mutex<Vec<(u64, f64, usize)>>> = Arc::default();
+    let s2 = Arc::clone(&seen);
+    let smd = SmallData::builder(t.path().join("run"))
+        .servers(1)
+        .callback(move |id, fields| {
+            let e = fields
+                .iter()
+                .find(|(p, _)| *p == "energy")
+                .map(|(_, v)| f64::from_le_bytes(v.data().try_into().unwrap()));
+            s2.lock().unwrap().push((id, e.unwrap_or(f64::NAN), fields.len()));
+        })
+        .build()
+        .unwrap();
+    let e = smd.scalar::<f64>("energy").unwrap();
+    let tag = smd.text("tag").unwrap();
+    let mut c = smd.client();
+    c.begin(1).set(&e, 0.5).set(&tag, "a").write().unwrap();
+    c.event(2, fields! { "energy" => 1.0 }).unwrap();
+    let (ids, es, present) = ([3u64, 4], [1.5f64, 2.0], [true, false]);
+    c.events(&ids, &[Column::scalar("energy", &es).present(&present)]).unwrap();
+    // A rejected event calls nothing.
+    assert!(c.begin(5).set(&e, 1.0).set(&e, 2.0).write().is_err());
+    c.finish().unwrap();
+    smd.done().unwrap();
+    let mut got = seen.lock().unwrap().clone();
+    got.sort_by_key(|g| g.0);
+    assert_eq!(got.len(), 4, "{got:?}");
+    assert_eq!((got[0].0, got[0].1, got[0].2), (1, 0.5, 2));
+    assert_eq!((got[1].0, got[1].1, got[1].2), (2, 1.0, 1));
+    assert_eq!((got[2].0, got[2].1, got[2].2), (3, 1.5, 1));
+    assert_eq!((got[3].0, got[3].2), (4, 0), "an event whose only value is masked has no fields");
+}
