@@ -2,9 +2,12 @@
 //! machine writes the same number of bytes sequentially, all measured in one run.
 //!
 //! Cases: (1) the demo's event mix (`smdfs::demo::write_demo`, small mixed fields, default
-//! 1,000,000 events); (2) a 64 KiB-per-event image mix (one u16 `[128, 256]` image plus an f64
-//! per event, default 32,768 events ≈ 2 GiB), written with the default settings (no fsync)
-//! and again with `sync_commits(true)` (fdatasync at every commit). Baselines, sized to the
+//! 1,000,000 events), and the same events written through typed field handles
+//! (`Client::begin(id).set(..)`); (2) a 64 KiB-per-event image mix (one u16 `[128, 256]`
+//! image plus an f64 per event, default 32,768 events ≈ 2 GiB), written per event with the
+//! default settings (no fsync), through the batch API (`Client::events` with 128 events per
+//! call, the arrays built before the clock starts), and per event with `sync_commits(true)`
+//! (every commit durable before it is written). Baselines, sized to the
 //! image mix's bytes: a plain Rust loop of 1 MiB `write()` calls with no fsync (page-cache
 //! speed), and the real `dd if=/dev/zero of=FILE bs=1M count=N conv=fdatasync` (one
 //! fdatasync at the end). The no-fsync cases are compared with the plain write, the sync case
@@ -321,6 +324,138 @@ fn image_case(base: &Path, events: u64, servers: usize, clients: usize, sync: bo
     })
 }
 
+/// The demo's formula written through typed field handles (`Client::begin(id).set(..)`):
+/// the same events, fields and client split as `smdfs::demo::write_demo`.
+fn demo_handles_case(base: &Path, events: u64, servers: usize, clients: usize) -> Result<Row, BoxErr> {
+    use smdfs::demo;
+    use std::fmt::Write as _;
+    let t = case_dir(base)?;
+    let dir = t.path().join("run");
+    let t0 = Instant::now();
+    let smd = SmallData::builder(&dir).servers(servers).build()?;
+    let energy = smd.scalar::<f64>("energy")?;
+    let image = smd.array::<u16>("det/image", &[4, 8])?;
+    let count = smd.scalar::<i64>("count")?;
+    let maybe = smd.scalar::<f32>("maybe")?;
+    let hits = smd.scalar::<u32>("unaligned_hits")?;
+    let tag = smd.bytes("tag")?;
+    std::thread::scope(|s| -> Result<(), BoxErr> {
+        let handles: Vec<_> = (0..clients as u64)
+            .map(|k| {
+                let mut c = smd.client();
+                let (energy, image, count, maybe, hits, tag) = (&energy, &image, &count, &maybe, &hits, &tag);
+                s.spawn(move || -> smdfs::Result<()> {
+                    let mut text = String::with_capacity(24);
+                    let mut i = k;
+                    while i < events {
+                        text.clear();
+                        write!(text, "evt{i}").expect("writing to a String");
+                        let mut row = c
+                            .begin(demo::id(i))
+                            .set(energy, demo::energy(i))
+                            .set(image, &demo::image(i))
+                            .set(count, demo::count(i))
+                            .set(tag, text.as_bytes());
+                        if let Some(m) = demo::maybe(i) {
+                            row = row.set(maybe, m);
+                        }
+                        if let Some(h) = demo::hits(i) {
+                            row = row.set(hits, h);
+                        }
+                        row.write()?;
+                        i += clients as u64;
+                    }
+                    c.finish()
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().map_err(|_| "demo client thread panicked")??;
+        }
+        Ok(())
+    })?;
+    let rep = smd.done()?;
+    let secs = t0.elapsed().as_secs_f64();
+    if rep.events != events {
+        return Err(format!("demo (handles): done() reports {} events, expected {events}", rep.events).into());
+    }
+    let bytes = run_bytes(&dir)?;
+    finish_case(t)?;
+    Ok(Row {
+        case: format!("smdfs demo mix, field handles (S={servers}, C={clients})"),
+        events: Some(events),
+        bytes,
+        secs,
+        baseline: "plain write",
+    })
+}
+
+/// Events per `Client::events` call in the batch-API image case.
+const BATCH_ROWS: usize = 128;
+
+/// The image mix through the batch API: each client holds `BATCH_ROWS` events as whole
+/// arrays (ids, images, energies, made before the clock starts) and hands them to
+/// `Client::events` call after call.
+fn image_batch_case(base: &Path, events: u64, servers: usize, clients: usize) -> Result<Row, BoxErr> {
+    let t = case_dir(base)?;
+    let dir = t.path().join("run");
+    let n_img: usize = IMG_SHAPE.iter().product();
+    let mut bufs: Vec<(Vec<u16>, Vec<f64>, Vec<u64>)> = (0..clients)
+        .map(|k| {
+            let img = (0..n_img * BATCH_ROWS).map(|j| (j + k) as u16).collect();
+            (img, vec![0.0; BATCH_ROWS], vec![0; BATCH_ROWS])
+        })
+        .collect();
+    let t0 = Instant::now();
+    let smd = SmallData::builder(&dir).servers(servers).build()?;
+    std::thread::scope(|s| -> Result<(), BoxErr> {
+        let handles: Vec<_> = bufs
+            .iter_mut()
+            .enumerate()
+            .map(|(k, (img, e, ids))| {
+                let mut c = smd.client();
+                s.spawn(move || -> smdfs::Result<()> {
+                    let mut i = k as u64;
+                    while i < events {
+                        let mut n = 0;
+                        while n < BATCH_ROWS && i < events {
+                            ids[n] = i;
+                            e[n] = i as f64;
+                            img[n * n_img] = i as u16;
+                            n += 1;
+                            i += clients as u64;
+                        }
+                        let cols = [
+                            smdfs::Column::array("img", &img[..n * n_img], &IMG_SHAPE),
+                            smdfs::Column::scalar("e", &e[..n]),
+                        ];
+                        c.events(&ids[..n], &cols)?;
+                    }
+                    c.finish()
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().map_err(|_| "image client thread panicked")??;
+        }
+        Ok(())
+    })?;
+    let rep = smd.done()?;
+    let secs = t0.elapsed().as_secs_f64();
+    if rep.events != events {
+        return Err(format!("image (batch API): done() reports {} events, expected {events}", rep.events).into());
+    }
+    let bytes = run_bytes(&dir)?;
+    finish_case(t)?;
+    Ok(Row {
+        case: format!("smdfs 64 KiB image mix, batch API events() (S={servers}, C={clients})"),
+        events: Some(events),
+        bytes,
+        secs,
+        baseline: "plain write",
+    })
+}
+
 /// Untimed: writes `mib` MiB into the page cache and deletes the file before writeback, so
 /// the next case gets page-cache pages this VM has touched before (the first write into
 /// fresh guest memory runs at a third of the speed of later ones). Returns its MB/s.
@@ -551,12 +686,16 @@ fn run(a: Args) -> Result<(), BoxErr> {
         if a.demo_events > 0 {
             prep(&format!("demo mix, {} events", a.demo_events))?;
             got.push(demo_case(&base, a.demo_events, a.servers, a.clients)?);
+            prep(&format!("demo mix through field handles, {} events", a.demo_events))?;
+            got.push(demo_handles_case(&base, a.demo_events, a.servers, a.clients)?);
         }
         if a.image_events > 0 {
             prep(&format!("image mix, {} events", a.image_events))?;
             let img = image_case(&base, a.image_events, a.servers, a.clients, false)?;
             let mib = img.bytes.div_ceil(MIB).max(1);
             got.push(img);
+            prep(&format!("image mix through the batch API, {} events", a.image_events))?;
+            got.push(image_batch_case(&base, a.image_events, a.servers, a.clients)?);
             prep(&format!("plain write, {mib} MiB"))?;
             got.push(plain_write_case(&base, mib)?);
             prep("image mix with sync_commits")?;
@@ -593,10 +732,12 @@ fn run(a: Args) -> Result<(), BoxErr> {
     println!();
     let is_img = |sync: bool| move |r: &Row| r.case.contains("image") && r.case.contains("sync_commits") == sync;
     if a.demo_events > 0 {
-        ratio_line(&rows, "smdfs demo mix", |r| r.case.contains("demo"), "plain write");
+        ratio_line(&rows, "smdfs demo mix", |r| r.case.contains("demo") && !r.case.contains("handles"), "plain write");
+        ratio_line(&rows, "smdfs demo mix, field handles", |r| r.case.contains("handles"), "plain write");
     }
     if a.image_events > 0 {
-        ratio_line(&rows, "smdfs image mix", is_img(false), "plain write");
+        ratio_line(&rows, "smdfs image mix", |r| is_img(false)(r) && !r.case.contains("batch API"), "plain write");
+        ratio_line(&rows, "smdfs image mix, batch API", |r| r.case.contains("batch API"), "plain write");
         ratio_line(&rows, "smdfs image mix sync_commits", is_img(true), "dd conv=fdatasync");
     }
     if let Some(s) = dd_summary {

@@ -241,8 +241,10 @@ class SmallData(_Writer):
         is the events (``energy=e`` with ``e.shape == (n,)``, ``image=imgs`` with shape
         ``(n, 4, 8)``), or sequences of per-event values for bytes, text and ragged fields;
         nested dicts as in ``event``. A numpy masked array leaves its masked rows out (those
-        events lack the field: fill for aligned fields, no row for unaligned ones). The rows are written by a loop in Rust with the GIL
-        released: no per-event Python work for array columns.
+        events lack the field: fill for aligned fields, no row for unaligned ones). The columns go
+        whole to the Rust batch API (``Client::events``) with the GIL released: validated once
+        per call, copied once per column, no per-event work (a column of Python scalars falls
+        back to a per-event loop in Rust).
         """
         ts = np.asarray(ts)
         if ts.ndim != 1:

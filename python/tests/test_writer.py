@@ -327,3 +327,42 @@ def test_long_names_and_attributes_reach_the_file_and_reserved_names_are_refused
         assert text(f["det/image"].attrs["long_name"]) == "detector frame"
     with pytest.raises(smdfs.SchemaError, match=r"energy.*_FillValue.*set by smdfs"):
         SmallData(tmp_path / "bad", attrs={"energy": {"_FillValue": "0"}})
+
+
+def test_event_batch_columns_of_every_kind_out_of_order_and_a_refused_column(tmp_path):
+    # Whole columns go to the crate's batch API (one copy per column, GIL released): every
+    # dtype, n-d arrays, ragged arrays, bytes, text and masked columns, ids out of order,
+    # split over several batches; a refused call keeps what was written before.
+    h5 = tmp_path / "cols.h5"
+    smd = SmallData(filename=h5, servers=2, batch_size=16, ragged=["hits"])
+    n = 100
+    order = np.random.default_rng(7).permutation(n)
+    for part in np.array_split(order, 3):
+        i = part.astype(np.int64)
+        cols = {f"s_{dt}": (i % 2 if dt == "bool" else i).astype(dt) for dt in DTYPES}
+        cols["img"] = (np.arange(6).reshape(1, 2, 3) + i[:, None, None]).astype(np.uint16)
+        cols["hits"] = [np.arange(k % 4, dtype=np.float32) + k for k in i]
+        cols["raw"] = [bytes(range(k % 5)) for k in i]
+        cols["text"] = [f"évt{k}" for k in i]
+        cols["maybe"] = np.ma.masked_array(i.astype(np.float64), mask=i % 2 != 0)
+        smd.event_batch(1000 + i, **cols)
+    with pytest.raises(smdfs.SchemaError, match="s_float64"):
+        smd.event_batch([5000, 5001], s_float64=np.zeros(2, dtype=np.float32))
+    smd.done()
+    assert smd.events == n
+    with h5py.File(h5, "r") as f:
+        i = np.arange(n)
+        np.testing.assert_array_equal(f["timestamp"][:], 1000 + i)
+        for dt in DTYPES:
+            np.testing.assert_array_equal(f[f"s_{dt}"][:], (i % 2 if dt == "bool" else i).astype(dt), err_msg=dt)
+        np.testing.assert_array_equal(f["img"][:], (np.arange(6).reshape(1, 2, 3) + i[:, None, None]).astype(np.uint16))
+        off, flat = f["hits_offsets"][:], f["hits"][:]
+        for k in range(n):
+            np.testing.assert_array_equal(flat[off[k] : off[k + 1]], np.arange(k % 4, dtype=np.float32) + k)
+        off, flat = f["raw_offsets"][:], f["raw"][:]
+        assert [bytes(flat[off[k] : off[k + 1]]) for k in range(n)] == [bytes(range(k % 5)) for k in range(n)]
+        off, flat = f["text_offsets"][:], f["text"][:]
+        assert [bytes(flat[off[k] : off[k + 1]]).decode() for k in range(n)] == [f"évt{k}" for k in range(n)]
+        m = f["maybe"][:]
+        np.testing.assert_array_equal(m[::2], i[::2].astype(np.float64))
+        assert np.isnan(m[1::2]).all()

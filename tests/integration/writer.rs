@@ -323,8 +323,8 @@ fn a_run_written_with_sync_commits_is_the_demo_and_fdatasyncs_every_commit() {
     let v = smdfs::verify(&dir, &mut |_, _| {}).unwrap();
     assert!(v.is_sound(), "{:?}", v.problems);
 
-    // Under strace: with sync on, every commit fdatasyncs its log once, after fdatasyncing
-    // the data it names; with sync off, nothing is fdatasynced.
+    // Under strace: with sync on, every commit is covered by a log fdatasync that follows
+    // the fdatasyncs of the data it names; with sync off, nothing is fdatasynced.
     if !smdfs_tests::machine_has(&[smdfs_tests::Need::Tool("strace")]) {
         return;
     }
@@ -340,7 +340,12 @@ fn a_run_written_with_sync_commits_is_the_demo_and_fdatasyncs_every_commit() {
     let commits = smdfs_tests::commits_in_logs(&on);
     assert!(commits >= SYNC_EVENTS / 64, "{commits} commits of batches of at most 64 events");
     eprintln!("sync_commits(true): {commits} commits, {on_logs} log and {on_data} data fdatasyncs");
-    assert_eq!(on_logs, commits, "sync_commits(true): one log fdatasync per commit");
+    // The shard's committer groups the batches queued meanwhile into one round (one log
+    // fdatasync after the data fdatasyncs of all of them), so at most one per commit.
+    assert!(
+        (1..=commits).contains(&on_logs),
+        "sync_commits(true): {on_logs} log fdatasyncs for {commits} commits (1 to one per commit)"
+    );
     assert!(on_data >= commits, "sync_commits(true): {on_data} data fdatasyncs for {commits} commits");
     assert_eq!((off_logs, off_data), (0, 0), "sync_commits(false) fdatasyncs nothing");
 }

@@ -41,15 +41,56 @@ pub(crate) struct Batch {
     pub(crate) fields: Vec<FieldRows>,
     pub(crate) events: usize,
     pub(crate) bytes: usize,
+    /// Emptied field buffers of earlier batches, reused by [`Batch::add_field`] (fresh
+    /// memory is slow to touch here: a reused buffer is written at memory speed).
+    spare_fields: Vec<FieldRows>,
+    /// Emptied id buffers, reused by [`Batch::add_group`].
+    spare_groups: Vec<GroupRows>,
 }
 
 impl Batch {
-    /// Empties the batch, keeping its buffers' capacity.
+    /// Empties the batch, keeping its buffers (and their capacity) for the next one.
     pub(crate) fn clear(&mut self) {
-        self.groups.clear();
-        self.fields.clear();
+        for mut g in self.groups.drain(..) {
+            g.ids.clear();
+            self.spare_groups.push(g);
+        }
+        for mut f in self.fields.drain(..) {
+            f.data.clear();
+            f.present.clear();
+            f.lens.clear();
+            f.rows = 0;
+            self.spare_fields.push(f);
+        }
         self.events = 0;
         self.bytes = 0;
+    }
+
+    /// Adds an empty row set for `group`; returns its slot.
+    pub(crate) fn add_group(&mut self, group: GroupId) -> usize {
+        let k = self.spare_groups.iter().position(|g| g.group == group);
+        let mut g = match k {
+            Some(k) => self.spare_groups.swap_remove(k),
+            None => self.spare_groups.pop().unwrap_or_default(),
+        };
+        g.group = group;
+        self.groups.push(g);
+        self.groups.len() - 1
+    }
+
+    /// Adds an empty column for `field` (rows in group slot `group_slot`); returns its slot.
+    /// The buffer last used by the same field is reused where there is one, so each field
+    /// keeps a buffer of its own size.
+    pub(crate) fn add_field(&mut self, field: FieldId, group_slot: usize) -> usize {
+        let k = self.spare_fields.iter().position(|f| f.field == field);
+        let mut f = match k {
+            Some(k) => self.spare_fields.swap_remove(k),
+            None => self.spare_fields.pop().unwrap_or_default(),
+        };
+        f.field = field;
+        f.group_slot = group_slot;
+        self.fields.push(f);
+        self.fields.len() - 1
     }
 
     pub(crate) fn is_empty(&self) -> bool {

@@ -3,7 +3,9 @@
 //! client fills. Pure in-memory types: this layer knows nothing of files, servers or readers.
 
 pub mod batch;
+pub mod columns;
 pub mod dtype;
+pub mod handle;
 pub mod path;
 pub mod reduce;
 pub mod schema;

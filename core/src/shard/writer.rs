@@ -2,14 +2,16 @@
 //! with one positioned write per column, then commits it with one commit-log frame.
 //!
 //! Write order is data, (optionally fdatasync data), commit frame, (optionally fdatasync
-//! log). A process killed at any instant leaves every committed byte intact, because bytes a
+//! log). With `sync` on, the tail from "fdatasync data" on runs on the shard's committer
+//! thread (`shard/syncer.rs`), in the same order, while the next batches' columns are
+//! written; one of its rounds commits every batch queued meanwhile. A process killed at any instant leaves every committed byte intact, because bytes a
 //! commit names were written before the commit; a power loss is covered when `sync` is on.
 //! After any I/O error the writer refuses further batches: appending after a torn frame
 //! would hide later commits from readers.
 
-use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::FileExt;
+use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
@@ -22,10 +24,11 @@ use crate::model::batch::BatchView;
 use crate::model::dtype::Dtype;
 use crate::model::schema::{FieldId, FieldSpec, GroupId, GroupSpec, Stats, StatsMap};
 use crate::model::value::Kind;
+use crate::shard::io::{sync_dir, Faults, ShardFile};
+use crate::shard::syncer::{Job, Syncer};
 
 struct Column {
-    file: File,
-    path: PathBuf,
+    file: Arc<ShardFile>,
     len: u64,
 }
 
@@ -59,8 +62,7 @@ enum Pending<'a> {
 pub(crate) struct ShardWriter {
     index: usize,
     dir: PathBuf,
-    log: File,
-    log_path: PathBuf,
+    log: Arc<ShardFile>,
     log_len: u64,
     columns: Vec<Column>,
     defs: Vec<ColumnDef>,
@@ -70,26 +72,37 @@ pub(crate) struct ShardWriter {
     failed: bool,
     frame: Vec<u8>,
     payload: Vec<u8>,
+    faults: Option<Arc<Faults>>,
+    /// Sync mode: the thread that makes batch k durable while batch k+1 is written.
+    syncer: Option<Syncer>,
 }
 
 impl ShardWriter {
     /// Creates the shard directory and its log.
+    #[cfg_attr(not(feature = "mpi"), allow(dead_code))]
     pub(crate) fn create(dir: &Path, index: usize, sync: bool) -> Result<ShardWriter> {
+        ShardWriter::create_with(dir, index, sync, None)
+    }
+
+    /// [`ShardWriter::create`] with a fault-injection hook (tests; `None` in production).
+    pub(crate) fn create_with(
+        dir: &Path,
+        index: usize,
+        sync: bool,
+        faults: Option<Arc<Faults>>,
+    ) -> Result<ShardWriter> {
         fs::create_dir_all(dir).at(dir)?;
-        let log_path = dir.join(LOG_FILE);
-        let log =
-            OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&log_path).at(&log_path)?;
+        let log = Arc::new(ShardFile::create(&dir.join(LOG_FILE), faults.as_ref())?);
         let header = encode_log_header(index as u32);
-        log.write_all_at(&header, 0).at(&log_path)?;
+        log.write_all_at(&header, 0)?;
         if sync {
-            log.sync_all().at(&log_path)?;
-            crate::format::manifest::sync_dir(dir)?;
+            log.sync_all()?;
+            sync_dir(dir, faults.as_ref())?;
         }
         Ok(ShardWriter {
             index,
             dir: dir.into(),
             log,
-            log_path,
             log_len: header.len() as u64,
             columns: vec![],
             defs: vec![],
@@ -99,6 +112,8 @@ impl ShardWriter {
             failed: false,
             frame: vec![],
             payload: vec![],
+            faults,
+            syncer: if sync { Some(Syncer::start(index)?) } else { None },
         })
     }
 
@@ -110,15 +125,34 @@ impl ShardWriter {
     fn new_column(&mut self, group: &str, field: Option<&str>, role: Role, rec: &mut SchemaRecord) -> Result<u32> {
         let id = self.columns.len() as u32;
         let path = self.dir.join(column_file_name(id));
-        let file = OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&path).at(&path)?;
+        let file = Arc::new(ShardFile::create(&path, self.faults.as_ref())?);
         let def = ColumnDef { id, group: group.into(), field: field.map(Into::into), role };
         rec.columns.push(def.clone());
         self.defs.push(def);
-        self.columns.push(Column { file, path, len: 0 });
+        self.columns.push(Column { file, len: 0 });
         Ok(id)
     }
 
+    /// Waits until the committer has no job in flight (its error, if it failed).
+    fn drain(&mut self) -> Result<()> {
+        match self.syncer.as_mut() {
+            Some(s) => s.wait(),
+            None => Ok(()),
+        }
+    }
+
     fn write_frame(&mut self) -> Result<()> {
+        // Frames land in log order: the committer's frame first.
+        self.drain()?;
+        self.check_payload()?;
+        self.frame.clear();
+        encode_frame(&self.payload, &mut self.frame);
+        self.log.write_all_at(&self.frame, self.log_len)?;
+        self.log_len += self.frame.len() as u64;
+        Ok(())
+    }
+
+    fn check_payload(&self) -> Result<()> {
         if self.payload.len() > crate::format::MAX_FRAME_PAYLOAD as usize {
             return Err(Error::Usage(format!(
                 "shard {}: a log record of {} bytes exceeds the format's {} byte limit",
@@ -127,10 +161,6 @@ impl ShardWriter {
                 crate::format::MAX_FRAME_PAYLOAD
             )));
         }
-        self.frame.clear();
-        encode_frame(&self.payload, &mut self.frame);
-        self.log.write_all_at(&self.frame, self.log_len).at(&self.log_path)?;
-        self.log_len += self.frame.len() as u64;
         Ok(())
     }
 
@@ -216,7 +246,7 @@ impl ShardWriter {
         if !rec.columns.is_empty() {
             if self.sync {
                 // New column files must be durable before a commit names them.
-                crate::format::manifest::sync_dir(&self.dir)?;
+                sync_dir(&self.dir, self.faults.as_ref())?;
             }
             self.payload.clear();
             self.payload.push(REC_SCHEMA);
@@ -298,23 +328,47 @@ impl ShardWriter {
                 },
             };
             let c = &mut self.columns[col as usize];
-            c.file.write_all_at(bytes, c.len).at(&c.path)?;
+            c.file.write_all_at(bytes, c.len)?;
+            // Start writeback now: the device works while the run goes on, so the fsyncs of
+            // commits (sync mode) or of close (always) find little left to do.
+            c.file.start_writeback(c.len, bytes.len() as u64);
             c.len += bytes.len() as u64;
             entries.push(CommitEntry { column: col, len: c.len, crc: crc32c::crc32c(bytes) });
+        }
+        if self.syncer.is_some() {
+            // The batch's sync and commit go to the committer (a frame at the next offset).
+            let job = self.commit_job(&entries)?;
+            if let Some(s) = self.syncer.as_mut() {
+                return s.submit(job);
+            }
         }
         if self.sync {
             for e in &entries {
                 let c = &self.columns[e.column as usize];
-                c.file.sync_data().at(&c.path)?;
+                c.file.sync_data()?;
             }
         }
         self.payload.clear();
         encode_commit(&entries, &mut self.payload);
         self.write_frame()?;
         if self.sync {
-            self.log.sync_data().at(&self.log_path)?;
+            self.log.sync_data()?;
         }
         Ok(())
+    }
+
+    /// The committer's job for a batch's commit entries: its frame at the next log offset
+    /// (reserved here, so frames keep batch order).
+    fn commit_job(&mut self, entries: &[CommitEntry]) -> Result<Job> {
+        self.payload.clear();
+        encode_commit(entries, &mut self.payload);
+        self.check_payload()?;
+        let mut frame = Vec::with_capacity(self.payload.len() + 16);
+        encode_frame(&self.payload, &mut frame);
+        let at = self.log_len;
+        self.log_len += frame.len() as u64;
+        let columns = entries.iter().map(|e| Arc::clone(&self.columns[e.column as usize].file)).collect();
+        Ok(Job { columns, log: Arc::clone(&self.log), frame, at })
     }
 
     /// Writes the close record, fsyncs everything, and returns the record's log offset and
@@ -323,6 +377,7 @@ impl ShardWriter {
         if self.failed {
             return Err(Error::ServerFailed { shard: self.index, why: "an earlier write failed".into() });
         }
+        self.drain()?;
         let mut stats = StatsMap::new();
         for f in self.fields.values() {
             if let Some(s) = f.stats {
@@ -330,7 +385,7 @@ impl ShardWriter {
             }
         }
         for c in &self.columns {
-            c.file.sync_all().at(&c.path)?;
+            c.file.sync_all()?;
         }
         let rec = CloseRecord {
             stats: stats.clone(),
@@ -344,8 +399,8 @@ impl ShardWriter {
         serde_json::to_writer(&mut self.payload, &rec).map_err(Error::encode("a close record"))?;
         let offset = self.log_len;
         self.write_frame()?;
-        self.log.sync_all().at(&self.log_path)?;
-        crate::format::manifest::sync_dir(&self.dir)?;
+        self.log.sync_all()?;
+        sync_dir(&self.dir, self.faults.as_ref())?;
         Ok((offset, stats))
     }
 }
@@ -370,6 +425,12 @@ fn fill_columns(f: &ShardField, n: usize) -> Vec<(u32, Vec<u8>)> {
 /// row (scalars and n-d arrays alike), NaN excluded. One typed pass per row, so the cost is
 /// a few instructions per element, not a decode each.
 fn add_stats(st: &mut Stats, spec: &FieldSpec, data: &[u8], present: &[u8]) {
+    if !present.contains(&0) {
+        // Every row present: one pass over the whole column (min, max, sum and count
+        // combine the same way row by row or at once).
+        st.merge(&row_stats(spec.dtype, data));
+        return;
+    }
     let row_bytes = spec.row_bytes().max(1);
     for (r, row) in data.chunks_exact(row_bytes).enumerate() {
         if present.get(r).copied().unwrap_or(1) != 0 {
@@ -378,22 +439,61 @@ fn add_stats(st: &mut Stats, spec: &FieldSpec, data: &[u8], present: &[u8]) {
     }
 }
 
-/// Statistics of one row of little-endian elements of `dtype`.
+/// Statistics of one row of little-endian elements of `dtype` (with AVX2 where the CPU has
+/// it: the same code, compiled for wider vectors).
 fn row_stats(dtype: Dtype, row: &[u8]) -> Stats {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        return unsafe { row_stats_avx2(dtype, row) };
+    }
+    row_stats_portable(dtype, row)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn row_stats_avx2(dtype: Dtype, row: &[u8]) -> Stats {
+    row_stats_portable(dtype, row)
+}
+
+#[inline(always)]
+fn row_stats_portable(dtype: Dtype, row: &[u8]) -> Stats {
+    // Integer sums accumulate in a wide integer (exact), not f64. On a little-endian host an
+    // aligned column is read as typed elements in place, in passes the compiler vectorizes.
     macro_rules! ints {
-        ($t:ty) => {{
-            let (mut lo, mut hi, mut sum, mut n) = (<$t>::MAX, <$t>::MIN, 0f64, 0u64);
-            for c in row.chunks_exact(std::mem::size_of::<$t>()) {
-                let v = <$t>::from_le_bytes(c.try_into().expect("element size"));
-                lo = lo.min(v);
-                hi = hi.max(v);
-                sum += v as f64;
-                n += 1;
-            }
+        ($t:ty, $acc:ty) => {{
+            let size = std::mem::size_of::<$t>();
+            let n = (row.len() / size) as u64;
             if n == 0 {
                 return Stats::default();
             }
-            Stats { count: n, min: lo as f64, max: hi as f64, sum }
+            let typed: Option<&[$t]> =
+                if cfg!(target_endian = "little") { bytemuck::try_cast_slice(row).ok() } else { None };
+            let (lo, hi, sum) = match typed {
+                Some(v) => {
+                    let lo = v.iter().copied().min().unwrap_or(<$t>::MAX);
+                    let hi = v.iter().copied().max().unwrap_or(<$t>::MIN);
+                    // Narrow types sum in blocks small enough for a 32-bit accumulator
+                    // (twice the lanes of a 64-bit one), then widen.
+                    let sum: $acc = if size <= 2 {
+                        v.chunks(1 << 15).map(|b| b.iter().map(|&x| x as i32).sum::<i32>() as $acc).sum()
+                    } else {
+                        v.iter().map(|&x| x as $acc).sum()
+                    };
+                    (lo, hi, sum)
+                }
+                None => {
+                    let (mut lo, mut hi, mut sum) = (<$t>::MAX, <$t>::MIN, 0 as $acc);
+                    for c in row.chunks_exact(size) {
+                        let v = <$t>::from_le_bytes(c.try_into().expect("element size"));
+                        lo = lo.min(v);
+                        hi = hi.max(v);
+                        sum += v as $acc;
+                    }
+                    (lo, hi, sum)
+                }
+            };
+            Stats { count: n, min: lo as f64, max: hi as f64, sum: sum as f64 }
         }};
     }
     macro_rules! floats {
@@ -422,14 +522,14 @@ fn row_stats(dtype: Dtype, row: &[u8]) -> Stats {
                 sum: ones as f64,
             }
         }
-        Dtype::I8 => ints!(i8),
-        Dtype::I16 => ints!(i16),
-        Dtype::I32 => ints!(i32),
-        Dtype::I64 => ints!(i64),
-        Dtype::U8 => ints!(u8),
-        Dtype::U16 => ints!(u16),
-        Dtype::U32 => ints!(u32),
-        Dtype::U64 => ints!(u64),
+        Dtype::I8 => ints!(i8, i64),
+        Dtype::I16 => ints!(i16, i64),
+        Dtype::I32 => ints!(i32, i64),
+        Dtype::I64 => ints!(i64, i128),
+        Dtype::U8 => ints!(u8, u64),
+        Dtype::U16 => ints!(u16, u64),
+        Dtype::U32 => ints!(u32, u64),
+        Dtype::U64 => ints!(u64, u128),
         Dtype::F32 => floats!(f32),
         Dtype::F64 => floats!(f64),
     }

@@ -5,12 +5,15 @@
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, RwLock};
 
-use crate::error::Error;
+use crate::error::{Error, Result};
 use crate::model::batch::Batch;
+use crate::model::dtype::Element;
+use crate::model::handle::{self, Resolved};
 use crate::model::reduce::Reductions;
 use crate::model::schema::Registry;
-use crate::model::value::Field;
-use crate::sync::lock;
+use crate::model::value::{Field, Value};
+use crate::shard::io::Faults;
+use crate::sync::{lock, write};
 
 /// A function called with every event on the client that produced it.
 pub(crate) type Callback = Arc<dyn Fn(u64, &[Field<'_>]) + Send + Sync>;
@@ -31,6 +34,8 @@ pub(crate) struct Shared {
     pub(crate) in_flight: usize,
     /// Most recycled batches kept per server.
     pub(crate) pool_cap: usize,
+    /// Crash tests: the fault plan the shard writers run under (`None` in production).
+    pub(crate) faults: Option<Arc<Faults>>,
 }
 
 /// The batching limits a builder sets.
@@ -39,6 +44,7 @@ pub(crate) struct Limits {
     pub(crate) batch_events: usize,
     pub(crate) batch_bytes: usize,
     pub(crate) in_flight: usize,
+    pub(crate) faults: Option<Arc<Faults>>,
 }
 
 impl Shared {
@@ -54,6 +60,7 @@ impl Shared {
             batch_bytes: l.batch_bytes,
             in_flight: l.in_flight,
             pool_cap: l.in_flight + 2,
+            faults: l.faults,
         })
     }
 
@@ -66,5 +73,36 @@ impl Shared {
     /// Records why server `shard` stopped (the first reason wins).
     pub(crate) fn set_server_error(&self, shard: usize, why: String) {
         lock(&self.errors[shard]).get_or_insert(why);
+    }
+}
+
+/// Field handles: resolving one registers the field (its first sight) or checks it.
+impl Shared {
+    fn resolve(&self, path: &str, proto: &Value<'_>) -> Result<Resolved> {
+        let id = write(&self.registry).resolve(path, proto)?;
+        Ok(Resolved { id, path: path.into() })
+    }
+
+    pub(crate) fn scalar<T: Element>(&self, path: &str) -> Result<handle::Scalar<T>> {
+        Ok(handle::Scalar::new(self.resolve(path, &handle::prototype_scalar::<T>())?))
+    }
+
+    pub(crate) fn array<T: Element>(&self, path: &str, shape: &[usize]) -> Result<handle::Array<T>> {
+        let proto = handle::prototype_array::<T>(shape)
+            .ok_or_else(|| Error::BadValue { field: path.into(), why: format!("shape {shape:?} is too large") })?;
+        let n = shape.iter().product();
+        Ok(handle::Array::new(self.resolve(path, &proto)?, n))
+    }
+
+    pub(crate) fn ragged<T: Element>(&self, path: &str) -> Result<handle::Ragged<T>> {
+        Ok(handle::Ragged::new(self.resolve(path, &handle::prototype_ragged::<T>())?))
+    }
+
+    pub(crate) fn bytes(&self, path: &str) -> Result<handle::Bytes> {
+        Ok(handle::Bytes::new(self.resolve(path, &Value::bytes(&[]))?))
+    }
+
+    pub(crate) fn text(&self, path: &str) -> Result<handle::Text> {
+        Ok(handle::Text::new(self.resolve(path, &Value::from(""))?))
     }
 }

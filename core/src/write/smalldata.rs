@@ -15,10 +15,13 @@ use crate::error::{Error, Result};
 use crate::format::lock::WriterLock;
 use crate::format::manifest::{Manifest, SummaryValue};
 use crate::model::batch::Batch;
+use crate::model::dtype::Element;
+use crate::model::handle;
 use crate::model::path::validate_path;
 use crate::model::reduce::{read_back, Accumulator, Reducible};
 use crate::model::schema::{check_attr_name, Registry};
 use crate::model::value::{Field, Value};
+use crate::shard::io::Faults;
 use crate::sync::{lock, read};
 use crate::write::client::{Client, Sink};
 #[cfg(feature = "mpi")]
@@ -45,6 +48,7 @@ pub struct Builder {
     sync: bool,
     overwrite: bool,
     private: bool,
+    faults: Option<Arc<Faults>>,
 }
 
 /// Creates `dir` owner-only (mode 0700), or makes an existing directory so: what
@@ -68,7 +72,12 @@ impl Builder {
         self
     }
 
-    /// A batch is handed over once it holds this many bytes, even if not full. Default 8 MiB.
+    /// A batch is handed over once it holds this many bytes, even if not full. Default 1 MiB:
+    /// a batch that still sits in the CPU cache when its server writes it is copied into the
+    /// page cache several times faster than one that was evicted (measured here: 1 MiB
+    /// `write()`s run 4-7x faster than 8 MiB ones). In sync mode the shard's committer syncs
+    /// every batch queued meanwhile with one fdatasync, so small batches do not multiply
+    /// syncs.
     pub fn batch_bytes(mut self, n: usize) -> Self {
         self.batch_bytes = n;
         self
@@ -143,6 +152,14 @@ impl Builder {
         self
     }
 
+    /// Crash tests only: the shard writers' file operations run under a fault plan (fail
+    /// the N-th write, or cut the power at the N-th sync); threads mode.
+    #[doc(hidden)]
+    pub fn fault_injection(mut self, faults: Arc<Faults>) -> Self {
+        self.faults = Some(faults);
+        self
+    }
+
     /// Replace an existing run in the directory instead of failing.
     pub fn overwrite(mut self, on: bool) -> Self {
         self.overwrite = on;
@@ -213,6 +230,7 @@ impl Builder {
             batch_events: self.batch_events,
             batch_bytes: self.batch_bytes,
             in_flight: self.in_flight,
+            faults: self.faults.take(),
         };
         Shared::new(registry, std::mem::take(&mut self.callbacks), limits)
     }
@@ -248,7 +266,7 @@ impl SmallData {
             dir: dir.as_ref().to_path_buf(),
             servers: 2,
             batch_events: 4096,
-            batch_bytes: 8 << 20,
+            batch_bytes: 1 << 20,
             in_flight: 4,
             unaligned: HashSet::new(),
             groups: HashMap::new(),
@@ -259,6 +277,7 @@ impl SmallData {
             sync: false,
             overwrite: false,
             private: false,
+            faults: None,
         }
     }
 
@@ -330,6 +349,34 @@ impl SmallData {
     pub fn round_robin(&self, range: Range<u64>) -> std::iter::StepBy<Range<u64>> {
         let (k, n) = self.share();
         share::round_robin(range, n, k)
+    }
+
+    /// A handle to scalar field `path` of element type `T`, for
+    /// [`Client::begin`]: `let e = smd.scalar::<f64>("energy")?;` then
+    /// `c.begin(id).set(&e, 1.5).write()?`. Resolving fixes the field in the schema (its first
+    /// sight); a field already seen as something else is a schema mismatch.
+    pub fn scalar<T: Element>(&self, path: &str) -> Result<handle::Scalar<T>> {
+        self.shared.scalar(path)
+    }
+
+    /// A handle to fixed-shape array field `path` of `T`, per-event shape `shape` (C order).
+    pub fn array<T: Element>(&self, path: &str, shape: &[usize]) -> Result<handle::Array<T>> {
+        self.shared.array(path, shape)
+    }
+
+    /// A handle to ragged (varying-length 1-D) field `path` of `T`.
+    pub fn ragged<T: Element>(&self, path: &str) -> Result<handle::Ragged<T>> {
+        self.shared.ragged(path)
+    }
+
+    /// A handle to bytes field `path`.
+    pub fn bytes(&self, path: &str) -> Result<handle::Bytes> {
+        self.shared.bytes(path)
+    }
+
+    /// A handle to text field `path`.
+    pub fn text(&self, path: &str) -> Result<handle::Text> {
+        self.shared.text(path)
     }
 
     /// A handle for one worker. Clients are assigned to servers round-robin. Drop the client

@@ -24,7 +24,7 @@ pub(crate) fn start(cfg: &RunConfig, shared: &Arc<Shared>) -> Result<(Vec<SyncSe
     let mut senders = Vec::with_capacity(cfg.servers);
     let mut servers = Vec::with_capacity(cfg.servers);
     for i in 0..cfg.servers {
-        let shard = ShardWriter::create(&cfg.dir.join(shard_dir_name(i)), i, cfg.sync)?;
+        let shard = ShardWriter::create_with(&cfg.dir.join(shard_dir_name(i)), i, cfg.sync, shared.faults.clone())?;
         let (tx, rx) = sync_channel::<Batch>(cfg.in_flight);
         let sh = Arc::clone(shared);
         let handle = std::thread::Builder::new()

@@ -279,11 +279,33 @@ impl State {
             self.check(0, None)?;
         }
         self.arena.clear();
+        // Whole columns for the crate's batch API where every column has one (no per-row
+        // work); the per-row path otherwise.
+        let whole: Option<Vec<Whole>> = cols.iter().map(Column::whole).collect();
         let mut done = 0usize;
         while done < ts.len() {
             let room = self.common.batch_events.saturating_sub(self.events).max(1);
             let end = (done + room).min(ts.len());
             let client = self.client.as_mut().expect("checked above");
+            if let Some(whole) = &whole {
+                let (r, bytes) = py.detach(|| {
+                    let mut bytes = 0usize;
+                    let sub: Vec<smdfs::Column<'_>> =
+                        cols.iter().zip(whole).map(|(c, w)| c.chunk(w, done, end, &mut bytes)).collect();
+                    (client.events(&ts[done..end], &sub), bytes)
+                });
+                r.map_err(|e| {
+                    let e = to_py(e);
+                    PyErr::from_type(e.get_type(py), format!("event_batch: {}", e.value(py)))
+                })?;
+                self.events += end - done;
+                self.bytes += bytes;
+                done = end;
+                if self.events >= self.common.batch_events || self.bytes >= self.common.batch_bytes {
+                    self.flush_batch(py)?;
+                }
+                continue;
+            }
             let (r, bytes) = py.detach(|| {
                 let mut bytes = 0usize;
                 let mut fields: Vec<Field<'_>> = Vec::with_capacity(cols.len());
@@ -320,6 +342,12 @@ fn with_row(e: PyErr, row: usize, py: Python<'_>) -> PyErr {
     PyErr::from_type(t, msg)
 }
 
+/// A column's presence and offsets for the crate's batch API (see [`Column::whole`]).
+pub(crate) struct Whole {
+    present: Option<Vec<bool>>,
+    offsets: Vec<u64>,
+}
+
 /// One column of `event_batch`.
 pub(crate) enum Column<'a> {
     /// Fixed rows: `data` holds all rows, `row_bytes` each.
@@ -348,6 +376,57 @@ impl Column<'_> {
 
     fn path(&self) -> &str {
         &self.template().path
+    }
+
+    /// What the crate's batch API needs beyond the bytes: presence per row (numpy masks are
+    /// true where a value is missing) and, for per-row values, offsets into one buffer
+    /// (`None` when the rows are not laid out one after another).
+    fn whole(&self) -> Option<Whole> {
+        match self {
+            Column::Fixed { mask, .. } => {
+                Some(Whole { present: mask.as_ref().map(|m| m.iter().map(|&x| x == 0).collect()), offsets: vec![] })
+            }
+            Column::Rows { items, .. } => {
+                if !items[0].kind.kind().is_ragged() {
+                    return None;
+                }
+                let es = items[0].dtype.unwrap_or(Dtype::U8).size();
+                let mut offsets = Vec::with_capacity(items.len() + 1);
+                offsets.push((items[0].start / es) as u64);
+                for (k, it) in items.iter().enumerate() {
+                    let next_ok = items.get(k + 1).is_none_or(|n| n.start == it.end);
+                    if !next_ok || it.start % es != 0 || it.end % es != 0 {
+                        return None;
+                    }
+                    offsets.push((it.end / es) as u64);
+                }
+                Some(Whole { present: None, offsets })
+            }
+        }
+    }
+
+    /// Rows `a..b` as a crate column (adds their bytes to `bytes`).
+    fn chunk<'s>(&'s self, w: &'s Whole, a: usize, b: usize, bytes: &mut usize) -> smdfs::Column<'s> {
+        let path = self.path();
+        let col = match self {
+            Column::Fixed { item, data, row_bytes, .. } => {
+                *bytes += (b - a) * row_bytes;
+                let dtype = item.dtype.unwrap_or(Dtype::U8);
+                smdfs::Column::raw(path, dtype, &item.shape[..], &data[a * row_bytes..b * row_bytes])
+            }
+            Column::Rows { items, bytes: values } => {
+                let it = &items[0];
+                let dtype = it.dtype.unwrap_or(Dtype::U8);
+                let kind = it.kind.kind();
+                let offsets = &w.offsets[a..=b];
+                *bytes += (offsets[b - a] - offsets[0]) as usize * dtype.size();
+                smdfs::Column::raw_var(path, kind, dtype, values, offsets)
+            }
+        };
+        match &w.present {
+            Some(p) => col.present(&p[a..b]),
+            None => col,
+        }
     }
 
     fn row(&self, row: usize) -> Value<'_> {
