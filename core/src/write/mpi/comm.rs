@@ -217,6 +217,53 @@ impl Comm {
         Ok(req)
     }
 
+    /// Starts sending the concatenation of `blocks` (each a pointer and a length) to `dest`
+    /// as one message, in synchronous mode like [`Comm::isend`], without copying them into
+    /// one buffer: an `MPI_Type_create_hindexed` datatype describes where the blocks lie, so
+    /// the receiver gets the same bytes as from a send of their concatenation.
+    ///
+    /// # Safety
+    /// Every block must be valid for reading its length, and stay alive and unmoved until
+    /// the request completes.
+    pub(crate) unsafe fn isend_gather(self, blocks: &[(*const u8, usize)], dest: usize, tag: c_int) -> Result<Request> {
+        let Some(&(base, _)) = blocks.first() else {
+            return self.isend(&[], dest, tag);
+        };
+        count(blocks.iter().map(|b| b.1).sum(), "a batch message")?;
+        let mut lens = Vec::with_capacity(blocks.len());
+        let mut disps = Vec::with_capacity(blocks.len());
+        for &(p, n) in blocks {
+            lens.push(count(n, "a batch message")?);
+            // Displacements from the first block: MPI adds them to the buffer address.
+            disps.push((p as ffi::MPI_Aint).wrapping_sub(base as ffi::MPI_Aint));
+        }
+        let nblocks = count(blocks.len(), "a batch message's blocks")?;
+        // SAFETY: reading a handle constant.
+        let mut ty = unsafe { ffi::RSMPI_DATATYPE_NULL };
+        // SAFETY: arrays of `nblocks` entries; out-pointer valid.
+        check(
+            unsafe {
+                ffi::MPI_Type_create_hindexed(nblocks, lens.as_ptr(), disps.as_ptr(), ffi::RSMPI_UINT8_T, &mut ty)
+            },
+            "MPI_Type_create_hindexed",
+        )?;
+        // SAFETY: a datatype just created.
+        let committed = check(unsafe { ffi::MPI_Type_commit(&mut ty) }, "MPI_Type_commit");
+        let mut req = Request::null();
+        let sent = committed.and_then(|()| {
+            // SAFETY: the blocks outlive the request (the caller's contract); one element of
+            // the committed type starting at the first block.
+            check(
+                unsafe { ffi::MPI_Issend(base.cast::<c_void>(), 1, ty, dest as c_int, tag, self.0, &mut req.0) },
+                "MPI_Issend",
+            )
+        });
+        // Freeing a type a pending send uses is allowed: MPI frees it once the send is done.
+        // SAFETY: a datatype this function created.
+        unsafe { ffi::MPI_Type_free(&mut ty) };
+        sent.map(|()| req)
+    }
+
     /// A message waiting from any rank with any tag: (message, source, tag, bytes).
     pub(crate) fn improbe(self) -> Result<Option<(Message, usize, c_int, usize)>> {
         let mut flag: c_int = 0;

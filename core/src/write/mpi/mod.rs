@@ -18,6 +18,7 @@
 
 pub(crate) mod client;
 pub(crate) mod comm;
+pub(crate) mod local;
 pub(crate) mod node;
 mod server;
 pub(crate) mod wire;

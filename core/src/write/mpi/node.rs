@@ -4,7 +4,8 @@
 //! Every collective step ends in an agreement (an all-gather of each rank's status), so when
 //! any rank fails, every rank returns an error naming it instead of some ranks waiting
 //! forever. `build()`: rank 0 prepares the directory and manifest (and holds the writer
-//! lock), then server ranks create their shards. `done()`: client ranks send each server an
+//! lock), then server ranks create their shards (with as many servers as ranks, every rank
+//! creates its own: see `local`). `done()`: client ranks send each server an
 //! end message with the number of batches they sent it; servers drain, close their shards and
 //! report (close offset, statistics, schema); rank 0 merges the schemas (a field two ranks
 //! gave different dtypes is an error), builds the global index with the same code as threads
@@ -28,6 +29,7 @@ use crate::model::schema::{merge_stats, Schema, StatsMap};
 use crate::shard::writer::ShardWriter;
 use crate::write::mpi::client::Sender;
 use crate::write::mpi::comm::{mark_failed, Comm, World, TAG_END};
+use crate::write::mpi::local::LocalShard;
 use crate::write::mpi::server::{spawn, ServerDone};
 use crate::write::report::{DoneReport, MpiInfo, MpiRole};
 use crate::write::run_dir::{prepare, RunConfig};
@@ -46,6 +48,8 @@ pub(crate) struct Node {
     sent: Vec<Arc<AtomicU64>>,
     /// Server ranks: the receive thread.
     server: Option<JoinHandle<Result<ServerDone>>>,
+    /// One shard per rank: this rank's own.
+    local: Option<Arc<LocalShard>>,
     dir: String,
     finished: bool,
 }
@@ -80,14 +84,17 @@ pub(crate) type Started = (Node, Option<WriterLock>, Manifest);
 /// starts the shard servers on server ranks.
 pub(crate) fn start(cfg: &RunConfig, world: World) -> Result<Started> {
     let (p, s) = (world.size, cfg.servers);
-    if s >= p {
+    if s > p {
         return Err(Error::Usage(format!(
             "MPI mode: {s} server rank(s) need at least {} ranks (servers plus at least one client), \
-             but the job has {p}; lower servers() or start more ranks",
+             but the job has {p}; lower servers() or start more ranks (or ask for exactly {p}: one \
+             shard per rank)",
             s + 1
         )));
     }
-    let clients = p - s;
+    // As many servers as ranks: every rank is a client writing its own shard.
+    let own = s == p;
+    let clients = if own { p } else { p - s };
     let role = if world.rank < clients { MpiRole::Client(world.rank) } else { MpiRole::Server(world.rank - clients) };
     let info = MpiInfo { rank: world.rank, size: p, servers: s, clients, role };
     let comm = Comm::world().duplicate()?;
@@ -109,6 +116,7 @@ pub(crate) fn start(cfg: &RunConfig, world: World) -> Result<Started> {
     };
     let shard = match role {
         MpiRole::Server(k) => ShardWriter::create(&dir.join(shard_dir_name(k)), k, cfg.sync).map(Some),
+        MpiRole::Client(k) if own => ShardWriter::create(&dir.join(shard_dir_name(k)), k, cfg.sync).map(Some),
         MpiRole::Client(_) => Ok(None),
     };
     let shard = match agree(comm, world.rank, shard) {
@@ -118,7 +126,12 @@ pub(crate) fn start(cfg: &RunConfig, world: World) -> Result<Started> {
             return Err(e);
         }
     };
+    let mut local = None;
     let server = match (role, shard) {
+        (MpiRole::Client(_), Some(shard)) => {
+            local = Some(Arc::new(LocalShard::new(shard)));
+            None
+        }
         // Every rank has agreed to start: a server that cannot would leave its clients waiting.
         (MpiRole::Server(k), Some(shard)) => {
             Some(spawn(comm, shard, k, world.rank, clients, cfg.in_flight).unwrap_or_else(|e| {
@@ -131,8 +144,9 @@ pub(crate) fn start(cfg: &RunConfig, world: World) -> Result<Started> {
         info,
         comm,
         clients: clients_comm,
-        sent: (0..s).map(|_| Arc::new(AtomicU64::new(0))).collect(),
+        sent: if own { vec![] } else { (0..s).map(|_| Arc::new(AtomicU64::new(0))).collect() },
         server,
+        local,
         dir: dir.display().to_string(),
         finished: false,
     };
@@ -167,6 +181,9 @@ impl Node {
     /// server rank, the reason a handle takes no events.
     pub(crate) fn sender(&self, n: usize, in_flight: usize) -> std::result::Result<(usize, Sender), String> {
         match self.info.role {
+            MpiRole::Client(c) if self.local.is_some() => {
+                Ok((c, Sender::local(Arc::clone(self.local.as_ref().expect("checked")))))
+            }
             MpiRole::Client(c) => {
                 // Handles of one rank spread over the servers, starting at its own.
                 let k = (c + n) % self.info.servers;
@@ -213,9 +230,12 @@ impl Node {
     ) -> Result<DoneReport> {
         self.finished = true;
         let rank = self.info.rank;
-        let local: Result<Status> = match self.info.role {
-            MpiRole::Client(_) => alive.and(self.send_ends()).map(|()| Status::Client),
-            MpiRole::Server(k) => {
+        let local: Result<Status> = match (self.info.role, self.local.take()) {
+            (MpiRole::Client(k), Some(own)) => alive
+                .and_then(|()| own.close())
+                .map(|(close_offset, stats, schema)| Status::Server { shard: k, close_offset, stats, schema }),
+            (MpiRole::Client(_), None) => alive.and(self.send_ends()).map(|()| Status::Client),
+            (MpiRole::Server(k), _) => {
                 let served = match self.server.take() {
                     Some(h) => h.join().unwrap_or_else(|_| {
                         Err(Error::ServerFailed { shard: k, why: "the server thread panicked".into() })
