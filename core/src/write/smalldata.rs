@@ -427,8 +427,8 @@ impl SmallData {
         let (dir, manifest, summary) = (&self.dir, &self.manifest, &self.summary);
         #[cfg(feature = "mpi")]
         if let Engine::Mpi(node) = &mut self.engine {
-            return node.done(alive, |schema, stats, closes| {
-                run_dir::complete(dir, manifest, summary, info, schema, stats, closes)
+            return node.done(alive, |schema, stats, closes, built| {
+                run_dir::complete(dir, manifest, summary, info, schema, stats, closes, built)
             });
         }
         alive?;
@@ -440,7 +440,7 @@ impl SmallData {
         senders.clear();
         let (closes, stats) = threads::join(std::mem::take(servers))?;
         let schema = read(&self.shared.registry).schema.clone();
-        run_dir::complete(dir, manifest, summary, info, schema, stats, closes)
+        run_dir::complete(dir, manifest, summary, info, schema, stats, closes, None)
     }
 }
 
