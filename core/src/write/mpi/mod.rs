@@ -18,6 +18,7 @@
 
 pub(crate) mod client;
 pub(crate) mod comm;
+mod index;
 pub(crate) mod local;
 pub(crate) mod node;
 mod server;

@@ -7,9 +7,10 @@
 //! lock), then server ranks create their shards (with as many servers as ranks, every rank
 //! creates its own: see `local`). `done()`: client ranks send each server an
 //! end message with the number of batches they sent it; servers drain, close their shards and
-//! report (close offset, statistics, schema); rank 0 merges the schemas (a field two ranks
-//! gave different dtypes is an error), builds the global index with the same code as threads
-//! mode, stores the manifest complete and tells every rank the outcome.
+//! report (close offset, statistics, schema) to every rank; every rank merges the schemas the
+//! same way (a field two ranks gave different dtypes is an error), every rank builds its
+//! slice of the global index (see `index`), and rank 0 stores the manifest complete and
+//! tells every rank the outcome.
 
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
@@ -56,7 +57,7 @@ pub(crate) struct Node {
 
 /// Every rank's `local` outcome: `Ok` everywhere, or this rank's own error, or an error
 /// naming the first rank that failed (collective).
-fn agree<T>(comm: Comm, rank: usize, local: Result<T>) -> Result<T> {
+pub(crate) fn agree<T>(comm: Comm, rank: usize, local: Result<T>) -> Result<T> {
     let mine = match &local {
         Ok(_) => vec![0u8],
         Err(e) => {
@@ -75,6 +76,9 @@ fn agree<T>(comm: Comm, rank: usize, local: Result<T>) -> Result<T> {
     }
     Ok(local)
 }
+
+/// A global index every rank built its slice of: the manifest's index part and the report.
+pub(crate) type BuiltIndex = (crate::format::manifest::IndexManifest, Vec<IndexReport>);
 
 /// What [`start`] hands back to the builder: this rank's node, and on rank 0 the writer
 /// lock; the manifest the run starts with.
@@ -226,7 +230,7 @@ impl Node {
     pub(crate) fn done(
         &mut self,
         alive: Result<()>,
-        complete: impl FnOnce(Schema, StatsMap, Vec<u64>) -> Result<DoneReport>,
+        complete: impl FnOnce(Schema, StatsMap, Vec<u64>, Option<BuiltIndex>) -> Result<DoneReport>,
     ) -> Result<DoneReport> {
         self.finished = true;
         let rank = self.info.rank;
@@ -260,9 +264,15 @@ impl Node {
             Ok(a) => a,
             Err(e) => return Err(local_err.unwrap_or(e)),
         };
+        // Every rank reads every status the same way, so all agree on whether to go on.
+        let merged = self.merge(&all);
+        let built = match &merged {
+            Ok((schema, _, closes)) => crate::write::mpi::index::build(self.comm, Path::new(&self.dir), schema, closes),
+            Err(_) => Ok(None),
+        };
         let mut own: Option<Result<DoneReport>> = None;
         let outcome = if rank == 0 {
-            let r = self.merge(&all, complete);
+            let r = merged.and_then(|(schema, stats, closes)| complete(schema, stats, closes, built?));
             let o = match &r {
                 Ok(rep) => Outcome::Done {
                     events: rep.events,
@@ -327,13 +337,9 @@ impl Node {
         Ok(())
     }
 
-    /// Rank 0: checks every rank's status, merges the servers' schemas and statistics, and
-    /// completes the run.
-    fn merge(
-        &self,
-        all: &[Vec<u8>],
-        complete: impl FnOnce(Schema, StatsMap, Vec<u64>) -> Result<DoneReport>,
-    ) -> Result<DoneReport> {
+    /// Checks every rank's status and merges the servers' schemas and statistics (every
+    /// rank, the same answer): the run's schema, statistics and shards' close offsets.
+    fn merge(&self, all: &[Vec<u8>]) -> Result<(Schema, StatsMap, Vec<u64>)> {
         let mut schema = Schema::new();
         let mut stats = StatsMap::new();
         let mut closes = vec![0u64; self.info.servers];
@@ -357,7 +363,7 @@ impl Node {
                 Err(Error::Mpi { rank: Some(r), why: format!("the ranks disagree on a field's type: {e}") })
             })?;
         }
-        complete(schema, stats, closes)
+        Ok((schema, stats, closes))
     }
 }
 
