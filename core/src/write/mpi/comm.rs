@@ -343,6 +343,95 @@ impl Comm {
     }
 }
 
+impl Comm {
+    /// Every rank's byte string on rank 0, in rank order (`None` on the other ranks;
+    /// collective). Only rank 0 holds all of them: O(P) bytes there, not on every rank.
+    pub(crate) fn gather_bytes(self, mine: &[u8]) -> Result<Option<Vec<Vec<u8>>>> {
+        let (n, root) = (self.size(), self.rank() == 0);
+        let len = count(mine.len(), "a gather")?;
+        let mut counts = vec![0 as c_int; if root { n } else { 0 }];
+        let mut req = Request::null();
+        // SAFETY: one int sent; on rank 0 one received per rank into `counts` (outlives the wait).
+        check(
+            unsafe {
+                ffi::MPI_Igather(
+                    (&len as *const c_int).cast::<c_void>(),
+                    1,
+                    ffi::RSMPI_INT32_T,
+                    counts.as_mut_ptr().cast::<c_void>(),
+                    1,
+                    ffi::RSMPI_INT32_T,
+                    0,
+                    self.0,
+                    &mut req.0,
+                )
+            },
+            "MPI_Igather",
+        )?;
+        req.wait()?;
+        let mut displs = Vec::with_capacity(counts.len());
+        let mut total = 0usize;
+        for &c in &counts {
+            displs.push(count(total, "a gather")?);
+            total += c.max(0) as usize;
+        }
+        count(total, "a gather")?;
+        let mut all = vec![0u8; total];
+        let mut req = Request::null();
+        // SAFETY: buffers sized from the counts every rank sent (rank 0 only reads them).
+        check(
+            unsafe {
+                ffi::MPI_Igatherv(
+                    mine.as_ptr().cast::<c_void>(),
+                    len,
+                    ffi::RSMPI_UINT8_T,
+                    all.as_mut_ptr().cast::<c_void>(),
+                    counts.as_ptr(),
+                    displs.as_ptr(),
+                    ffi::RSMPI_UINT8_T,
+                    0,
+                    self.0,
+                    &mut req.0,
+                )
+            },
+            "MPI_Igatherv",
+        )?;
+        req.wait()?;
+        Ok(root.then(|| {
+            counts
+                .iter()
+                .zip(&displs)
+                .map(|(&c, &d)| all[d as usize..d as usize + c.max(0) as usize].to_vec())
+                .collect()
+        }))
+    }
+
+    /// Rank 0's `mine` on every rank (collective; the other ranks' `mine` is ignored).
+    pub(crate) fn bcast_bytes(self, mine: &[u8]) -> Result<Vec<u8>> {
+        let root = self.rank() == 0;
+        let mut len: u64 = if root { mine.len() as u64 } else { 0 };
+        let mut req = Request::null();
+        // SAFETY: one u64, valid until the wait.
+        check(
+            unsafe {
+                ffi::MPI_Ibcast((&mut len as *mut u64).cast::<c_void>(), 1, ffi::RSMPI_UINT64_T, 0, self.0, &mut req.0)
+            },
+            "MPI_Ibcast",
+        )?;
+        req.wait()?;
+        let n = count(usize::try_from(len).unwrap_or(usize::MAX), "a broadcast")?;
+        let mut buf = if root { mine.to_vec() } else { vec![0u8; n as usize] };
+        let mut req = Request::null();
+        // SAFETY: `buf` holds n bytes on every rank and outlives the wait.
+        check(
+            unsafe { ffi::MPI_Ibcast(buf.as_mut_ptr().cast::<c_void>(), n, ffi::RSMPI_UINT8_T, 0, self.0, &mut req.0) },
+            "MPI_Ibcast",
+        )?;
+        req.wait()?;
+        Ok(buf)
+    }
+}
+
 /// A pending non-blocking operation. Must be completed ([`Request::wait`]) before its buffer
 /// is reused or freed.
 #[derive(Debug)]

@@ -7,10 +7,10 @@
 //! lock), then server ranks create their shards (with as many servers as ranks, every rank
 //! creates its own: see `local`). `done()`: client ranks send each server an
 //! end message with the number of batches they sent it; servers drain, close their shards and
-//! report (close offset, statistics, schema) to every rank; every rank merges the schemas the
-//! same way (a field two ranks gave different dtypes is an error), every rank builds its
-//! slice of the global index (see `index`), and rank 0 stores the manifest complete and
-//! tells every rank the outcome.
+//! report (close offset, statistics, schema) to rank 0, which merges the schemas (a field
+//! two ranks gave different dtypes is an error) and broadcasts the run's schema and close
+//! offsets; every rank builds its slice of the global index (see `index`), and rank 0
+//! stores the manifest complete and broadcasts the outcome.
 
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
@@ -169,6 +169,13 @@ enum Status {
     Failed(String),
 }
 
+/// Rank 0's merge of every rank's status, sent to every rank: what the index needs.
+#[derive(Serialize, Deserialize)]
+enum Merged {
+    Ok { schema: Schema, closes: Vec<u64> },
+    Failed { rank: Option<usize>, why: String },
+}
+
 /// Rank 0's outcome of `done()`, sent to every rank.
 #[derive(Serialize, Deserialize)]
 enum Outcome {
@@ -259,20 +266,44 @@ impl Node {
             Err(e) => (Status::Failed(e.to_string()), Some(e)),
         };
         let bytes = serde_json::to_vec(&mine).map_err(Error::encode("an MPI done() status"))?;
-        let all = self.comm.allgather_bytes(&bytes);
-        let all = match all {
+        // Statuses go to rank 0 only (O(P) bytes there, not on every rank); rank 0 checks
+        // them, merges the schemas, and tells every rank the run's schema and close offsets
+        // (or the failure), so all agree on whether to go on.
+        let gathered = match self.comm.gather_bytes(&bytes) {
             Ok(a) => a,
             Err(e) => return Err(local_err.unwrap_or(e)),
         };
-        // Every rank reads every status the same way, so all agree on whether to go on.
-        let merged = self.merge(&all);
+        let mut stats = StatsMap::new();
+        let msg = match gathered {
+            Some(all) => {
+                let m = match self.merge(&all) {
+                    Ok((schema, s, closes)) => {
+                        stats = s;
+                        Merged::Ok { schema, closes }
+                    }
+                    Err(Error::Mpi { rank: Some(r), why }) => Merged::Failed { rank: Some(r), why },
+                    Err(e) => Merged::Failed { rank: Some(0), why: e.to_string() },
+                };
+                serde_json::to_vec(&m).unwrap_or_default()
+            }
+            None => vec![],
+        };
+        let merged: Result<(Schema, Vec<u64>)> =
+            self.comm.bcast_bytes(&msg).and_then(|b| {
+                match serde_json::from_slice(&b)
+                    .map_err(|e| Error::Mpi { rank: Some(0), why: format!("unreadable merge: {e}") })?
+                {
+                    Merged::Ok { schema, closes } => Ok((schema, closes)),
+                    Merged::Failed { rank, why } => Err(Error::Mpi { rank, why }),
+                }
+            });
         let built = match &merged {
-            Ok((schema, _, closes)) => crate::write::mpi::index::build(self.comm, Path::new(&self.dir), schema, closes),
+            Ok((schema, closes)) => crate::write::mpi::index::build(self.comm, Path::new(&self.dir), schema, closes),
             Err(_) => Ok(None),
         };
         let mut own: Option<Result<DoneReport>> = None;
         let outcome = if rank == 0 {
-            let r = merged.and_then(|(schema, stats, closes)| complete(schema, stats, closes, built?));
+            let r = merged.and_then(|(schema, closes)| complete(schema, stats, closes, built?));
             let o = match &r {
                 Ok(rep) => Outcome::Done {
                     events: rep.events,
@@ -290,7 +321,7 @@ impl Node {
         } else {
             vec![]
         };
-        let told = self.comm.allgather_bytes(&outcome);
+        let told = self.comm.bcast_bytes(&outcome);
         if let Some(c) = self.clients.take() {
             c.free();
         }
@@ -302,7 +333,7 @@ impl Node {
             return r;
         }
         let told = told?;
-        let outcome: Outcome = serde_json::from_slice(&told[0])
+        let outcome: Outcome = serde_json::from_slice(&told)
             .map_err(|e| Error::Mpi { rank: Some(0), why: format!("unreadable outcome: {e}") })?;
         match outcome {
             Outcome::Done { events, groups } => Ok(DoneReport {
@@ -337,8 +368,8 @@ impl Node {
         Ok(())
     }
 
-    /// Checks every rank's status and merges the servers' schemas and statistics (every
-    /// rank, the same answer): the run's schema, statistics and shards' close offsets.
+    /// Rank 0: checks every rank's status and merges the servers' schemas and statistics:
+    /// the run's schema, statistics and shards' close offsets.
     fn merge(&self, all: &[Vec<u8>]) -> Result<(Schema, StatsMap, Vec<u64>)> {
         let mut schema = Schema::new();
         let mut stats = StatsMap::new();
