@@ -75,8 +75,11 @@ pub(crate) fn splitters(samples: &mut [(u64, u64)], parts: usize) -> Vec<u64> {
 pub(crate) struct Slice {
     /// Dense words (`shard << 48 | row`), in event-id order.
     pub(crate) dense: Vec<u64>,
-    /// Runs: `start, shard << 48 | row, len`, starts relative to the slice's first row.
-    pub(crate) runs: Vec<u64>,
+    /// Maximal runs of consecutive rows of one shard in `dense` (counted, not stored: the
+    /// runs words are made from `dense` only if the runs encoding is chosen).
+    pub(crate) runs: u64,
+    /// Rows in the first run.
+    pub(crate) first_run: u64,
     /// Rows whose id repeats the previous row's (within the slice: ids never repeat across).
     pub(crate) duplicates: u64,
     /// Up to 16 duplicated ids.
@@ -88,6 +91,7 @@ pub(crate) struct Slice {
 /// stretches ([`stretches`]).
 pub(crate) fn merge_range(ids: &[&[u64]], stretches: &[Vec<(u64, u64)>], lo: u64, hi: Option<u64>) -> Slice {
     let mut heap = BinaryHeap::new();
+    let mut rows = 0u64;
     for (s, (ts, st)) in ids.iter().zip(stretches).enumerate() {
         for &(a, b) in st {
             let run = &ts[a as usize..b as usize];
@@ -95,18 +99,27 @@ pub(crate) fn merge_range(ids: &[&[u64]], stretches: &[Vec<(u64, u64)>], lo: u64
             let to = a + hi.map_or(run.len(), |h| run.partition_point(|&x| x < h)) as u64;
             if from < to {
                 heap.push(Reverse((ts[from as usize], s, from, to)));
+                rows += to - from;
             }
         }
     }
-    let mut out = Slice::default();
+    // Sized once: growing would copy, and fresh memory is slow to touch.
+    let mut out = Slice { dense: Vec::with_capacity(rows as usize), ..Slice::default() };
     let mut last = None;
     while let Some(Reverse((id, s, pos, end))) = heap.pop() {
         let e = pack(s, pos);
-        let n = out.runs.len();
-        if n >= 3 && out.runs[n - 2] + out.runs[n - 1] == e {
-            out.runs[n - 1] += 1;
-        } else {
-            out.runs.extend_from_slice(&[out.dense.len() as u64, e, 1]);
+        match out.dense.last() {
+            Some(&p) if p + 1 == e => {
+                if out.runs == 1 {
+                    out.first_run += 1;
+                }
+            }
+            _ => {
+                out.runs += 1;
+                if out.runs == 1 {
+                    out.first_run = 1;
+                }
+            }
         }
         out.dense.push(e);
         if last == Some(id) {
@@ -139,10 +152,10 @@ impl SliceInfo {
     pub(crate) fn of(s: &Slice) -> SliceInfo {
         SliceInfo {
             rows: s.dense.len() as u64,
-            runs: s.runs.len() as u64 / 3,
+            runs: s.runs,
             first: s.dense.first().copied().unwrap_or(0),
             last: s.dense.last().copied().unwrap_or(0),
-            first_run: s.runs.get(2).copied().unwrap_or(0),
+            first_run: s.first_run,
         }
     }
 }
@@ -224,10 +237,17 @@ pub(crate) fn write_words_at(path: &Path, at: u64, words: &[u64]) -> Result<()> 
 /// A slice's words as they go into the file: dense as they are; runs with starts made
 /// global, the first run dropped if it joined the previous slice's, the last grown.
 pub(crate) fn placed_runs(s: &Slice, row: u64, skip_first: bool, grow_last: u64) -> Vec<u64> {
-    let from = if skip_first { 3 } else { 0 };
-    let mut w: Vec<u64> = s.runs[from.min(s.runs.len())..].to_vec();
-    for k in (0..w.len()).step_by(3) {
-        w[k] += row;
+    let mut w: Vec<u64> = Vec::with_capacity(3 * s.runs as usize);
+    for (i, &e) in s.dense.iter().enumerate() {
+        let n = w.len();
+        if n >= 3 && w[n - 2] + w[n - 1] == e {
+            w[n - 1] += 1;
+        } else {
+            w.extend_from_slice(&[row + i as u64, e, 1]);
+        }
+    }
+    if skip_first {
+        w.drain(..3.min(w.len()));
     }
     if let Some(len) = w.last_mut() {
         *len += grow_last;
