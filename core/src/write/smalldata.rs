@@ -48,7 +48,9 @@ pub struct Builder {
 
 impl Builder {
     /// Number of servers (shards). Default 2. In MPI mode, the number of server ranks: the
-    /// last `n` ranks serve, the others are clients (at least one).
+    /// last `n` ranks serve, the others are clients (at least one) — or, with `n` equal to
+    /// the number of ranks, every rank is a client that writes its own shard (no batch
+    /// crosses MPI: the fastest layout for ranks that produce much data).
     pub fn servers(mut self, n: usize) -> Self {
         self.servers = n;
         self
