@@ -191,7 +191,7 @@ mod with_mpi {
         const N: u64 = 40_000;
         let smdfs = built("smdfs");
         let tmp = tempfile::tempdir().unwrap();
-        for (p, s) in [(2, 1), (4, 1), (4, 2), (4, 3), (7, 1), (7, 2), (7, 3)] {
+        for (p, s) in [(2, 1), (2, 2), (4, 1), (4, 2), (4, 3), (4, 4), (7, 1), (7, 2), (7, 3)] {
             let dir = tmp.path().join(format!("mpi-p{p}-s{s}"));
             let o = mpirun(
                 p,
@@ -237,7 +237,7 @@ mod with_mpi {
         }
         let smdfs = built("smdfs");
         let tmp = tempfile::tempdir().unwrap();
-        for (p, s) in [(2, 2), (3, 5)] {
+        for (p, s) in [(2, 3), (3, 5)] {
             let dir = tmp.path().join(format!("p{p}s{s}"));
             let o = mpirun(
                 p,

@@ -1,19 +1,15 @@
-"""Python peer of benches/mpi_bench.rs: the demo run (docs/ARCHITECTURE.md "The demo run") written the
-common way with mpi4py + h5py. Every rank is a writer: rank k takes events i = k, k + P, ...
-(round-robin, like the demo's clients), builds each batch of 4096 events with numpy and
-appends it to its own HDF5 file (chunked, resizable datasets: one resize + one write per
-dataset per batch). After a barrier, rank 0 joins the rank files into one file of virtual
-datasets: the aligned datasets in event-id order (rank k's rows land at k, k + P, ... through
-strided hyperslabs), the unaligned `unaligned_hits` concatenated rank after rank. The join file
-is written with libver ('v110', 'v110') so Debian's HDF5 1.10 tools read it (with 'earliest' as
-the low bound HDF5 stores every strided block of the mapping: megabytes, and h5dump 1.10 then
-takes minutes to open it).
+"""Python peer of benches/mpi_bench.rs: a workload of `mpi_workloads.py` written the common
+way with mpi4py + h5py. Every rank is a writer: rank k takes events i = k, k + P, ...
+(round-robin, like the demo's clients), builds each batch with numpy and appends it to its
+own HDF5 file (chunked, resizable datasets: one resize + one write per dataset per batch).
+After a barrier, rank 0 joins the rank files into one file of virtual datasets: the aligned
+datasets in event-id order (rank k's rows land at k, k + P, ... through strided
+hyperslabs), the unaligned ones concatenated rank after rank. The join file is written with
+libver ('v110', 'v110') so Debian's HDF5 1.10 tools read it (with 'earliest' as the low
+bound HDF5 stores every strided block of the mapping: megabytes, and h5dump 1.10 then takes
+minutes to open it).
 
-Differences from smdfs's run, kept where the common way differs: `tag` is fixed-length 16-byte
-strings (variable-length data cannot back a virtual dataset), and the unaligned group is in
-rank order, not event-id order.
-
-Run under mpirun (the benchmark does):  mpirun -n P python mpi_h5py_peer.py OUT_DIR EVENTS
+Run under mpirun (the benchmark does):  mpirun -n P python mpi_h5py_peer.py OUT_DIR EVENTS [WORKLOAD]
 Rank 0 prints one JSON line: {"events": N, "seconds": S, "bytes": B}, seconds from a barrier
 after start-up to the join file closed.
 """
@@ -26,11 +22,14 @@ import numpy as np
 from mpi4py import MPI
 import h5py
 
-BATCH = 4096
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from mpi_workloads import ALIGNED, BATCH, UNALIGNED, columns  # noqa: E402
 
 
 def main():
     out, n = sys.argv[1], int(sys.argv[2])
+    workload = sys.argv[3] if len(sys.argv) > 3 else "demo"
+    batch = BATCH[workload]
     comm = MPI.COMM_WORLD
     rank, size = comm.Get_rank(), comm.Get_size()
     if rank == 0:
@@ -41,37 +40,13 @@ def main():
     mine = np.arange(rank, n, size, dtype=np.int64)
     path = os.path.join(out, f"rank{rank:05d}.h5")
     with h5py.File(path, "w") as f:
-        def ds(name, dtype, shape=(), fill=None):
-            return f.create_dataset(name, shape=(0,) + shape, maxshape=(None,) + shape, dtype=dtype,
-                                    chunks=(BATCH,) + shape, fillvalue=fill)
         d = {
-            "timestamp": ds("timestamp", "<u8"),
-            "energy": ds("energy", "<f8"),
-            "det/image": ds("det/image", "<u2", (4, 8)),
-            "count": ds("count", "<i8"),
-            "maybe": ds("maybe", "<f4", fill=np.float32("nan")),
-            "_present/maybe": ds("_present/maybe", "|b1"),
-            "tag": ds("tag", "S16"),
-            "unaligned_hits": ds("unaligned_hits", "<u4"),
-            "unaligned_hits_timestamp": ds("unaligned_hits_timestamp", "<u8"),
+            name: f.create_dataset(name, shape=(0,) + shape, maxshape=(None,) + shape, dtype=dtype,
+                                   chunks=(batch,) + shape, fillvalue=fill)
+            for name, dtype, shape, fill in ALIGNED[workload] + UNALIGNED[workload]
         }
-        rc = np.arange(32, dtype=np.int64).reshape(4, 8)  # 8r + c
-        for s in range(0, len(mine), BATCH):
-            i = mine[s:s + BATCH]
-            even = i % 2 == 0
-            hits = i % 5 == 0
-            cols = {
-                "timestamp": (1000 + 3 * i).astype("<u8"),
-                "energy": i * 0.5,
-                "det/image": ((i[:, None, None] + rc) % 65536).astype("<u2"),
-                "count": -i,
-                "maybe": np.where(even, i, np.nan).astype("<f4"),
-                "_present/maybe": even,
-                "tag": np.char.add(b"evt", i.astype("S")),
-                "unaligned_hits": i[hits].astype("<u4"),
-                "unaligned_hits_timestamp": (1000 + 3 * i[hits]).astype("<u8"),
-            }
-            for name, v in cols.items():
+        for s in range(0, len(mine), batch):
+            for name, v in columns(workload, mine[s:s + batch]).items():
                 dset = d[name]
                 at = dset.shape[0]
                 dset.resize(at + len(v), axis=0)
@@ -82,24 +57,25 @@ def main():
         per_rank = [len(range(k, n, size)) for k in range(size)]
         with h5py.File(os.path.join(out, "run.h5"), "w", libver=("v110", "v110")) as f, \
                 h5py.File(path, "r") as first:
-            for name in ["timestamp", "energy", "det/image", "count", "maybe", "_present/maybe", "tag"]:
+            for name, _, _, _ in ALIGNED[workload]:
                 src = first[name]
                 layout = h5py.VirtualLayout(shape=(n,) + src.shape[1:], dtype=src.dtype)
                 for k in range(size):
                     vs = h5py.VirtualSource(f"rank{k:05d}.h5", name, shape=(per_rank[k],) + src.shape[1:])
                     layout[k::size] = vs
                 f.create_virtual_dataset(name, layout, fillvalue=src.fillvalue)
-            counts = []
-            for k in range(size):
-                with h5py.File(os.path.join(out, f"rank{k:05d}.h5"), "r") as r:
-                    counts.append(r["unaligned_hits"].shape[0])
-            for name, dtype in [("unaligned_hits", "<u4"), ("unaligned_hits_timestamp", "<u8")]:
-                layout = h5py.VirtualLayout(shape=(sum(counts),), dtype=dtype)
-                at = 0
+            if UNALIGNED[workload]:
+                counts = []
                 for k in range(size):
-                    layout[at:at + counts[k]] = h5py.VirtualSource(f"rank{k:05d}.h5", name, shape=(counts[k],))
-                    at += counts[k]
-                f.create_virtual_dataset(name, layout)
+                    with h5py.File(os.path.join(out, f"rank{k:05d}.h5"), "r") as r:
+                        counts.append(r[UNALIGNED[workload][0][0]].shape[0])
+                for name, dtype, _, _ in UNALIGNED[workload]:
+                    layout = h5py.VirtualLayout(shape=(sum(counts),), dtype=dtype)
+                    at = 0
+                    for k in range(size):
+                        layout[at:at + counts[k]] = h5py.VirtualSource(f"rank{k:05d}.h5", name, shape=(counts[k],))
+                        at += counts[k]
+                    f.create_virtual_dataset(name, layout)
         seconds = MPI.Wtime() - t0
         total = sum(os.path.getsize(os.path.join(out, e)) for e in os.listdir(out))
         print(json.dumps({"events": n, "seconds": seconds, "bytes": total}), flush=True)

@@ -116,8 +116,14 @@ impl<W: FnMut(u64)> IndexSink<W> {
     }
 }
 
-fn shard_ids<'a>(shards: &'a [Shard], group: &str) -> Vec<&'a [u64]> {
+pub(crate) fn shard_ids<'a>(shards: &'a [Shard], group: &str) -> Vec<&'a [u64]> {
     shards.iter().map(|s| s.column(group, None, Role::Ts).map_or(&[][..], |c| s.u64s(c))).collect()
+}
+
+/// The whole-run merge, for tests of the sliced one.
+#[cfg(test)]
+pub(super) fn merge_for_tests(ids: &[&[u64]], emit: impl FnMut(u64)) -> (u64, Vec<u64>) {
+    merge_group(ids, emit)
 }
 
 #[cfg(test)]
@@ -146,7 +152,7 @@ pub fn build_group(shards: &[Shard], group: &str) -> (GroupIndex, u64, Vec<u64>)
     (idx, dups, dup_ids)
 }
 
-pub(super) fn index_header(magic: &[u8; 8], kind: u32, rows: u64, words: u64) -> [u8; INDEX_HEADER_LEN] {
+pub(crate) fn index_header(magic: &[u8; 8], kind: u32, rows: u64, words: u64) -> [u8; INDEX_HEADER_LEN] {
     let mut h = [0u8; INDEX_HEADER_LEN];
     h[..8].copy_from_slice(magic);
     h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());

@@ -19,8 +19,13 @@ use crate::format::FORMAT_VERSION;
 mod build;
 mod check;
 mod offsets;
+// Used by MPI mode's `done()` (every rank builds a slice).
+#[cfg(any(feature = "mpi", test))]
+pub(crate) mod slice;
 
 pub(crate) use build::build_global_index;
+#[cfg(feature = "mpi")]
+pub(crate) use build::shard_ids;
 pub use build::{build_group, count_missing, IndexReport};
 pub use offsets::{load_offsets, ragged_offsets, OffsetsMap};
 

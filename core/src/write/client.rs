@@ -472,8 +472,9 @@ impl Client {
             }
             #[cfg(feature = "mpi")]
             Sink::Mpi(sender) => {
-                // The batch is copied into a send buffer, so it is reused at once.
-                let r = sender.send(&self.batch, &self.shared.registry);
+                // The sender takes the full batch (its columns are the message) and leaves an
+                // emptied one, or appends it to this rank's own shard.
+                let r = sender.send(&mut self.batch, &self.shared.registry);
                 self.batch.clear();
                 r
             }

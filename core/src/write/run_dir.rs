@@ -8,8 +8,8 @@ use std::sync::Mutex;
 
 use crate::error::{Error, IoContext, Result};
 use crate::format::lock::WriterLock;
-use crate::format::manifest::{Manifest, RunState, SummaryValue, INDEX_DIR, MANIFEST_FILE};
-use crate::index::build_global_index;
+use crate::format::manifest::{IndexManifest, Manifest, RunState, SummaryValue, INDEX_DIR, MANIFEST_FILE};
+use crate::index::{build_global_index, IndexReport};
 use crate::model::schema::{Schema, StatsMap};
 use crate::sync::lock;
 use crate::write::report::{DoneReport, MpiInfo};
@@ -81,7 +81,9 @@ fn remove_run_files(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Builds the global index of the closed shards and stores the manifest complete.
+/// Builds the global index of the closed shards (unless `built`: MPI ranks built it
+/// together) and stores the manifest complete.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn complete(
     dir: &Path,
     manifest: &Mutex<Manifest>,
@@ -90,12 +92,16 @@ pub(crate) fn complete(
     schema: Schema,
     stats: StatsMap,
     closes: Vec<u64>,
+    built: Option<(IndexManifest, Vec<IndexReport>)>,
 ) -> Result<DoneReport> {
     let mut m = lock(manifest).clone();
     m.schema = schema;
     m.stats = stats;
     m.summary = lock(summary).clone();
-    let (index, reports) = build_global_index(dir, &m, closes)?;
+    let (index, reports) = match built {
+        Some(b) => b,
+        None => build_global_index(dir, &m, closes)?,
+    };
     m.index = Some(index);
     m.state = RunState::Complete;
     m.store(dir)?;

@@ -60,7 +60,9 @@ pub fn create_private_dir(dir: impl AsRef<Path>) -> Result<()> {
 
 impl Builder {
     /// Number of servers (shards). Default 2. In MPI mode, the number of server ranks: the
-    /// last `n` ranks serve, the others are clients (at least one).
+    /// last `n` ranks serve, the others are clients (at least one) — or, with `n` equal to
+    /// the number of ranks, every rank is a client that writes its own shard (no batch
+    /// crosses MPI: the fastest layout for ranks that produce much data).
     pub fn servers(mut self, n: usize) -> Self {
         self.servers = n;
         self
@@ -492,8 +494,8 @@ impl SmallData {
         let (dir, manifest, summary) = (&self.dir, &self.manifest, &self.summary);
         #[cfg(feature = "mpi")]
         if let Engine::Mpi(node) = &mut self.engine {
-            return node.done(alive, |schema, stats, closes| {
-                run_dir::complete(dir, manifest, summary, info, schema, stats, closes)
+            return node.done(alive, |schema, stats, closes, built| {
+                run_dir::complete(dir, manifest, summary, info, schema, stats, closes, built)
             });
         }
         alive?;
@@ -505,7 +507,7 @@ impl SmallData {
         senders.clear();
         let (closes, stats) = threads::join(std::mem::take(servers))?;
         let schema = read(&self.shared.registry).schema.clone();
-        run_dir::complete(dir, manifest, summary, info, schema, stats, closes)
+        run_dir::complete(dir, manifest, summary, info, schema, stats, closes, None)
     }
 }
 

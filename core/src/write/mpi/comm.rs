@@ -217,6 +217,53 @@ impl Comm {
         Ok(req)
     }
 
+    /// Starts sending the concatenation of `blocks` (each a pointer and a length) to `dest`
+    /// as one message, in synchronous mode like [`Comm::isend`], without copying them into
+    /// one buffer: an `MPI_Type_create_hindexed` datatype describes where the blocks lie, so
+    /// the receiver gets the same bytes as from a send of their concatenation.
+    ///
+    /// # Safety
+    /// Every block must be valid for reading its length, and stay alive and unmoved until
+    /// the request completes.
+    pub(crate) unsafe fn isend_gather(self, blocks: &[(*const u8, usize)], dest: usize, tag: c_int) -> Result<Request> {
+        let Some(&(base, _)) = blocks.first() else {
+            return self.isend(&[], dest, tag);
+        };
+        count(blocks.iter().map(|b| b.1).sum(), "a batch message")?;
+        let mut lens = Vec::with_capacity(blocks.len());
+        let mut disps = Vec::with_capacity(blocks.len());
+        for &(p, n) in blocks {
+            lens.push(count(n, "a batch message")?);
+            // Displacements from the first block: MPI adds them to the buffer address.
+            disps.push((p as ffi::MPI_Aint).wrapping_sub(base as ffi::MPI_Aint));
+        }
+        let nblocks = count(blocks.len(), "a batch message's blocks")?;
+        // SAFETY: reading a handle constant.
+        let mut ty = unsafe { ffi::RSMPI_DATATYPE_NULL };
+        // SAFETY: arrays of `nblocks` entries; out-pointer valid.
+        check(
+            unsafe {
+                ffi::MPI_Type_create_hindexed(nblocks, lens.as_ptr(), disps.as_ptr(), ffi::RSMPI_UINT8_T, &mut ty)
+            },
+            "MPI_Type_create_hindexed",
+        )?;
+        // SAFETY: a datatype just created.
+        let committed = check(unsafe { ffi::MPI_Type_commit(&mut ty) }, "MPI_Type_commit");
+        let mut req = Request::null();
+        let sent = committed.and_then(|()| {
+            // SAFETY: the blocks outlive the request (the caller's contract); one element of
+            // the committed type starting at the first block.
+            check(
+                unsafe { ffi::MPI_Issend(base.cast::<c_void>(), 1, ty, dest as c_int, tag, self.0, &mut req.0) },
+                "MPI_Issend",
+            )
+        });
+        // Freeing a type a pending send uses is allowed: MPI frees it once the send is done.
+        // SAFETY: a datatype this function created.
+        unsafe { ffi::MPI_Type_free(&mut ty) };
+        sent.map(|()| req)
+    }
+
     /// A message waiting from any rank with any tag: (message, source, tag, bytes).
     pub(crate) fn improbe(self) -> Result<Option<(Message, usize, c_int, usize)>> {
         let mut flag: c_int = 0;
@@ -293,6 +340,95 @@ impl Comm {
             .zip(&displs)
             .map(|(&c, &d)| all[d as usize..d as usize + c.max(0) as usize].to_vec())
             .collect())
+    }
+}
+
+impl Comm {
+    /// Every rank's byte string on rank 0, in rank order (`None` on the other ranks;
+    /// collective). Only rank 0 holds all of them: O(P) bytes there, not on every rank.
+    pub(crate) fn gather_bytes(self, mine: &[u8]) -> Result<Option<Vec<Vec<u8>>>> {
+        let (n, root) = (self.size(), self.rank() == 0);
+        let len = count(mine.len(), "a gather")?;
+        let mut counts = vec![0 as c_int; if root { n } else { 0 }];
+        let mut req = Request::null();
+        // SAFETY: one int sent; on rank 0 one received per rank into `counts` (outlives the wait).
+        check(
+            unsafe {
+                ffi::MPI_Igather(
+                    (&len as *const c_int).cast::<c_void>(),
+                    1,
+                    ffi::RSMPI_INT32_T,
+                    counts.as_mut_ptr().cast::<c_void>(),
+                    1,
+                    ffi::RSMPI_INT32_T,
+                    0,
+                    self.0,
+                    &mut req.0,
+                )
+            },
+            "MPI_Igather",
+        )?;
+        req.wait()?;
+        let mut displs = Vec::with_capacity(counts.len());
+        let mut total = 0usize;
+        for &c in &counts {
+            displs.push(count(total, "a gather")?);
+            total += c.max(0) as usize;
+        }
+        count(total, "a gather")?;
+        let mut all = vec![0u8; total];
+        let mut req = Request::null();
+        // SAFETY: buffers sized from the counts every rank sent (rank 0 only reads them).
+        check(
+            unsafe {
+                ffi::MPI_Igatherv(
+                    mine.as_ptr().cast::<c_void>(),
+                    len,
+                    ffi::RSMPI_UINT8_T,
+                    all.as_mut_ptr().cast::<c_void>(),
+                    counts.as_ptr(),
+                    displs.as_ptr(),
+                    ffi::RSMPI_UINT8_T,
+                    0,
+                    self.0,
+                    &mut req.0,
+                )
+            },
+            "MPI_Igatherv",
+        )?;
+        req.wait()?;
+        Ok(root.then(|| {
+            counts
+                .iter()
+                .zip(&displs)
+                .map(|(&c, &d)| all[d as usize..d as usize + c.max(0) as usize].to_vec())
+                .collect()
+        }))
+    }
+
+    /// Rank 0's `mine` on every rank (collective; the other ranks' `mine` is ignored).
+    pub(crate) fn bcast_bytes(self, mine: &[u8]) -> Result<Vec<u8>> {
+        let root = self.rank() == 0;
+        let mut len: u64 = if root { mine.len() as u64 } else { 0 };
+        let mut req = Request::null();
+        // SAFETY: one u64, valid until the wait.
+        check(
+            unsafe {
+                ffi::MPI_Ibcast((&mut len as *mut u64).cast::<c_void>(), 1, ffi::RSMPI_UINT64_T, 0, self.0, &mut req.0)
+            },
+            "MPI_Ibcast",
+        )?;
+        req.wait()?;
+        let n = count(usize::try_from(len).unwrap_or(usize::MAX), "a broadcast")?;
+        let mut buf = if root { mine.to_vec() } else { vec![0u8; n as usize] };
+        let mut req = Request::null();
+        // SAFETY: `buf` holds n bytes on every rank and outlives the wait.
+        check(
+            unsafe { ffi::MPI_Ibcast(buf.as_mut_ptr().cast::<c_void>(), n, ffi::RSMPI_UINT8_T, 0, self.0, &mut req.0) },
+            "MPI_Ibcast",
+        )?;
+        req.wait()?;
+        Ok(buf)
     }
 }
 

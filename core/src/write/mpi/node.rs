@@ -4,11 +4,13 @@
 //! Every collective step ends in an agreement (an all-gather of each rank's status), so when
 //! any rank fails, every rank returns an error naming it instead of some ranks waiting
 //! forever. `build()`: rank 0 prepares the directory and manifest (and holds the writer
-//! lock), then server ranks create their shards. `done()`: client ranks send each server an
+//! lock), then server ranks create their shards (with as many servers as ranks, every rank
+//! creates its own: see `local`). `done()`: client ranks send each server an
 //! end message with the number of batches they sent it; servers drain, close their shards and
-//! report (close offset, statistics, schema); rank 0 merges the schemas (a field two ranks
-//! gave different dtypes is an error), builds the global index with the same code as threads
-//! mode, stores the manifest complete and tells every rank the outcome.
+//! report (close offset, statistics, schema) to rank 0, which merges the schemas (a field
+//! two ranks gave different dtypes is an error) and broadcasts the run's schema and close
+//! offsets; every rank builds its slice of the global index (see `index`), and rank 0
+//! stores the manifest complete and broadcasts the outcome.
 
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
@@ -28,6 +30,7 @@ use crate::model::schema::{merge_stats, Schema, StatsMap};
 use crate::shard::writer::ShardWriter;
 use crate::write::mpi::client::Sender;
 use crate::write::mpi::comm::{mark_failed, Comm, World, TAG_END};
+use crate::write::mpi::local::LocalShard;
 use crate::write::mpi::server::{spawn, ServerDone};
 use crate::write::report::{DoneReport, MpiInfo, MpiRole};
 use crate::write::run_dir::{prepare, RunConfig};
@@ -46,13 +49,15 @@ pub(crate) struct Node {
     sent: Vec<Arc<AtomicU64>>,
     /// Server ranks: the receive thread.
     server: Option<JoinHandle<Result<ServerDone>>>,
+    /// One shard per rank: this rank's own.
+    local: Option<Arc<LocalShard>>,
     dir: String,
     finished: bool,
 }
 
 /// Every rank's `local` outcome: `Ok` everywhere, or this rank's own error, or an error
 /// naming the first rank that failed (collective).
-fn agree<T>(comm: Comm, rank: usize, local: Result<T>) -> Result<T> {
+pub(crate) fn agree<T>(comm: Comm, rank: usize, local: Result<T>) -> Result<T> {
     let mine = match &local {
         Ok(_) => vec![0u8],
         Err(e) => {
@@ -72,6 +77,9 @@ fn agree<T>(comm: Comm, rank: usize, local: Result<T>) -> Result<T> {
     Ok(local)
 }
 
+/// A global index every rank built its slice of: the manifest's index part and the report.
+pub(crate) type BuiltIndex = (crate::format::manifest::IndexManifest, Vec<IndexReport>);
+
 /// What [`start`] hands back to the builder: this rank's node, and on rank 0 the writer
 /// lock; the manifest the run starts with.
 pub(crate) type Started = (Node, Option<WriterLock>, Manifest);
@@ -80,14 +88,17 @@ pub(crate) type Started = (Node, Option<WriterLock>, Manifest);
 /// starts the shard servers on server ranks.
 pub(crate) fn start(cfg: &RunConfig, world: World) -> Result<Started> {
     let (p, s) = (world.size, cfg.servers);
-    if s >= p {
+    if s > p {
         return Err(Error::Usage(format!(
             "MPI mode: {s} server rank(s) need at least {} ranks (servers plus at least one client), \
-             but the job has {p}; lower servers() or start more ranks",
+             but the job has {p}; lower servers() or start more ranks (or ask for exactly {p}: one \
+             shard per rank)",
             s + 1
         )));
     }
-    let clients = p - s;
+    // As many servers as ranks: every rank is a client writing its own shard.
+    let own = s == p;
+    let clients = if own { p } else { p - s };
     let role = if world.rank < clients { MpiRole::Client(world.rank) } else { MpiRole::Server(world.rank - clients) };
     let info = MpiInfo { rank: world.rank, size: p, servers: s, clients, role };
     let comm = Comm::world().duplicate()?;
@@ -109,6 +120,7 @@ pub(crate) fn start(cfg: &RunConfig, world: World) -> Result<Started> {
     };
     let shard = match role {
         MpiRole::Server(k) => ShardWriter::create(&dir.join(shard_dir_name(k)), k, cfg.sync).map(Some),
+        MpiRole::Client(k) if own => ShardWriter::create(&dir.join(shard_dir_name(k)), k, cfg.sync).map(Some),
         MpiRole::Client(_) => Ok(None),
     };
     let shard = match agree(comm, world.rank, shard) {
@@ -118,7 +130,12 @@ pub(crate) fn start(cfg: &RunConfig, world: World) -> Result<Started> {
             return Err(e);
         }
     };
+    let mut local = None;
     let server = match (role, shard) {
+        (MpiRole::Client(_), Some(shard)) => {
+            local = Some(Arc::new(LocalShard::new(shard)));
+            None
+        }
         // Every rank has agreed to start: a server that cannot would leave its clients waiting.
         (MpiRole::Server(k), Some(shard)) => {
             Some(spawn(comm, shard, k, world.rank, clients, cfg.in_flight).unwrap_or_else(|e| {
@@ -131,8 +148,9 @@ pub(crate) fn start(cfg: &RunConfig, world: World) -> Result<Started> {
         info,
         comm,
         clients: clients_comm,
-        sent: (0..s).map(|_| Arc::new(AtomicU64::new(0))).collect(),
+        sent: if own { vec![] } else { (0..s).map(|_| Arc::new(AtomicU64::new(0))).collect() },
         server,
+        local,
         dir: dir.display().to_string(),
         finished: false,
     };
@@ -151,6 +169,13 @@ enum Status {
     Failed(String),
 }
 
+/// Rank 0's merge of every rank's status, sent to every rank: what the index needs.
+#[derive(Serialize, Deserialize)]
+enum Merged {
+    Ok { schema: Schema, closes: Vec<u64> },
+    Failed { rank: Option<usize>, why: String },
+}
+
 /// Rank 0's outcome of `done()`, sent to every rank.
 #[derive(Serialize, Deserialize)]
 enum Outcome {
@@ -167,6 +192,9 @@ impl Node {
     /// server rank, the reason a handle takes no events.
     pub(crate) fn sender(&self, n: usize, in_flight: usize) -> std::result::Result<(usize, Sender), String> {
         match self.info.role {
+            MpiRole::Client(c) if self.local.is_some() => {
+                Ok((c, Sender::local(Arc::clone(self.local.as_ref().expect("checked")))))
+            }
             MpiRole::Client(c) => {
                 // Handles of one rank spread over the servers, starting at its own.
                 let k = (c + n) % self.info.servers;
@@ -209,13 +237,16 @@ impl Node {
     pub(crate) fn done(
         &mut self,
         alive: Result<()>,
-        complete: impl FnOnce(Schema, StatsMap, Vec<u64>) -> Result<DoneReport>,
+        complete: impl FnOnce(Schema, StatsMap, Vec<u64>, Option<BuiltIndex>) -> Result<DoneReport>,
     ) -> Result<DoneReport> {
         self.finished = true;
         let rank = self.info.rank;
-        let local: Result<Status> = match self.info.role {
-            MpiRole::Client(_) => alive.and(self.send_ends()).map(|()| Status::Client),
-            MpiRole::Server(k) => {
+        let local: Result<Status> = match (self.info.role, self.local.take()) {
+            (MpiRole::Client(k), Some(own)) => alive
+                .and_then(|()| own.close())
+                .map(|(close_offset, stats, schema)| Status::Server { shard: k, close_offset, stats, schema }),
+            (MpiRole::Client(_), None) => alive.and(self.send_ends()).map(|()| Status::Client),
+            (MpiRole::Server(k), _) => {
                 let served = match self.server.take() {
                     Some(h) => h.join().unwrap_or_else(|_| {
                         Err(Error::ServerFailed { shard: k, why: "the server thread panicked".into() })
@@ -235,14 +266,44 @@ impl Node {
             Err(e) => (Status::Failed(e.to_string()), Some(e)),
         };
         let bytes = serde_json::to_vec(&mine).map_err(Error::encode("an MPI done() status"))?;
-        let all = self.comm.allgather_bytes(&bytes);
-        let all = match all {
+        // Statuses go to rank 0 only (O(P) bytes there, not on every rank); rank 0 checks
+        // them, merges the schemas, and tells every rank the run's schema and close offsets
+        // (or the failure), so all agree on whether to go on.
+        let gathered = match self.comm.gather_bytes(&bytes) {
             Ok(a) => a,
             Err(e) => return Err(local_err.unwrap_or(e)),
         };
+        let mut stats = StatsMap::new();
+        let msg = match gathered {
+            Some(all) => {
+                let m = match self.merge(&all) {
+                    Ok((schema, s, closes)) => {
+                        stats = s;
+                        Merged::Ok { schema, closes }
+                    }
+                    Err(Error::Mpi { rank: Some(r), why }) => Merged::Failed { rank: Some(r), why },
+                    Err(e) => Merged::Failed { rank: Some(0), why: e.to_string() },
+                };
+                serde_json::to_vec(&m).unwrap_or_default()
+            }
+            None => vec![],
+        };
+        let merged: Result<(Schema, Vec<u64>)> =
+            self.comm.bcast_bytes(&msg).and_then(|b| {
+                match serde_json::from_slice(&b)
+                    .map_err(|e| Error::Mpi { rank: Some(0), why: format!("unreadable merge: {e}") })?
+                {
+                    Merged::Ok { schema, closes } => Ok((schema, closes)),
+                    Merged::Failed { rank, why } => Err(Error::Mpi { rank, why }),
+                }
+            });
+        let built = match &merged {
+            Ok((schema, closes)) => crate::write::mpi::index::build(self.comm, Path::new(&self.dir), schema, closes),
+            Err(_) => Ok(None),
+        };
         let mut own: Option<Result<DoneReport>> = None;
         let outcome = if rank == 0 {
-            let r = self.merge(&all, complete);
+            let r = merged.and_then(|(schema, closes)| complete(schema, stats, closes, built?));
             let o = match &r {
                 Ok(rep) => Outcome::Done {
                     events: rep.events,
@@ -260,7 +321,7 @@ impl Node {
         } else {
             vec![]
         };
-        let told = self.comm.allgather_bytes(&outcome);
+        let told = self.comm.bcast_bytes(&outcome);
         if let Some(c) = self.clients.take() {
             c.free();
         }
@@ -272,7 +333,7 @@ impl Node {
             return r;
         }
         let told = told?;
-        let outcome: Outcome = serde_json::from_slice(&told[0])
+        let outcome: Outcome = serde_json::from_slice(&told)
             .map_err(|e| Error::Mpi { rank: Some(0), why: format!("unreadable outcome: {e}") })?;
         match outcome {
             Outcome::Done { events, groups } => Ok(DoneReport {
@@ -307,13 +368,9 @@ impl Node {
         Ok(())
     }
 
-    /// Rank 0: checks every rank's status, merges the servers' schemas and statistics, and
-    /// completes the run.
-    fn merge(
-        &self,
-        all: &[Vec<u8>],
-        complete: impl FnOnce(Schema, StatsMap, Vec<u64>) -> Result<DoneReport>,
-    ) -> Result<DoneReport> {
+    /// Rank 0: checks every rank's status and merges the servers' schemas and statistics:
+    /// the run's schema, statistics and shards' close offsets.
+    fn merge(&self, all: &[Vec<u8>]) -> Result<(Schema, StatsMap, Vec<u64>)> {
         let mut schema = Schema::new();
         let mut stats = StatsMap::new();
         let mut closes = vec![0u64; self.info.servers];
@@ -337,7 +394,7 @@ impl Node {
                 Err(Error::Mpi { rank: Some(r), why: format!("the ranks disagree on a field's type: {e}") })
             })?;
         }
-        complete(schema, stats, closes)
+        Ok((schema, stats, closes))
     }
 }
 

@@ -69,21 +69,26 @@ impl WireNames {
     }
 }
 
+#[cfg(test)]
 fn put_u32(out: &mut Vec<u8>, x: u32) {
     out.extend_from_slice(&x.to_le_bytes());
 }
 
+#[cfg(test)]
 fn put_u64(out: &mut Vec<u8>, x: u64) {
     out.extend_from_slice(&x.to_le_bytes());
 }
 
+#[cfg(test)]
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     put_u64(out, b.len() as u64);
     out.extend_from_slice(b);
 }
 
 /// Encodes `batch` into `out` (cleared first; its capacity is reused). `names` must cover
-/// the batch ([`WireNames::covers`]).
+/// the batch ([`WireNames::covers`]). The reference for [`Gathered`], which sends the same
+/// bytes without copying the columns.
+#[cfg(test)]
 pub(crate) fn encode(batch: &Batch, names: &WireNames, out: &mut Vec<u8>) {
     out.clear();
     let mut size = 20;
@@ -124,6 +129,104 @@ pub(crate) fn encode(batch: &Batch, names: &WireNames, out: &mut Vec<u8>) {
         for l in &f.lens {
             out.extend_from_slice(&l.to_le_bytes());
         }
+    }
+}
+
+/// Where one block of a message lies: in the header buffer (offset) or in a batch column.
+#[derive(Clone, Copy, Debug)]
+enum Block {
+    Head { at: usize, len: usize },
+    Column { ptr: *const u8, len: usize },
+}
+
+/// A batch message laid out for a gathered send: the small parts (magic, counts, names,
+/// lengths) in one header buffer, the column bytes left where the batch holds them. The
+/// concatenation of its blocks is exactly what [`encode`] produces (the server decodes it
+/// with the same [`Decoder`]), but no column byte is copied. Reused from message to message.
+#[derive(Debug, Default)]
+pub(crate) struct Gathered {
+    head: Vec<u8>,
+    blocks: Vec<Block>,
+    out: Vec<(*const u8, usize)>,
+}
+
+// SAFETY: the raw pointers name bytes of the batch this message was laid out from, which
+// travels with it (see client::Sender); nothing reads them from another thread.
+unsafe impl Send for Gathered {}
+
+impl Gathered {
+    /// Appends a small part to the header, extending the last header block.
+    fn small(&mut self, bytes: &[u8]) {
+        let at = self.head.len();
+        self.head.extend_from_slice(bytes);
+        match self.blocks.last_mut() {
+            Some(Block::Head { len, .. }) => *len += bytes.len(),
+            _ => self.blocks.push(Block::Head { at, len: bytes.len() }),
+        }
+    }
+
+    fn column(&mut self, bytes: &[u8]) {
+        if !bytes.is_empty() {
+            self.blocks.push(Block::Column { ptr: bytes.as_ptr(), len: bytes.len() });
+        }
+    }
+
+    /// u64 words as little-endian bytes: in place on a little-endian host, else copied.
+    fn words(&mut self, words: &[u64]) {
+        if cfg!(target_endian = "little") {
+            self.column(bytemuck::cast_slice(words));
+        } else {
+            for w in words {
+                self.small(&w.to_le_bytes());
+            }
+        }
+    }
+
+    /// Lays `batch` out (replacing the last layout). `names` must cover the batch. The
+    /// blocks point into `batch`: it must stay alive and unchanged while they are in use.
+    pub(crate) fn lay_out(&mut self, batch: &Batch, names: &WireNames) {
+        self.head.clear();
+        self.blocks.clear();
+        self.small(MAGIC);
+        self.small(&VERSION.to_le_bytes());
+        self.small(&(batch.events as u64).to_le_bytes());
+        self.small(&(batch.groups.len() as u32).to_le_bytes());
+        for g in &batch.groups {
+            let (name, aligned) = names.groups[g.group as usize].as_ref().expect("names cover the batch");
+            self.small(&g.group.to_le_bytes());
+            self.small(&[u8::from(*aligned)]);
+            self.small(&(name.len() as u32).to_le_bytes());
+            self.small(name.as_bytes());
+            self.small(&(g.ids.len() as u64).to_le_bytes());
+            self.words(&g.ids);
+        }
+        self.small(&(batch.fields.len() as u32).to_le_bytes());
+        for f in &batch.fields {
+            let spec = names.fields[f.field as usize].as_ref().expect("names cover the batch");
+            self.small(&f.field.to_le_bytes());
+            self.small(&(f.group_slot as u32).to_le_bytes());
+            self.small(&(spec.len() as u32).to_le_bytes());
+            self.small(spec);
+            self.small(&(f.rows as u64).to_le_bytes());
+            self.small(&(f.data.len() as u64).to_le_bytes());
+            self.column(&f.data);
+            self.small(&(f.present.len() as u64).to_le_bytes());
+            self.column(&f.present);
+            self.small(&(f.lens.len() as u64 * 8).to_le_bytes());
+            self.words(&f.lens);
+        }
+    }
+
+    /// The message's blocks as (pointer, length), in order (valid until the next layout).
+    pub(crate) fn blocks(&mut self) -> &[(*const u8, usize)] {
+        self.out.clear();
+        for b in &self.blocks {
+            self.out.push(match *b {
+                Block::Head { at, len } => (self.head[at..].as_ptr(), len),
+                Block::Column { ptr, len } => (ptr, len),
+            });
+        }
+        &self.out
     }
 }
 
@@ -356,6 +459,36 @@ mod tests {
             assert_eq!(v.fields[0].data, &b.fields[0].data[..]);
         }
         assert_eq!(dec.schema.fields.len(), 1);
+    }
+
+    #[test]
+    fn a_gathered_message_is_byte_for_byte_the_encoded_one_and_points_into_the_batch() {
+        let mut r = registry();
+        let mut b = one_field_batch(&mut r, "a", Value::from(2.5f64));
+        // A ragged field too: lengths travel as words.
+        let id = r.resolve("t", &Value::bytes(b"xy")).unwrap();
+        b.fields.push(FieldRows {
+            field: id,
+            group_slot: 0,
+            data: b"xyxyz".to_vec(),
+            present: vec![1, 1],
+            lens: vec![2, 3],
+            rows: 2,
+        });
+        let mut names = WireNames::default();
+        names.learn(&b, &r.schema).unwrap();
+        let mut want = Vec::new();
+        encode(&b, &names, &mut want);
+        let mut g = Gathered::default();
+        g.lay_out(&b, &names);
+        let blocks = g.blocks().to_vec();
+        // SAFETY: the blocks point into `g` and `b`, both alive and unchanged here.
+        let got: Vec<u8> =
+            blocks.iter().flat_map(|&(p, n)| unsafe { std::slice::from_raw_parts(p, n) }.to_vec()).collect();
+        assert_eq!(got, want);
+        assert!(blocks.iter().any(|&(p, _)| p == b.fields[0].data.as_ptr()), "column bytes are not copied");
+        let v = Decoder::new(1).decode(0, &got).unwrap();
+        assert_eq!(v.fields[1].data, b"xyxyz");
     }
 
     #[test]
