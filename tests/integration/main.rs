@@ -6,4 +6,5 @@ mod live;
 mod mount;
 mod reader;
 mod verify;
+mod view_order;
 mod writer;
