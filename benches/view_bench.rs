@@ -343,20 +343,6 @@ fn load_case(base: &Path, secs: u64) -> Result<(), String> {
     std::fs::create_dir_all(&mnt).map_err(err)?;
     std::fs::create_dir_all(&mnt2).map_err(err)?;
     let m = fresh_mount(&run, &mnt)?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let cycles = Arc::new(AtomicU64::new(0));
-    let cycler = {
-        let (stop, cycles, run, mnt2) = (Arc::clone(&stop), Arc::clone(&cycles), run.clone(), mnt2.clone());
-        std::thread::spawn(move || -> Result<(), String> {
-            while !stop.load(Ordering::Relaxed) {
-                let m2 = fresh_mount(&run, &mnt2)?;
-                std::fs::read(mnt2.join("arrays/energy.npy")).map_err(err)?;
-                m2.unmount().map_err(err)?;
-                cycles.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok(())
-        })
-    };
     let h5 = "import sys, time, random, h5py\n\
         f = h5py.File(sys.argv[1], 'r'); end = time.time() + float(sys.argv[2]); n = 0\n\
         names = ['det/image', 'energy', 'count', 'timestamp', 'maybe']\n\
@@ -382,6 +368,30 @@ fn load_case(base: &Path, secs: u64) -> Result<(), String> {
             c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(err)
         })
         .collect::<Result<_, _>>()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let cycles = Arc::new(AtomicU64::new(0));
+    let cycler = {
+        let (stop, cycles, run, mnt2) = (Arc::clone(&stop), Arc::clone(&cycles), run.clone(), mnt2.clone());
+        std::thread::spawn(move || -> Result<(), String> {
+            while !stop.load(Ordering::Relaxed) {
+                let m2 = fresh_mount(&run, &mnt2)?;
+                std::fs::read(mnt2.join("arrays/energy.npy")).map_err(err)?;
+                // Retried while busy: a process forked meanwhile holds its parent's open files
+                // until it execs.
+                let mut tries = 0;
+                while let Err(e) = smdfs_fuse::mount::unmount(&mnt2) {
+                    tries += 1;
+                    if tries == 100 {
+                        return Err(e.to_string());
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                m2.join().map_err(err)?;
+                cycles.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(())
+        })
+    };
     let (mut bytes, mut errors) = (0u64, 0);
     for k in kids {
         let o = k.wait_with_output().map_err(err)?;
