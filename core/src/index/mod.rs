@@ -17,10 +17,12 @@ use crate::error::{Error, IoContext, Result};
 use crate::format::FORMAT_VERSION;
 
 mod build;
+mod extend;
 mod offsets;
 
 pub(crate) use build::build_global_index;
 pub use build::{build_group, count_missing, IndexReport};
+pub use extend::{extend_group, Extended};
 pub use offsets::{load_offsets, ragged_offsets, OffsetsMap};
 
 /// Magic of a group index file.
