@@ -21,7 +21,10 @@
 //! [`Live::refresh`] detects change cheaply — the sizes of the shard logs (every commit and
 //! close appends to one), the manifest's identity (replaced at `done()`) and whether a writer
 //! holds the run — and only then builds a new [`View`], without holding the table lock, and
-//! swaps it in. [`Live::watch`] refreshes on a background thread until the run is complete.
+//! swaps it in. The new snapshot's run is the current one's `Run::reopen`: index rows the
+//! current snapshot already merged are kept, so a refresh merges only new rows (and the old
+//! ones they interleave with), not the whole run. [`Live::watch`] refreshes on a background
+//! thread until the run is complete.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -345,10 +348,12 @@ impl Live {
         }
         *seen = None;
         let t = Instant::now();
-        let view = View::open(&src.dir, &src.opts)?;
-        // A whole reopen replays every shard log that has no close record from its start.
-        let log_bytes = log_bytes(&src.dir, shards);
-        self.stats.refreshed(t.elapsed(), log_bytes);
+        // The new snapshot reuses the current one's index work (`Run::reopen`); the shard
+        // logs are still replayed from their start.
+        let run = self.current().run().reopen()?;
+        let (merged, rows) = (run.merged_rows(), run.len());
+        let view = View::from_run(run, &src.opts)?;
+        self.stats.refreshed(t.elapsed(), log_bytes(&src.dir, shards), merged, rows);
         let mtime = sig.mtime();
         *seen = Some(sig);
         Ok(Some(self.install(view, mtime)))

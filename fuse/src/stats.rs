@@ -1,6 +1,6 @@
 //! The daemon's own request counters: how many requests of each kind the kernel sent, how
 //! many bytes the daemon served, and what live refreshes cost (how many, how long, how many
-//! shard log bytes each read). Counters are relaxed atomics bumped on the request
+//! shard log bytes each read, how many index rows each merged). Counters are relaxed atomics bumped on the request
 //! path — no lock, no allocation — and read as a consistent-enough [`StatsSnapshot`].
 //!
 //! Benchmarks divide [`StatsSnapshot::requests`] by the mebibytes a reader read to get
@@ -66,6 +66,9 @@ pub struct Stats {
     refresh_nanos: AtomicU64,
     refresh_log_bytes: AtomicU64,
     last_refresh_log_bytes: AtomicU64,
+    refresh_rows_merged: AtomicU64,
+    last_refresh_rows_merged: AtomicU64,
+    last_refresh_rows: AtomicU64,
 }
 
 impl Stats {
@@ -79,9 +82,12 @@ impl Stats {
         self.read_bytes.fetch_add(bytes, Relaxed);
     }
 
-    /// Counts one refresh that built a new snapshot: how long it took, and how many shard
-    /// log bytes it read.
-    pub fn refreshed(&self, took: Duration, log_bytes: u64) {
+    /// Counts one refresh that built a new snapshot: how long it took, how many shard log
+    /// bytes it read, how many index rows it merged and how many rows the snapshot has.
+    pub fn refreshed(&self, took: Duration, log_bytes: u64, merged: u64, rows: u64) {
+        self.refresh_rows_merged.fetch_add(merged, Relaxed);
+        self.last_refresh_rows_merged.store(merged, Relaxed);
+        self.last_refresh_rows.store(rows, Relaxed);
         self.refreshes.fetch_add(1, Relaxed);
         self.refresh_nanos.fetch_add(took.as_nanos() as u64, Relaxed);
         self.refresh_log_bytes.fetch_add(log_bytes, Relaxed);
@@ -97,6 +103,9 @@ impl Stats {
             refresh_nanos: self.refresh_nanos.load(Relaxed),
             refresh_log_bytes: self.refresh_log_bytes.load(Relaxed),
             last_refresh_log_bytes: self.last_refresh_log_bytes.load(Relaxed),
+            refresh_rows_merged: self.refresh_rows_merged.load(Relaxed),
+            last_refresh_rows_merged: self.last_refresh_rows_merged.load(Relaxed),
+            last_refresh_rows: self.last_refresh_rows.load(Relaxed),
         }
     }
 }
@@ -116,6 +125,13 @@ pub struct StatsSnapshot {
     pub refresh_log_bytes: u64,
     /// Shard log bytes the last refresh read.
     pub last_refresh_log_bytes: u64,
+    /// Index rows those refreshes merged (a refresh that reuses the previous snapshot's
+    /// index merges only new rows and the old rows they interleave with).
+    pub refresh_rows_merged: u64,
+    /// Index rows the last refresh merged.
+    pub last_refresh_rows_merged: u64,
+    /// Rows (of the run's main group) of the last refresh's snapshot.
+    pub last_refresh_rows: u64,
 }
 
 impl StatsSnapshot {
@@ -139,6 +155,9 @@ impl StatsSnapshot {
             refresh_nanos: d(self.refresh_nanos, earlier.refresh_nanos),
             refresh_log_bytes: d(self.refresh_log_bytes, earlier.refresh_log_bytes),
             last_refresh_log_bytes: self.last_refresh_log_bytes,
+            refresh_rows_merged: d(self.refresh_rows_merged, earlier.refresh_rows_merged),
+            last_refresh_rows_merged: self.last_refresh_rows_merged,
+            last_refresh_rows: self.last_refresh_rows,
         }
     }
 
@@ -155,6 +174,9 @@ impl StatsSnapshot {
             ("refresh_nanos", self.refresh_nanos),
             ("refresh_log_bytes", self.refresh_log_bytes),
             ("last_refresh_log_bytes", self.last_refresh_log_bytes),
+            ("refresh_rows_merged", self.refresh_rows_merged),
+            ("last_refresh_rows_merged", self.last_refresh_rows_merged),
+            ("last_refresh_rows", self.last_refresh_rows),
         ] {
             s.push_str(&format!("{k} {v}\n"));
         }
@@ -237,7 +259,7 @@ mod tests {
         s.count(Op::Read);
         s.count(Op::Getattr);
         s.read(4096);
-        s.refreshed(Duration::from_millis(3), 100);
+        s.refreshed(Duration::from_millis(3), 100, 7, 70);
         let d = s.snapshot().since(&before);
         assert_eq!((d.get(Op::Read), d.requests(), d.read_bytes, d.refresh_log_bytes), (2, 3, 4096, 100));
         let parsed = StatsSnapshot::parse(&d.render());

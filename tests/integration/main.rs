@@ -3,6 +3,7 @@
 mod ecosystem;
 mod full_disk;
 mod live;
+mod live_refresh;
 mod many_readers;
 mod mount;
 mod reader;
