@@ -10,8 +10,9 @@
 //!    in the page cache, `dd` of the `.npy` beside `dd` of the shard column files behind it.
 //!    Requests per MiB come from the mount's own counters (`smdfs_fuse::stats`).
 //! 3. The live view: a run of N light events written by 2 servers and kept open; the cost of
-//!    the refresh that picks up one more round of commits at N events (time, commits and shard
-//!    log bytes it read), and the lag it implies (refresh period + refresh time).
+//!    the refresh that picks up 100k more events at N events (time, commits it picked up,
+//!    index rows it merged, shard log bytes it replayed), and the lag it implies (refresh
+//!    period 0.25 s + refresh time).
 //! 4. Many readers: 16 reader processes (8 h5py random slices, 8 sequential `cat` of `.npy`
 //!    files) on one mount for a bounded time while another mount is mounted and unmounted
 //!    over and over; errors (must be 0) and aggregate throughput.
@@ -258,16 +259,15 @@ fn read_case(base: &Path, label: &str, run: &Path, name: &str, npy: &str) -> Res
 }
 
 /// Commit records in the run's shard logs (replayed with the reader's own decoder).
-fn commits(run: &Path) -> Result<(u64, u64), String> {
+fn commits(run: &Path) -> Result<u64, String> {
     let shards = Manifest::load(run).map_err(err)?.shards;
-    let (mut n, mut bytes) = (0, 0);
+    let mut n = 0;
     for i in 0..shards {
         let path = run.join(shard_dir_name(i)).join(LOG_FILE);
         let log = std::fs::read(&path).map_err(err)?;
         n += smdfs::shard::reader::replay_log(&path, &log, false).map_err(err)?.commits;
-        bytes += log.len() as u64;
     }
-    Ok((n, bytes))
+    Ok(n)
 }
 
 /// Writes events `from..to` (id, `x` f64, `y` i32) with 2 clients at full speed, then flushes.
@@ -303,10 +303,10 @@ fn live_case(base: &Path, n: u64) -> Result<(), String> {
     let open_s = t.elapsed().as_secs_f64();
     let mut line = Vec::new();
     for round in 0..3u64 {
-        let (c0, b0) = commits(&run)?;
+        let c0 = commits(&run)?;
         let extra = 100_000;
         write_light(&smd, n + round * extra, n + (round + 1) * extra)?;
-        let (c1, b1) = commits(&run)?;
+        let c1 = commits(&run)?;
         let before = live.stats().snapshot();
         let t = Instant::now();
         // The servers commit asynchronously: refresh until the new commits are seen.
@@ -320,13 +320,12 @@ fn live_case(base: &Path, n: u64) -> Result<(), String> {
         }
         let d = live.stats().snapshot().since(&before);
         let took = d.refresh_nanos as f64 / 1e9;
-        line.push((took, c1 - c0, b1 - b0, d.last_refresh_log_bytes));
+        line.push((took, c1 - c0, d.last_refresh_log_bytes, d.refresh_rows_merged));
     }
-    let (took, new_commits, _, log_read) = line[line.len() - 1];
+    let (took, new_commits, log_read, merged) = line[line.len() - 1];
     println!(
-        "{n:>12} {write_s:>9.1} {open_s:>9.3} {took:>10.3} {new_commits:>8} {:>12.2} {:>12} {:>10.3}",
+        "{n:>12} {write_s:>9.1} {open_s:>9.3} {took:>10.3} {new_commits:>8} {:>10.2} {merged:>10} {log_read:>11} {:>8.3}",
         took * 1e3 / new_commits.max(1) as f64,
-        log_read,
         0.25 + took
     );
     drop(live);
@@ -465,8 +464,8 @@ fn run() -> Result<(), String> {
     if on("live") {
         println!("\n== live view: the refresh that picks up 100k more events (2 servers, writing)");
         println!(
-            "{:>12} {:>9} {:>9} {:>10} {:>8} {:>12} {:>12} {:>10}",
-            "events", "write s", "open s", "refresh s", "commits", "ms/commit", "log B read", "lag s"
+            "{:>12} {:>9} {:>9} {:>10} {:>8} {:>10} {:>10} {:>11} {:>8}",
+            "events", "write s", "open s", "refresh s", "commits", "ms/commit", "rows merged", "log B read", "lag s"
         );
         for &n in &args.live_events {
             live_case(base.path(), n)?;

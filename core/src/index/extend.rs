@@ -4,8 +4,9 @@
 //! merge emits — so an extension equals a fresh build: the old index's rows below the
 //! smallest new key are kept as they are (copied, or re-emitted run by run), and only the old
 //! rows above it (the tail that a lagging shard's earlier ids reach into) are merged again
-//! with the new rows. Cost: O(new rows · log + tail) for the merge plus a copy of the kept
-//! prefix, instead of a heap merge of every row.
+//! with the new rows. Cost: O(new rows · log + tail) for the merge plus one copy of the kept
+//! prefix (dense) or of its runs, instead of a heap merge of every row. A dense index stays
+//! dense (a fresh build might pick runs once new rows came in long runs; both read alike).
 
 use rayon::prelude::*;
 
@@ -66,8 +67,11 @@ pub fn extend_group(
         Some(&first) => partition_point(old.len(), |i| old.locate(i).is_some_and(|l| key(l) < first)),
     };
     let mut out = Sink::new(total);
-    if let (false, Some(dense)) = (old.runs, old.dense_words()) {
-        out.extend_dense(&dense[..kept as usize]);
+    if let Some(dense) = old.dense_words() {
+        // A dense index stays dense: its kept rows are one copy, not a scan for runs.
+        out.runs = None;
+        out.dense.extend_from_slice(&dense[..kept as usize]);
+        out.rows = kept;
     } else {
         old.for_each_segment(0, kept, |l, n| out.push_segment(l, n));
     }
@@ -137,19 +141,6 @@ impl Sink {
             runs: Some(Vec::new()),
             rows: 0,
             max_runs: total / MIN_AVG_RUN,
-        }
-    }
-
-    fn extend_dense(&mut self, words: &[u64]) {
-        let mut j = 0;
-        while j < words.len() {
-            let first = words[j];
-            let mut n = 1;
-            while j + n < words.len() && words[j + n] == first + n as u64 {
-                n += 1;
-            }
-            self.push_segment(unpack(first), n as u64);
-            j += n;
         }
     }
 

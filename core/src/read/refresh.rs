@@ -154,7 +154,6 @@ mod tests {
         for g in 0..a.groups().len() {
             let (la, lb) = (locs(a, g), locs(b, g));
             assert!(la == lb, "group {g}: the indexes differ ({} and {} segments)", la.len(), lb.len());
-            assert_eq!(a.groups()[g].index.is_runs(), b.groups()[g].index.is_runs(), "group {g} encoding");
             assert_eq!(a.groups()[g].duplicates, b.groups()[g].duplicates, "group {g} duplicates");
         }
         for (fa, fb) in a.fields().iter().zip(b.fields()) {
