@@ -126,6 +126,17 @@ fn partition_point(n: u64, below: impl Fn(u64) -> bool) -> u64 {
     lo
 }
 
+/// Asks for transparent huge pages under `v`'s spare capacity: first touch of fresh memory
+/// costs a fault per 4 KiB page (slow in VMs), and an index of 10^8 rows is 800 MB. A hint:
+/// ignored where THP is off.
+fn huge_pages(v: &Vec<u64>) {
+    let bytes = v.capacity() * 8;
+    if bytes >= 4 << 20 {
+        // SAFETY: the range is `v`'s own allocation; the hint changes no contents.
+        unsafe { libc::madvise(v.as_ptr() as *mut libc::c_void, bytes, libc::MADV_HUGEPAGE) };
+    }
+}
+
 /// Collects the extended index: always dense, and runs while they stay few.
 struct Sink {
     dense: Vec<u64>,
@@ -136,12 +147,9 @@ struct Sink {
 
 impl Sink {
     fn new(total: u64) -> Sink {
-        Sink {
-            dense: Vec::with_capacity(total as usize),
-            runs: Some(Vec::new()),
-            rows: 0,
-            max_runs: total / MIN_AVG_RUN,
-        }
+        let dense = Vec::with_capacity(total as usize);
+        huge_pages(&dense);
+        Sink { dense, runs: Some(Vec::new()), rows: 0, max_runs: total / MIN_AVG_RUN }
     }
 
     /// Rows `l.row..l.row + n` of shard `l.shard`, next in order.
