@@ -87,7 +87,8 @@ enum Cmd {
         threads: usize,
         /// Keep the daemon's counters in FILE, rewritten whenever they change: requests by
         /// kind (`op.read 12`), bytes served (`read_bytes`), live refreshes, their time and
-        /// the shard log bytes they read (`refreshes`, `refresh_nanos`, `refresh_log_bytes`).
+        /// the shard log bytes and index rows they read and merged (`refreshes`, `refresh_nanos`,
+        /// `refresh_log_bytes`, `refresh_rows_merged`).
         #[arg(long, value_name = "FILE")]
         stats: Option<PathBuf>,
         /// Row order of every dataset: `event-id` (ascending event ids through the global
