@@ -1,45 +1,80 @@
-//! View benchmark, in one run:
-//! 1. Mount time against event count: demo runs of 10^5, 10^6 and 10^7 events in 4 shards,
-//!    timed from `View::open` to the first `stat` of `run.h5` through a live FUSE mount.
-//!    The figure is the ratio time(10^7) / time(10^5); it should be near 1.
-//! 2. Read throughput of a 2 GiB dataset (64 KiB u16 images) through the mount — `dd bs=1M`
-//!    of its `.npy` and h5py reading the `run.h5` dataset — beside the same bytes in a plain
-//!    local HDF5 file written by h5py, read the same two ways. Each read runs twice and the
-//!    second (page cache warm) is reported. The figures are the ratios mount / plain.
+//! View benchmark, in one run (every figure a side-by-side ratio from the same run):
+//! 1. Mount time against event count: demo runs of 10^5 … 10^7 events in 4 shards, timed
+//!    from `View::open` to the first `stat` of `run.h5` through a FUSE mount; the figure is
+//!    time(largest) / time(smallest), which should stay near 1.
+//! 2. Reads through the mount beside the same bytes in a plain local file (a `cp` of the
+//!    mounted file), for a 2 GiB dataset of 64 KiB u16 images and for a 1M-event demo's
+//!    `det/image`: `dd bs=1M` of the `.npy` and h5py `d[:]` of the `run.h5` dataset, each
+//!    **warm** (page cache holds the file: second read) and **cold** (`drop_caches` before
+//!    the read, a fresh mount). Also the **daemon path**: a fresh mount whose shard files are
+//!    in the page cache, `dd` of the `.npy` beside `dd` of the shard column files behind it.
+//!    Requests per MiB come from the mount's own counters (`smdfs_fuse::stats`).
+//! 3. The live view: a run of N light events written by 2 servers and kept open; the cost of
+//!    the refresh that picks up 100k more events at N events (time, commits it picked up,
+//!    index rows it merged, shard log bytes it replayed), and the lag it implies (refresh
+//!    period 0.25 s + refresh time).
+//! 4. Many readers: 16 reader processes (8 h5py random slices, 8 sequential `cat` of `.npy`
+//!    files) on one mount for a bounded time while another mount is mounted and unmounted
+//!    over and over; errors (must be 0) and aggregate throughput.
 //!
-//! Run: `cargo run --release -p smdfs-benches --bin view_bench -- [--mount-events 100000,1000000,10000000]
-//! [--read-mib 2048] [--dir DIR]`. Needs /dev/fuse (root) and `.venv` with h5py (scripts/setup.sh).
+//! Run: `cargo run --release -p smdfs-benches --bin view_bench -- [--mount-events N,N]
+//! [--read-mib 2048] [--demo-events 1000000] [--live-events 10000000,30000000]
+//! [--load-secs 30] [--only mount,read,live,load] [--dir DIR]`.
+//! Needs root (/dev/fuse, `drop_caches`) and `.venv` with h5py (scripts/setup.sh).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
-use std::time::Instant;
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use smdfs::format::manifest::Manifest;
+use smdfs::format::{column_file_name, shard_dir_name, Role, LOG_FILE};
 use smdfs::{SmallData, Value};
-use smdfs_fuse::mount::{mount, MountOptions};
+use smdfs_fuse::live::Live;
+use smdfs_fuse::mount::{mount, mount_live, MountOptions, Mounted};
+use smdfs_fuse::stats::StatsSnapshot;
 use smdfs_fuse::{View, ViewOptions};
 
 struct Args {
     mount_events: Vec<u64>,
     read_mib: u64,
+    demo_events: u64,
+    live_events: Vec<u64>,
+    load_secs: u64,
+    only: Vec<String>,
     dir: PathBuf,
 }
 
+fn list(s: &str, what: &str) -> Result<Vec<u64>, String> {
+    s.split(',').map(|x| x.trim().parse::<u64>().map_err(|e| format!("{what}: {x:?}: {e}"))).collect()
+}
+
 fn parse_args() -> Result<Args, String> {
-    let mut a = Args { mount_events: vec![100_000, 1_000_000, 10_000_000], read_mib: 2048, dir: std::env::temp_dir() };
+    let mut a = Args {
+        mount_events: vec![100_000, 10_000_000],
+        read_mib: 2048,
+        demo_events: 1_000_000,
+        live_events: vec![10_000_000, 30_000_000],
+        load_secs: 30,
+        only: vec!["mount".into(), "read".into(), "live".into(), "load".into()],
+        dir: std::env::temp_dir(),
+    };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
         let mut val = || it.next().ok_or_else(|| format!("{k} needs a value"));
         match k.as_str() {
-            "--mount-events" => {
-                a.mount_events = val()?
-                    .split(',')
-                    .map(|s| s.trim().parse::<u64>().map_err(|e| format!("--mount-events: {s:?}: {e}")))
-                    .collect::<Result<_, _>>()?
-            }
+            "--mount-events" => a.mount_events = list(&val()?, "--mount-events")?,
             "--read-mib" => a.read_mib = val()?.parse().map_err(|e| format!("--read-mib: {e}"))?,
+            "--demo-events" => a.demo_events = val()?.parse().map_err(|e| format!("--demo-events: {e}"))?,
+            "--live-events" => a.live_events = list(&val()?, "--live-events")?,
+            "--load-secs" => a.load_secs = val()?.parse().map_err(|e| format!("--load-secs: {e}"))?,
+            "--only" => a.only = val()?.split(',').map(str::to_string).collect(),
             "--dir" => a.dir = PathBuf::from(val()?),
             "-h" | "--help" => {
-                return Err("usage: view_bench [--mount-events N,N,..] [--read-mib MIB] [--dir DIR]".into());
+                return Err("usage: view_bench [--mount-events N,N] [--read-mib MIB] [--demo-events N] \
+                            [--live-events N,N] [--load-secs S] [--only mount,read,live,load] [--dir DIR]"
+                    .into());
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
         }
@@ -53,12 +88,6 @@ fn python() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(".venv").join("bin").join("python"))
 }
 
-fn secs(f: impl FnOnce() -> Result<(), String>) -> Result<f64, String> {
-    let t = Instant::now();
-    f()?;
-    Ok(t.elapsed().as_secs_f64())
-}
-
 fn run_cmd(cmd: &mut Command) -> Result<String, String> {
     let o = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
     if !o.status.success() {
@@ -67,25 +96,57 @@ fn run_cmd(cmd: &mut Command) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+/// Empties the page cache (root): the next read of any file comes from the disk.
+fn drop_caches() -> Result<(), String> {
+    // SAFETY: sync() cannot fail.
+    unsafe { libc::sync() };
+    std::fs::write("/proc/sys/vm/drop_caches", "3").map_err(|e| format!("drop_caches (needs root): {e}"))
+}
+
+/// Reads `paths` in order with `dd bs=1M`; returns MB/s.
+fn dd(paths: &[PathBuf]) -> Result<f64, String> {
+    let mut bytes = 0u64;
+    let t = Instant::now();
+    for p in paths {
+        bytes += std::fs::metadata(p).map_err(err)?.len();
+        run_cmd(Command::new("dd").arg(format!("if={}", p.display())).args(["of=/dev/null", "bs=1M"]))?;
+    }
+    Ok(bytes as f64 / t.elapsed().as_secs_f64() / 1e6)
+}
+
+/// Reads dataset `name` of `file` with h5py `d[:]` `times` times; returns the last read's MB/s.
+fn h5py_read(file: &Path, name: &str, times: u32) -> Result<f64, String> {
+    let script = "import sys, time, h5py\n\
+        f = h5py.File(sys.argv[1], 'r'); d = f[sys.argv[2]]\n\
+        for k in range(int(sys.argv[3])):\n    t = time.perf_counter(); a = d[:]; dt = time.perf_counter() - t\n\
+        print(a.nbytes / dt / 1e6)\n";
+    let out = run_cmd(Command::new(python()).args(["-c", script]).arg(file).arg(name).arg(times.to_string()))?;
+    out.trim().parse().map_err(|e| format!("h5py output {out:?}: {e}"))
+}
+
 fn mount_time(base: &Path, events: u64) -> Result<(f64, f64), String> {
     let run = base.join(format!("mount-{events}"));
-    smdfs::demo::write_demo(&run, events, 4, 4, true).map_err(|e| e.to_string())?;
+    smdfs::demo::write_demo(&run, events, 4, 4, true).map_err(err)?;
     let mnt = base.join(format!("mnt-{events}"));
-    std::fs::create_dir_all(&mnt).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&mnt).map_err(err)?;
     let t = Instant::now();
-    let view = View::open(&run, &ViewOptions::default()).map_err(|e| e.to_string())?;
+    let view = View::open(&run, &ViewOptions::default()).map_err(err)?;
     let open = t.elapsed().as_secs_f64();
-    let m = mount(view, &mnt, &MountOptions::default()).map_err(|e| e.to_string())?;
-    std::fs::metadata(mnt.join("run.h5")).map_err(|e| e.to_string())?;
+    let m = mount(view, &mnt, &MountOptions::default()).map_err(err)?;
+    std::fs::metadata(mnt.join("run.h5")).map_err(err)?;
     let total = t.elapsed().as_secs_f64();
-    m.unmount().map_err(|e| e.to_string())?;
-    std::fs::remove_dir_all(&run).map_err(|e| e.to_string())?;
+    m.unmount().map_err(err)?;
+    std::fs::remove_dir_all(&run).map_err(err)?;
     Ok((open, total))
 }
 
 fn write_images(run: &Path, mib: u64) -> Result<u64, String> {
     let events = mib * 1024 * 1024 / (64 * 1024);
-    let smd = SmallData::builder(run).servers(2).overwrite(true).build().map_err(|e| e.to_string())?;
+    let smd = SmallData::builder(run).servers(2).overwrite(true).build().map_err(err)?;
     std::thread::scope(|s| -> Result<(), String> {
         let hs: Vec<_> = (0..4u64)
             .map(|k| {
@@ -95,7 +156,7 @@ fn write_images(run: &Path, mib: u64) -> Result<u64, String> {
                     for i in (k..events).step_by(4) {
                         img[0] = i as u16;
                         img[1] = (i >> 16) as u16;
-                        c.event(i, [("img", Value::array(&img, &[128, 256]))]).map_err(|e| e.to_string())?;
+                        c.event(i, [("img", Value::array(&img, &[128, 256]))]).map_err(err)?;
                     }
                     Ok(())
                 })
@@ -106,30 +167,259 @@ fn write_images(run: &Path, mib: u64) -> Result<u64, String> {
         }
         Ok(())
     })?;
-    smd.done().map_err(|e| e.to_string())?;
+    smd.done().map_err(err)?;
     Ok(events)
 }
 
-/// Reads a file with dd twice; returns the second (warm) rate in MB/s.
-fn dd(path: &Path) -> Result<f64, String> {
-    let size = std::fs::metadata(path).map_err(|e| e.to_string())?.len() as f64;
-    let mut t = 0.0;
-    for _ in 0..2 {
-        t = secs(|| {
-            run_cmd(Command::new("dd").arg(format!("if={}", path.display())).args(["of=/dev/null", "bs=1M"])).map(drop)
-        })?;
-    }
-    Ok(size / t / 1e6)
+/// The shard column files holding `field` of the run's first group, in shard order.
+fn shard_column_files(run: &Path, field: &str) -> Result<Vec<PathBuf>, String> {
+    let r = smdfs::Run::open(run).map_err(err)?;
+    let group = r.groups()[0].spec.name.clone();
+    Ok(r.shards()
+        .iter()
+        .filter_map(|s| s.column(&group, Some(field), Role::Data).map(|c| (s.index, c)))
+        .map(|(i, c)| run.join(shard_dir_name(i)).join(column_file_name(c)))
+        .collect())
 }
 
-/// Reads dataset `img` with h5py twice; returns the second (warm) rate in MB/s.
-fn h5py_read(path: &Path) -> Result<f64, String> {
-    let script = "import sys, time, h5py\n\
-        f = h5py.File(sys.argv[1], 'r'); d = f['img']\n\
-        for k in range(2):\n    t = time.perf_counter(); a = d[:]; dt = time.perf_counter() - t\n\
-        print(a.nbytes / dt / 1e6)\n";
-    let out = run_cmd(Command::new(python()).args(["-c", script]).arg(path))?;
-    out.trim().parse().map_err(|e| format!("h5py output {out:?}: {e}"))
+fn fresh_mount(run: &Path, mnt: &Path) -> Result<Mounted, String> {
+    let live = Live::open(run, &ViewOptions::default()).map_err(err)?;
+    mount_live(live, mnt, &MountOptions::default()).map_err(err)
+}
+
+fn per_mib(s: &StatsSnapshot, bytes: u64) -> f64 {
+    s.requests() as f64 / (bytes as f64 / (1 << 20) as f64)
+}
+
+/// One dataset read every way; prints one table.
+fn read_case(base: &Path, label: &str, run: &Path, name: &str, npy: &str) -> Result<(), String> {
+    let mnt = base.join(format!("mnt-{label}"));
+    std::fs::create_dir_all(&mnt).map_err(err)?;
+    let (plain_h5, plain_npy) = (base.join(format!("{label}.h5")), base.join(format!("{label}.npy")));
+    let m = fresh_mount(run, &mnt)?;
+    let (mh5, mnpy) = (mnt.join("run.h5"), mnt.join(npy));
+    let size = std::fs::metadata(&mnpy).map_err(err)?.len();
+    std::fs::copy(&mh5, &plain_h5).map_err(err)?;
+    std::fs::copy(&mnpy, &plain_npy).map_err(err)?;
+
+    // Warm: the second read of each.
+    dd(std::slice::from_ref(&mnpy))?;
+    let before = m.stats();
+    let warm_dd_m = dd(std::slice::from_ref(&mnpy))?;
+    let warm_req = per_mib(&m.stats().since(&before), size);
+    dd(std::slice::from_ref(&plain_npy))?;
+    let warm_dd_p = dd(std::slice::from_ref(&plain_npy))?;
+    let warm_h5_m = h5py_read(&mh5, name, 2)?;
+    let warm_h5_p = h5py_read(&plain_h5, name, 2)?;
+    m.unmount().map_err(err)?;
+
+    // Daemon path: a fresh mount (empty view cache) over shard files in the page cache.
+    let cols = shard_column_files(run, name)?;
+    dd(&cols)?;
+    let m = fresh_mount(run, &mnt)?;
+    let before = m.stats();
+    let daemon_m = dd(std::slice::from_ref(&mnpy))?;
+    let daemon_req = per_mib(&m.stats().since(&before), size);
+    let daemon_s = dd(&cols)?;
+    m.unmount().map_err(err)?;
+
+    // Cold: nothing cached, a fresh mount.
+    drop_caches()?;
+    let m = fresh_mount(run, &mnt)?;
+    let before = m.stats();
+    let cold_dd_m = dd(std::slice::from_ref(&mnpy))?;
+    let cold_req = per_mib(&m.stats().since(&before), size);
+    m.unmount().map_err(err)?;
+    drop_caches()?;
+    let cold_dd_p = dd(std::slice::from_ref(&plain_npy))?;
+    drop_caches()?;
+    let cold_dd_s = dd(&cols)?;
+    drop_caches()?;
+    let m = fresh_mount(run, &mnt)?;
+    let cold_h5_m = h5py_read(&mh5, name, 1)?;
+    m.unmount().map_err(err)?;
+    drop_caches()?;
+    let cold_h5_p = h5py_read(&plain_h5, name, 1)?;
+
+    println!("\n== {label}: {name} ({:.0} MiB), MB/s; ratio = mount / plain", size as f64 / (1 << 20) as f64);
+    println!("{:<44} {:>9} {:>9} {:>7} {:>9}", "", "mount", "plain", "ratio", "req/MiB");
+    let row = |what: &str, a: f64, b: f64, req: Option<f64>| {
+        let req = req.map_or(String::new(), |r| format!("{r:.2}"));
+        println!("{what:<44} {a:>9.0} {b:>9.0} {:>7.2} {req:>9}", a / b);
+    };
+    row("warm dd bs=1M .npy (plain: cp of it)", warm_dd_m, warm_dd_p, Some(warm_req));
+    row("warm h5py d[:] run.h5 (plain: cp of it)", warm_h5_m, warm_h5_p, None);
+    row("daemon path dd .npy (plain: shard columns)", daemon_m, daemon_s, Some(daemon_req));
+    row("cold dd bs=1M .npy (plain: cp of it)", cold_dd_m, cold_dd_p, Some(cold_req));
+    row("cold dd bs=1M .npy (plain: shard columns)", cold_dd_m, cold_dd_s, None);
+    row("cold h5py d[:] run.h5 (plain: cp of it)", cold_h5_m, cold_h5_p, None);
+    std::fs::remove_file(&plain_h5).map_err(err)?;
+    std::fs::remove_file(&plain_npy).map_err(err)?;
+    Ok(())
+}
+
+/// Commit records in the run's shard logs (replayed with the reader's own decoder).
+fn commits(run: &Path) -> Result<u64, String> {
+    let shards = Manifest::load(run).map_err(err)?.shards;
+    let mut n = 0;
+    for i in 0..shards {
+        let path = run.join(shard_dir_name(i)).join(LOG_FILE);
+        let log = std::fs::read(&path).map_err(err)?;
+        n += smdfs::shard::reader::replay_log(&path, &log, false).map_err(err)?.commits;
+    }
+    Ok(n)
+}
+
+/// Writes events `from..to` (id, `x` f64, `y` i32) with 2 clients at full speed, then flushes.
+fn write_light(smd: &SmallData, from: u64, to: u64) -> Result<(), String> {
+    std::thread::scope(|s| -> Result<(), String> {
+        let hs: Vec<_> = (0..2u64)
+            .map(|k| {
+                let mut c = smd.client();
+                s.spawn(move || -> Result<(), String> {
+                    for i in (from + k..to).step_by(2) {
+                        c.event(i, [("x", Value::from(i as f64)), ("y", Value::from(i as i32))]).map_err(err)?;
+                    }
+                    c.flush().map_err(err)
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().map_err(|_| "writer thread panicked".to_string())??;
+        }
+        Ok(())
+    })
+}
+
+/// The live view at `n` events: the refresh that picks up one more round of commits.
+fn live_case(base: &Path, n: u64) -> Result<(), String> {
+    let run = base.join(format!("live-{n}"));
+    let smd = SmallData::builder(&run).servers(2).overwrite(true).build().map_err(err)?;
+    let t = Instant::now();
+    write_light(&smd, 0, n)?;
+    let write_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let live = Live::open(&run, &ViewOptions::default()).map_err(err)?;
+    let open_s = t.elapsed().as_secs_f64();
+    let mut line = Vec::new();
+    for round in 0..3u64 {
+        let c0 = commits(&run)?;
+        let extra = 100_000;
+        write_light(&smd, n + round * extra, n + (round + 1) * extra)?;
+        let c1 = commits(&run)?;
+        let before = live.stats().snapshot();
+        let t = Instant::now();
+        // The servers commit asynchronously: refresh until the new commits are seen.
+        loop {
+            if live.refresh().map_err(err)?.is_some() && live.current().run().len() >= n + (round + 1) * extra {
+                break;
+            }
+            if t.elapsed() > Duration::from_secs(600) {
+                return Err(format!("live view never reached {} events", n + (round + 1) * extra));
+            }
+        }
+        let d = live.stats().snapshot().since(&before);
+        let took = d.refresh_nanos as f64 / 1e9;
+        line.push((took, c1 - c0, d.last_refresh_log_bytes, d.refresh_rows_merged));
+    }
+    let (took, new_commits, log_read, merged) = line[line.len() - 1];
+    println!(
+        "{n:>12} {write_s:>9.1} {open_s:>9.3} {took:>10.3} {new_commits:>8} {:>10.2} {merged:>10} {log_read:>11} {:>8.3}",
+        took * 1e3 / new_commits.max(1) as f64,
+        0.25 + took
+    );
+    drop(live);
+    smd.done().map_err(err)?;
+    std::fs::remove_dir_all(&run).map_err(err)?;
+    Ok(())
+}
+
+/// 16 readers on one mount for `secs` while another mount comes and goes.
+fn load_case(base: &Path, secs: u64) -> Result<(), String> {
+    let run = base.join("load");
+    smdfs::demo::write_demo(&run, 2_000_000, 2, 4, true).map_err(err)?;
+    let (mnt, mnt2) = (base.join("mnt-load"), base.join("mnt-load2"));
+    std::fs::create_dir_all(&mnt).map_err(err)?;
+    std::fs::create_dir_all(&mnt2).map_err(err)?;
+    let m = fresh_mount(&run, &mnt)?;
+    let h5 = "import sys, time, random, h5py\n\
+        f = h5py.File(sys.argv[1], 'r'); end = time.time() + float(sys.argv[2]); n = 0\n\
+        names = ['det/image', 'energy', 'count', 'timestamp', 'maybe']\n\
+        while time.time() < end:\n\
+        \x20   d = f[random.choice(names)]; a = random.randrange(d.shape[0]); b = min(d.shape[0], a + random.randrange(1, 200000))\n\
+        \x20   n += d[a:b].nbytes\n\
+        print(n)\n";
+    let cat = "end=$(( $(date +%s) + $2 )); n=0; while [ $(date +%s) -lt $end ]; do \
+        for f in det/image.npy energy.npy count.npy timestamp.npy; do \
+        s=$(cat \"$1/arrays/$f\" | wc -c) || exit 1; n=$((n + s)); done; done; echo $n";
+    let t = Instant::now();
+    let kids: Vec<_> = (0..16)
+        .map(|k| {
+            let mut c = if k % 2 == 0 {
+                let mut c = Command::new(python());
+                c.args(["-c", h5]).arg(mnt.join("run.h5")).arg(secs.to_string());
+                c
+            } else {
+                let mut c = Command::new("sh");
+                c.args(["-c", cat, "sh"]).arg(&mnt).arg(secs.to_string());
+                c
+            };
+            c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(err)
+        })
+        .collect::<Result<_, _>>()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let cycles = Arc::new(AtomicU64::new(0));
+    let cycler = {
+        let (stop, cycles, run, mnt2) = (Arc::clone(&stop), Arc::clone(&cycles), run.clone(), mnt2.clone());
+        std::thread::spawn(move || -> Result<(), String> {
+            while !stop.load(Ordering::Relaxed) {
+                let m2 = fresh_mount(&run, &mnt2)?;
+                std::fs::read(mnt2.join("arrays/energy.npy")).map_err(err)?;
+                // Retried while busy: a process forked meanwhile holds its parent's open files
+                // until it execs.
+                let mut tries = 0;
+                while let Err(e) = smdfs_fuse::mount::unmount(&mnt2) {
+                    tries += 1;
+                    if tries == 100 {
+                        return Err(e.to_string());
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                m2.join().map_err(err)?;
+                cycles.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(())
+        })
+    };
+    let (mut bytes, mut errors) = (0u64, 0);
+    for k in kids {
+        let o = k.wait_with_output().map_err(err)?;
+        match String::from_utf8_lossy(&o.stdout).trim().parse::<u64>() {
+            Ok(b) if o.status.success() => bytes += b,
+            _ => {
+                errors += 1;
+                eprintln!("reader failed: {}", String::from_utf8_lossy(&o.stderr));
+            }
+        }
+    }
+    let took = t.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let cycled = cycler.join().map_err(|_| "mount cycler panicked".to_string())?;
+    let s = m.stats();
+    m.unmount().map_err(err)?;
+    println!(
+        "16 readers for {took:.1} s: {:.0} MB/s aggregate, {errors} reader errors, {} mount/unmount cycles ({}), \
+         {} requests",
+        bytes as f64 / took / 1e6,
+        cycles.load(Ordering::Relaxed),
+        match cycled {
+            Ok(()) => "no errors".to_string(),
+            Err(e) => format!("error: {e}"),
+        },
+        s.requests()
+    );
+    std::fs::remove_dir_all(&run).map_err(err)?;
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -144,47 +434,46 @@ fn main() -> ExitCode {
 
 fn run() -> Result<(), String> {
     let args = parse_args()?;
-    let base = tempfile::tempdir_in(&args.dir).map_err(|e| e.to_string())?;
-    println!("== mount time against event count (demo runs, 4 shards)");
-    println!("{:>12}  {:>12}  {:>16}", "events", "View::open s", "open+mount+stat s");
-    let mut times = Vec::new();
-    for &n in &args.mount_events {
-        let (open, total) = mount_time(base.path(), n)?;
-        println!("{n:>12}  {open:>12.4}  {total:>16.4}");
-        times.push(total);
+    let base = tempfile::tempdir_in(&args.dir).map_err(err)?;
+    let on = |s: &str| args.only.iter().any(|o| o == s);
+    if on("mount") {
+        println!("== mount time against event count (demo runs, 4 shards)");
+        println!("{:>12}  {:>12}  {:>16}", "events", "View::open s", "open+mount+stat s");
+        let mut times = Vec::new();
+        for &n in &args.mount_events {
+            let (open, total) = mount_time(base.path(), n)?;
+            println!("{n:>12}  {open:>12.4}  {total:>16.4}");
+            times.push(total);
+        }
+        if let (Some(first), Some(last)) = (times.first(), times.last()) {
+            let (a, b) = (args.mount_events[0], args.mount_events[args.mount_events.len() - 1]);
+            println!("ratio mount time {b} / {a} events: {:.2}", last / first);
+        }
     }
-    if let (Some(first), Some(last)) = (times.first(), times.last()) {
-        let (a, b) = (args.mount_events[0], args.mount_events[args.mount_events.len() - 1]);
-        println!("ratio mount time {b} / {a} events: {:.2}", last / first);
+    if on("read") {
+        let images = base.path().join("images");
+        write_images(&images, args.read_mib)?;
+        read_case(base.path(), &format!("{} MiB images", args.read_mib), &images, "img", "arrays/img.npy")?;
+        std::fs::remove_dir_all(&images).map_err(err)?;
+        let demo = base.path().join("demo");
+        smdfs::demo::write_demo(&demo, args.demo_events, 2, 4, true).map_err(err)?;
+        let label = format!("{}-event demo", args.demo_events);
+        read_case(base.path(), &label, &demo, "det/image", "arrays/det/image.npy")?;
+        std::fs::remove_dir_all(&demo).map_err(err)?;
     }
-
-    println!("\n== reading a {} MiB dataset (64 KiB u16 images), page cache warm", args.read_mib);
-    let run = base.path().join("images");
-    let events = write_images(&run, args.read_mib)?;
-    let mnt = base.path().join("mnt-images");
-    std::fs::create_dir_all(&mnt).map_err(|e| e.to_string())?;
-    let view = View::open(&run, &ViewOptions::default()).map_err(|e| e.to_string())?;
-    let m = mount(view, &mnt, &MountOptions::default()).map_err(|e| e.to_string())?;
-    let result = (|| -> Result<(), String> {
-        let plain = base.path().join("plain.h5");
-        let copy = "import sys, h5py\n\
-            src = h5py.File(sys.argv[1], 'r')['img']\n\
-            with h5py.File(sys.argv[2], 'w') as f:\n    d = f.create_dataset('img', shape=src.shape, dtype=src.dtype)\n\
-            \x20   for i in range(0, src.shape[0], 1024): d[i:i+1024] = src[i:i+1024]\n";
-        run_cmd(Command::new(python()).args(["-c", copy]).arg(mnt.join("run.h5")).arg(&plain))?;
-        let mount_dd = dd(&mnt.join("arrays").join("img.npy"))?;
-        let plain_dd = dd(&plain)?;
-        let mount_h5 = h5py_read(&mnt.join("run.h5"))?;
-        let plain_h5 = h5py_read(&plain)?;
-        println!("{events} events; MB/s (second read):");
-        println!("{:<34} {:>8}", "dd bs=1M, mount arrays/img.npy", format!("{mount_dd:.0}"));
-        println!("{:<34} {:>8}", "dd bs=1M, plain h5py file", format!("{plain_dd:.0}"));
-        println!("{:<34} {:>8}", "h5py d[:], mount run.h5", format!("{mount_h5:.0}"));
-        println!("{:<34} {:>8}", "h5py d[:], plain h5py file", format!("{plain_h5:.0}"));
-        println!("ratio mount / plain, dd: {:.2}", mount_dd / plain_dd);
-        println!("ratio mount / plain, h5py: {:.2}", mount_h5 / plain_h5);
-        Ok(())
-    })();
-    m.unmount().map_err(|e| e.to_string())?;
-    result
+    if on("live") {
+        println!("\n== live view: the refresh that picks up 100k more events (2 servers, writing)");
+        println!(
+            "{:>12} {:>9} {:>9} {:>10} {:>8} {:>10} {:>10} {:>11} {:>8}",
+            "events", "write s", "open s", "refresh s", "commits", "ms/commit", "rows merged", "log B read", "lag s"
+        );
+        for &n in &args.live_events {
+            live_case(base.path(), n)?;
+        }
+    }
+    if on("load") {
+        println!("\n== many readers (2M-event demo)");
+        load_case(base.path(), args.load_secs)?;
+    }
+    Ok(())
 }

@@ -89,6 +89,17 @@ enum Cmd {
         /// FUSE worker threads.
         #[arg(long, default_value_t = 2)]
         threads: usize,
+        /// Keep the daemon's counters in FILE, rewritten whenever they change: requests by
+        /// kind (`op.read 12`), bytes served (`read_bytes`), live refreshes, their time and
+        /// the shard log bytes and index rows they read and merged (`refreshes`, `refresh_nanos`,
+        /// `refresh_log_bytes`, `refresh_rows_merged`).
+        #[arg(long, value_name = "FILE")]
+        stats: Option<PathBuf>,
+        /// Row order of every dataset: `event-id` (ascending event ids through the global
+        /// index) or `arrival` (each shard's rows as committed, shard after shard: no gather,
+        /// `timestamp` not sorted).
+        #[arg(long, default_value = "event-id", value_parser = ["event-id", "arrival"])]
+        order: String,
     },
     /// Write one standalone HDF5 file with the layout of the view's `run.h5` (chunked,
     /// optionally gzip-compressed), for users who must ship a single file; or, with
@@ -271,10 +282,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Mount { run, mountpoint, foreground, allow_other, name, threads } => {
+        Cmd::Mount { run, mountpoint, foreground, allow_other, name, threads, stats, order } => {
             existing_dir(&run)?;
-            let mount = smdfs_fuse::mount::MountOptions { allow_other, threads, ..Default::default() };
-            let view = smdfs_fuse::ViewOptions { h5_name: name, ..Default::default() };
+            // The daemon leaves the working directory: a relative FILE must not move with it.
+            let stats_file = stats.map(std::path::absolute).transpose().context("resolving --stats")?;
+            let mount = smdfs_fuse::mount::MountOptions { allow_other, threads, stats_file, ..Default::default() };
+            let order = order.parse().map_err(Usage)?;
+            let view = smdfs_fuse::ViewOptions { h5_name: name, order, ..Default::default() };
             daemon::mount(daemon::MountArgs { run, mountpoint, foreground, view, mount })
         }
         Cmd::Umount { mountpoint, lazy } => daemon::umount(&mountpoint, lazy),

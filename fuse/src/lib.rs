@@ -8,7 +8,8 @@
 pub mod error;
 pub mod live;
 pub mod mount;
+pub mod stats;
 pub mod view;
 
 pub use error::ViewError;
-pub use view::{Attr, DirEntry, FileKind, Ino, View, ViewOptions, ROOT_INO};
+pub use view::{Attr, DirEntry, FileKind, Ino, Order, View, ViewOptions, ROOT_INO};

@@ -21,7 +21,10 @@
 //! [`Live::refresh`] detects change cheaply — the sizes of the shard logs (every commit and
 //! close appends to one), the manifest's identity (replaced at `done()`) and whether a writer
 //! holds the run — and only then builds a new [`View`], without holding the table lock, and
-//! swaps it in. [`Live::watch`] refreshes on a background thread until the run is complete.
+//! swaps it in. The new snapshot's run is the current one's `Run::reopen`: index rows the
+//! current snapshot already merged are kept, so a refresh merges only new rows (and the old
+//! ones they interleave with), not the whole run. [`Live::watch`] refreshes on a background
+//! thread until the run is complete.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -30,13 +33,14 @@ use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, 
 
 use smdfs::sync::{lock, wait_while};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use smdfs::format::manifest::Manifest;
 use smdfs::read::watch::RunSignature as Signature;
 use smdfs::RunState;
 
 use crate::error::ViewError;
+use crate::stats::Stats;
 use crate::view::{Attr, DirEntry, FileKind, Ino, View, ViewOptions, ROOT_INO};
 
 /// A run shown through snapshots that follow its commits, with stable directory inodes and
@@ -49,6 +53,8 @@ pub struct Live {
     /// listing, so entries that appear meanwhile never make its offsets repeat an entry.
     listings: Mutex<HashMap<u64, Arc<[DirEntry]>>>,
     next_handle: AtomicU64,
+    /// Request and refresh counters of whatever serves this view.
+    stats: Arc<Stats>,
 }
 
 impl std::fmt::Debug for Live {
@@ -164,6 +170,12 @@ impl Table {
     }
 }
 
+/// Bytes of the run's shard logs now: what reopening the run replays.
+fn log_bytes(dir: &Path, shards: usize) -> u64 {
+    let log = |i| dir.join(smdfs::format::shard_dir_name(i)).join(smdfs::format::LOG_FILE);
+    (0..shards).filter_map(|i| std::fs::metadata(log(i)).ok()).map(|m| m.len()).sum()
+}
+
 /// What a swap changed in the kernel's view of the mount: the caches to invalidate.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Changed {
@@ -194,7 +206,13 @@ impl Live {
 
     fn new(source: Option<Source>, view: View, mtime: Option<SystemTime>) -> Live {
         let table = RwLock::new(Table::new(view, mtime));
-        Live { source, table, listings: Mutex::new(HashMap::new()), next_handle: AtomicU64::new(1) }
+        let stats = Arc::new(Stats::default());
+        Live { source, table, listings: Mutex::new(HashMap::new()), next_handle: AtomicU64::new(1), stats }
+    }
+
+    /// The counters of this view: the mount's requests and the refreshes' cost.
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Table> {
@@ -304,12 +322,17 @@ impl Live {
 
     /// Reads file `ino` from the snapshot it belongs to; see [`View::read_into`].
     pub fn read_into(&self, ino: Ino, offset: u64, buf: &mut [u8]) -> Result<usize, ViewError> {
-        let (view, vino) = match self.read().nodes.get(&ino) {
-            Some(Node::File { view, vino, .. }) => (Arc::clone(view), *vino),
-            Some(Node::Dir { .. }) => return Err(ViewError::IsADirectory(ino)),
-            None => return Err(ViewError::NotFound(format!("inode {ino}"))),
-        };
+        let (view, vino) = self.file(ino)?;
         view.read_into(vino, offset, buf)
+    }
+
+    /// The snapshot file `ino` belongs to, and its inode there.
+    pub fn file(&self, ino: Ino) -> Result<(Arc<View>, Ino), ViewError> {
+        match self.read().nodes.get(&ino) {
+            Some(Node::File { view, vino, .. }) => Ok((Arc::clone(view), *vino)),
+            Some(Node::Dir { .. }) => Err(ViewError::IsADirectory(ino)),
+            None => Err(ViewError::NotFound(format!("inode {ino}"))),
+        }
     }
 
     /// Builds a new snapshot if the run changed since the current one was built, and swaps
@@ -324,7 +347,13 @@ impl Live {
             return Ok(None);
         }
         *seen = None;
-        let view = View::open(&src.dir, &src.opts)?;
+        let t = Instant::now();
+        // The new snapshot reuses the current one's index work (`Run::reopen`); the shard
+        // logs are still replayed from their start.
+        let run = self.current().run().reopen()?;
+        let (merged, rows) = (run.merged_rows(), run.len());
+        let view = View::from_run(run, &src.opts)?;
+        self.stats.refreshed(t.elapsed(), log_bytes(&src.dir, shards), merged, rows);
         let mtime = sig.mtime();
         *seen = Some(sig);
         Ok(Some(self.install(view, mtime)))

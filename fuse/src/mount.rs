@@ -25,6 +25,7 @@ use fuser::{
 
 use crate::error::ViewError;
 use crate::live::{Changed, Live, Watcher};
+use crate::stats::{Op, StatsSnapshot, StatsWriter};
 use crate::view::{Attr, FileKind, Ino, View, ROOT_INO};
 
 mod owner;
@@ -40,6 +41,8 @@ const BLKSIZE: u32 = 1 << 20;
 /// Longest TTL of names and directory attributes while the run may still change: the
 /// fallback should a snapshot swap's invalidation not reach the kernel.
 pub const LIVE_TTL: Duration = Duration::from_secs(1);
+/// How often `MountOptions::stats_file` is checked for changed counters.
+const STATS_EVERY: Duration = Duration::from_millis(100);
 
 /// How to mount a view.
 #[derive(Clone, Debug)]
@@ -53,6 +56,8 @@ pub struct MountOptions {
     pub ttl: Duration,
     /// How often a run still being written is checked for new commits.
     pub refresh: Duration,
+    /// Where to keep the request counters (see [`crate::stats`]); rewritten when they change.
+    pub stats_file: Option<PathBuf>,
 }
 
 impl Default for MountOptions {
@@ -62,6 +67,7 @@ impl Default for MountOptions {
             threads: 2,
             ttl: Duration::from_secs(10),
             refresh: Duration::from_millis(250),
+            stats_file: None,
         }
     }
 }
@@ -103,6 +109,10 @@ impl Fs {
             FileKind::File => self.ttl,
             FileKind::Dir => changing,
         }
+    }
+
+    fn count(&self, op: Op) {
+        self.live.stats().count(op)
     }
 
     fn file_attr(&self, a: &Attr) -> FileAttr {
@@ -179,6 +189,7 @@ impl Filesystem for Fs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        self.count(Op::Lookup);
         let Some(name) = name.to_str() else { return reply.error(Errno::ENOENT) };
         let entry_ttl = self.changing_ttl();
         match self.live.lookup(parent.0, name) {
@@ -191,10 +202,12 @@ impl Filesystem for Fs {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.count(Op::Forget);
         self.live.forget(ino.0, nlookup)
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.count(Op::Getattr);
         let changing = self.changing_ttl();
         match self.live.attr(ino.0) {
             Ok(a) => reply.attr(&self.attr_ttl(&a, changing), &self.file_attr(&a)),
@@ -203,6 +216,7 @@ impl Filesystem for Fs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        self.count(Op::Open);
         if flags.acc_mode() != OpenAccMode::O_RDONLY {
             return read_only!(reply);
         }
@@ -224,18 +238,33 @@ impl Filesystem for Fs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        self.count(Op::Read);
+        let (view, vino) = match self.live.file(ino.0) {
+            Ok(f) => f,
+            Err(e) => return reply.error(errno(&e)),
+        };
+        // Zero-copy: a request one piece holds (one stretch of a shard column, the skeleton)
+        // is sent straight from the map.
+        if let Some(bytes) = view.slice(vino, offset, size as usize) {
+            self.live.stats().read(bytes.len() as u64);
+            return reply.data(bytes);
+        }
         READ_BUF.with_borrow_mut(|buf| {
             if buf.len() < size as usize {
                 buf.resize(size as usize, 0);
             }
-            match self.live.read_into(ino.0, offset, &mut buf[..size as usize]) {
-                Ok(n) => reply.data(&buf[..n]),
+            match view.read_into(vino, offset, &mut buf[..size as usize]) {
+                Ok(n) => {
+                    self.live.stats().read(n as u64);
+                    reply.data(&buf[..n])
+                }
                 Err(e) => reply.error(errno(&e)),
             }
         })
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        self.count(Op::Opendir);
         // A listing may be cached by the kernel only once it cannot change.
         let flags = if self.live.is_final() { FopenFlags::FOPEN_CACHE_DIR } else { FopenFlags::empty() };
         match self.live.opendir(ino.0) {
@@ -245,6 +274,7 @@ impl Filesystem for Fs {
     }
 
     fn readdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        self.count(Op::Readdir);
         match self.live.listing(ino.0, fh.0) {
             Ok(entries) => {
                 fill_dir(ino.0, &entries, offset, &mut reply);
@@ -255,11 +285,13 @@ impl Filesystem for Fs {
     }
 
     fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+        self.count(Op::Other);
         self.live.releasedir(fh.0);
         reply.ok()
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        self.count(Op::Other);
         reply.statfs(0, 0, 0, 0, 0, BLKSIZE, 255, BLKSIZE)
     }
 
@@ -365,6 +397,8 @@ pub struct Mounted {
     live: Arc<Live>,
     /// Follows a run still being written; `None` once nothing can change.
     watcher: Option<Watcher>,
+    /// Keeps `MountOptions::stats_file` current.
+    stats_writer: Option<StatsWriter>,
 }
 
 impl Drop for Mounted {
@@ -393,6 +427,11 @@ impl Mounted {
         self.id
     }
 
+    /// The mount's request and refresh counters now.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.live.stats().snapshot()
+    }
+
     /// Blocks until the file system is unmounted (by [`unmount`], `umount` or `fusermount3 -u`).
     /// The session's end never unmounts a newer mount at the same path: fuser's by-path
     /// unmount runs only if the mount there is still this one.
@@ -408,6 +447,7 @@ impl Mounted {
             .and_then(|r| r)
             .map_err(|source| ViewError::Io { what, source });
         drop(self.watcher.take());
+        drop(self.stats_writer.take());
         // The session thread has ended: the mount is gone, or (the thread failed) dead. Only a
         // dead mount that is still ours is detached; fuser's state is leaked, never dropped
         // (its drop would unmount by path, and the guard was moved out of it).
@@ -422,6 +462,7 @@ impl Mounted {
     pub fn unmount(mut self) -> Result<(), ViewError> {
         let what = format!("unmounting {}", self.mountpoint.display());
         drop(self.watcher.take());
+        drop(self.stats_writer.take());
         if !owner::still_ours(&self.mountpoint, self.id) {
             return self.join();
         }
@@ -500,8 +541,21 @@ pub fn mount_live(live: Live, mountpoint: &Path, opts: &MountOptions) -> Result<
         let w = live.watch(opts.refresh, move |changed| invalidate(&notifier, changed));
         Some(w.map_err(|source| ViewError::Io { what, source })?)
     };
-    let mut mounted =
-        Mounted { session: Some(std::mem::ManuallyDrop::new(session)), mountpoint, id: None, live, watcher };
+    let stats_writer =
+        match &opts.stats_file {
+            Some(path) => Some(StatsWriter::start(Arc::clone(live.stats()), path, STATS_EVERY).map_err(|source| {
+                ViewError::Io { what: format!("writing the counters to {}", path.display()), source }
+            })?),
+            None => None,
+        };
+    let mut mounted = Mounted {
+        session: Some(std::mem::ManuallyDrop::new(session)),
+        mountpoint,
+        id: None,
+        live,
+        watcher,
+        stats_writer,
+    };
     // Mounted synchronously by `Session::new`: the id is read without asking the server.
     mounted.id = owner::mount_id(&mounted.mountpoint);
     // The stat goes through the running session: once it answers, the mount is visible.

@@ -25,6 +25,7 @@ use smdfs::Run;
 use crate::error::ViewError;
 use smdfs::format::npy;
 
+mod arrival;
 mod zarr;
 
 /// Inode number (root is [`ROOT_INO`]).
@@ -67,6 +68,28 @@ pub struct DirEntry {
     pub name: String,
 }
 
+/// The order of rows in the view's datasets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Order {
+    /// Event-id order through the global index (the default).
+    #[default]
+    EventId,
+    /// Arrival order: each shard's rows as committed, shard after shard; no gather.
+    Arrival,
+}
+
+impl std::str::FromStr for Order {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Order, String> {
+        match s {
+            "event-id" | "id" => Ok(Order::EventId),
+            "arrival" => Ok(Order::Arrival),
+            _ => Err(format!("unknown order {s:?}: expected `event-id` or `arrival`")),
+        }
+    }
+}
+
 /// How to build a view.
 #[derive(Clone, Debug)]
 pub struct ViewOptions {
@@ -74,11 +97,13 @@ pub struct ViewOptions {
     pub h5_name: String,
     /// Name of the Zarr v3 directory (default `run.zarr`; empty: none).
     pub zarr_name: String,
+    /// Row order of every dataset.
+    pub order: Order,
 }
 
 impl Default for ViewOptions {
     fn default() -> Self {
-        ViewOptions { h5_name: "run.h5".into(), zarr_name: "run.zarr".into() }
+        ViewOptions { h5_name: "run.h5".into(), zarr_name: "run.zarr".into(), order: Order::EventId }
     }
 }
 
@@ -88,6 +113,8 @@ struct Dataset {
     layout: DatasetLayout,
     offset: u64,
     size: u64,
+    /// Its bytes in arrival order (`Order::Arrival` only).
+    arrival: Option<Vec<arrival::Seg>>,
 }
 
 /// A piece of a file.
@@ -170,8 +197,14 @@ impl View {
         let datasets: Vec<Dataset> = layouts
             .into_iter()
             .zip(&skel.datasets)
-            .map(|(layout, e)| Dataset { layout, offset: e.offset, size: e.size })
-            .collect();
+            .map(|(layout, e)| {
+                let arrival = match opts.order {
+                    Order::EventId => None,
+                    Order::Arrival => Some(arrival::segments(&run, &layout)?),
+                };
+                Ok(Dataset { layout, offset: e.offset, size: e.size, arrival })
+            })
+            .collect::<Result<_, ViewError>>()?;
         let mut view = View { run, datasets, nodes: vec![Node::Dir { children: BTreeMap::new() }], skeleton, mtime };
 
         // run.h5: dataset extents served from the run, skeleton bytes between them.
@@ -391,7 +424,58 @@ impl View {
 
     /// Bytes `at..at + out.len()` of dataset `i`.
     fn read_dataset(&self, i: usize, at: u64, out: &mut [u8]) -> Result<(), ViewError> {
-        Ok(self.datasets[i].layout.read(&self.run, at, out)?)
+        let d = &self.datasets[i];
+        match &d.arrival {
+            Some(segs) => arrival::read(&self.run, segs, at, out),
+            None => Ok(d.layout.read(&self.run, at, out)?),
+        }
+    }
+
+    /// Bytes `offset..offset + len` of file `ino` as one slice of memory the view already
+    /// holds (the skeleton, a literal, or a stretch of one shard column), when one piece
+    /// holds them all: a read the mount answers without copying. `None`: use
+    /// [`View::read_into`].
+    pub fn slice(&self, ino: Ino, offset: u64, len: usize) -> Option<&[u8]> {
+        let Ok(Node::File { size, extents }) = self.node(ino) else { return None };
+        let len = len.min(usize::try_from(size.checked_sub(offset)?).ok()?);
+        let end = offset + len as u64;
+        if len == 0 {
+            return None;
+        }
+        let e = extents.get(extents.partition_point(|e| e.start + e.len <= offset))?;
+        if offset < e.start || end > e.start + e.len {
+            return None;
+        }
+        let within = offset - e.start;
+        match &e.piece {
+            Piece::Skeleton(base) => {
+                let a = usize::try_from(base + within).ok()?;
+                self.skeleton.as_deref()?.get(a..a + len)
+            }
+            Piece::Literal(b) => b.get(within as usize..within as usize + len),
+            Piece::Data(i, base) => self.dataset_slice(*i, base + within, len),
+        }
+    }
+
+    /// Bytes `at..at + len` of dataset `i` when one shard column holds them in order.
+    fn dataset_slice(&self, i: usize, at: u64, len: usize) -> Option<&[u8]> {
+        let d = &self.datasets[i];
+        if let Some(segs) = &d.arrival {
+            return arrival::slice(&self.run, segs, at, len);
+        }
+        let Source::Gather { group, columns, row_bytes, .. } = &d.layout.source else { return None };
+        let rb = *row_bytes as u64;
+        let (first, last) = (at / rb, (at + len as u64).div_ceil(rb));
+        let mut one = None;
+        let mut pieces = 0;
+        self.run.groups()[*group].index.for_each_segment(first, last, |loc, _| {
+            pieces += 1;
+            one = Some(loc);
+        });
+        let loc = one.filter(|_| pieces == 1)?;
+        let col = columns.get(loc.shard).copied().flatten()?;
+        let a = usize::try_from(loc.row * rb + at % rb).ok()?;
+        self.run.shards().get(loc.shard)?.bytes(col).get(a..a + len)
     }
 }
 

@@ -18,6 +18,7 @@ use crate::format::FORMAT_VERSION;
 
 mod build;
 mod check;
+mod extend;
 mod offsets;
 // Used by MPI mode's `done()` (every rank builds a slice).
 #[cfg(any(feature = "mpi", test))]
@@ -27,6 +28,7 @@ pub(crate) use build::build_global_index;
 #[cfg(feature = "mpi")]
 pub(crate) use build::shard_ids;
 pub use build::{build_group, count_missing, IndexReport};
+pub use extend::{extend_group, Extended};
 pub use offsets::{load_offsets, ragged_offsets, OffsetsMap};
 
 /// Magic of a group index file.

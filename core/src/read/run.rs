@@ -15,10 +15,14 @@ use crate::error::{Error, Result};
 use crate::format::lock::writer_alive;
 use crate::format::manifest::{Manifest, RunState, SummaryValue};
 use crate::format::Role;
-use crate::index::{build_group, load_offsets, ragged_offsets, GroupIndex, Loc, OffsetsMap};
+use crate::index::{load_offsets, GroupIndex, Loc, OffsetsMap};
 use crate::model::schema::{FieldSpec, GroupSpec, Schema, StatsMap};
 use crate::read::shuffle::ShardwiseIter;
 use crate::shard::reader::Shard;
+
+// Live refresh: `Run::reopen` reuses an earlier snapshot's index work (its own file).
+#[path = "refresh.rs"]
+mod refresh;
 
 /// One alignment group as read.
 #[derive(Debug)]
@@ -77,12 +81,20 @@ pub struct Run {
     fields: Vec<FieldData>,
     stats: StatsMap,
     warnings: Vec<String>,
+    /// Rows the group indexes merged at open (fewer than all after `reopen`).
+    merged: u64,
 }
 
 impl Run {
     /// Opens the run in `dir`.
     pub fn open(dir: impl AsRef<Path>) -> Result<Run> {
-        let dir = dir.as_ref().to_path_buf();
+        Run::open_after(dir.as_ref(), None)
+    }
+
+    /// Opens the run in `dir`; `prev`, an earlier snapshot of it, lends its index work.
+    fn open_after(dir: &Path, prev: Option<&Run>) -> Result<Run> {
+        let mut reuse = refresh::Reuse::new(prev);
+        let dir = dir.to_path_buf();
         let manifest = Manifest::load(&dir)?;
         let state = match manifest.state {
             RunState::Complete => RunState::Complete,
@@ -136,7 +148,7 @@ impl Run {
                         warnings.push(format!("{why}; indexed from the shards instead (run `smdfs verify`)"));
                         rebuilt = true;
                     }
-                    build_group(&shards, &g.name)
+                    reuse.group(&shards, &g.name)
                 }
             };
             let ts = shards.iter().map(|s| s.column(&g.name, None, Role::Ts)).collect();
@@ -185,7 +197,7 @@ impl Run {
                 if complete && loaded.is_none() {
                     warnings.push(format!("field {:?}: stored offsets unusable; recomputed from the shards", f.path));
                 }
-                Some(loaded.unwrap_or_else(|| OffsetsMap::Owned(ragged_offsets(&shards, &g.index, &f.group, &f.path))))
+                Some(loaded.unwrap_or_else(|| OffsetsMap::Owned(reuse.offsets(&shards, &g.index, &f.group, &f.path))))
             } else {
                 None
             };
@@ -193,19 +205,13 @@ impl Run {
             let missing = match (g.spec.aligned, stored_missing) {
                 (false, _) => 0,
                 (true, Some(m)) => m,
-                (true, None) => shards
-                    .iter()
-                    .zip(&columns)
-                    .map(|(s, c)| match c.present {
-                        Some(p) => s.bytes(p).iter().filter(|&&b| b == 0).count() as u64,
-                        None => s.group_rows(&f.group),
-                    })
-                    .sum(),
+                (true, None) => reuse.missing(&shards, &columns, f),
             };
             fields.push(FieldData { spec: f.clone(), group: gi, columns, offsets, missing });
         }
         let stats = if complete { manifest.stats.clone() } else { StatsMap::new() };
-        Ok(Run { dir, state, manifest, schema, shards, groups, fields, stats, warnings })
+        let merged = reuse.merged;
+        Ok(Run { dir, state, manifest, schema, shards, groups, fields, stats, warnings, merged })
     }
 
     /// Problems the reader worked around (shards disagreeing on a field), for `info`.

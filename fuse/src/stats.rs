@@ -1,0 +1,282 @@
+//! The daemon's own request counters: how many requests of each kind the kernel sent, how
+//! many bytes the daemon served, and what live refreshes cost (how many, how long, how many
+//! shard log bytes each read, how many index rows each merged). Counters are relaxed atomics bumped on the request
+//! path — no lock, no allocation — and read as a consistent-enough [`StatsSnapshot`].
+//!
+//! Benchmarks divide [`StatsSnapshot::requests`] by the mebibytes a reader read to get
+//! requests per MiB (0 when the kernel's page cache answered everything); `smdfs mount
+//! --stats FILE` has a background thread write [`StatsSnapshot::render`] to FILE (replaced
+//! atomically) whenever a counter changed, so tests read the counters of a daemon.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use smdfs::sync::{lock, wait_while};
+
+/// Kinds of request the daemon counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// `LOOKUP`.
+    Lookup,
+    /// `GETATTR`.
+    Getattr,
+    /// `OPEN`.
+    Open,
+    /// `READ`.
+    Read,
+    /// `OPENDIR`.
+    Opendir,
+    /// `READDIR`.
+    Readdir,
+    /// `FORGET` / `BATCH_FORGET` entries.
+    Forget,
+    /// Everything else counted (statfs, releasedir).
+    Other,
+}
+
+impl Op {
+    /// Every op, in the order they are printed.
+    pub const ALL: [Op; 8] =
+        [Op::Lookup, Op::Getattr, Op::Open, Op::Read, Op::Opendir, Op::Readdir, Op::Forget, Op::Other];
+
+    /// The name printed for this op.
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Lookup => "lookup",
+            Op::Getattr => "getattr",
+            Op::Open => "open",
+            Op::Read => "read",
+            Op::Opendir => "opendir",
+            Op::Readdir => "readdir",
+            Op::Forget => "forget",
+            Op::Other => "other",
+        }
+    }
+}
+
+/// Live counters of one mount.
+#[derive(Debug, Default)]
+pub struct Stats {
+    ops: [AtomicU64; Op::ALL.len()],
+    read_bytes: AtomicU64,
+    refreshes: AtomicU64,
+    refresh_nanos: AtomicU64,
+    refresh_log_bytes: AtomicU64,
+    last_refresh_log_bytes: AtomicU64,
+    refresh_rows_merged: AtomicU64,
+    last_refresh_rows_merged: AtomicU64,
+    last_refresh_rows: AtomicU64,
+}
+
+impl Stats {
+    /// Counts one request of kind `op`.
+    pub fn count(&self, op: Op) {
+        self.ops[op as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Counts bytes a read request returned.
+    pub fn read(&self, bytes: u64) {
+        self.read_bytes.fetch_add(bytes, Relaxed);
+    }
+
+    /// Counts one refresh that built a new snapshot: how long it took, how many shard log
+    /// bytes it read, how many index rows it merged and how many rows the snapshot has.
+    pub fn refreshed(&self, took: Duration, log_bytes: u64, merged: u64, rows: u64) {
+        self.refresh_rows_merged.fetch_add(merged, Relaxed);
+        self.last_refresh_rows_merged.store(merged, Relaxed);
+        self.last_refresh_rows.store(rows, Relaxed);
+        self.refreshes.fetch_add(1, Relaxed);
+        self.refresh_nanos.fetch_add(took.as_nanos() as u64, Relaxed);
+        self.refresh_log_bytes.fetch_add(log_bytes, Relaxed);
+        self.last_refresh_log_bytes.store(log_bytes, Relaxed);
+    }
+
+    /// The counters now.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            ops: Op::ALL.map(|op| (op, self.ops[op as usize].load(Relaxed))),
+            read_bytes: self.read_bytes.load(Relaxed),
+            refreshes: self.refreshes.load(Relaxed),
+            refresh_nanos: self.refresh_nanos.load(Relaxed),
+            refresh_log_bytes: self.refresh_log_bytes.load(Relaxed),
+            last_refresh_log_bytes: self.last_refresh_log_bytes.load(Relaxed),
+            refresh_rows_merged: self.refresh_rows_merged.load(Relaxed),
+            last_refresh_rows_merged: self.last_refresh_rows_merged.load(Relaxed),
+            last_refresh_rows: self.last_refresh_rows.load(Relaxed),
+        }
+    }
+}
+
+/// The counters of a mount at one instant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// Requests by kind.
+    pub ops: [(Op, u64); Op::ALL.len()],
+    /// Bytes the daemon returned to read requests.
+    pub read_bytes: u64,
+    /// Refreshes that built a new snapshot.
+    pub refreshes: u64,
+    /// Time spent in those refreshes, in nanoseconds.
+    pub refresh_nanos: u64,
+    /// Shard log bytes those refreshes read.
+    pub refresh_log_bytes: u64,
+    /// Shard log bytes the last refresh read.
+    pub last_refresh_log_bytes: u64,
+    /// Index rows those refreshes merged (a refresh that reuses the previous snapshot's
+    /// index merges only new rows and the old rows they interleave with).
+    pub refresh_rows_merged: u64,
+    /// Index rows the last refresh merged.
+    pub last_refresh_rows_merged: u64,
+    /// Rows (of the run's main group) of the last refresh's snapshot.
+    pub last_refresh_rows: u64,
+}
+
+impl StatsSnapshot {
+    /// Requests of kind `op`.
+    pub fn get(&self, op: Op) -> u64 {
+        self.ops[op as usize].1
+    }
+
+    /// Every request counted.
+    pub fn requests(&self) -> u64 {
+        self.ops.iter().map(|(_, n)| n).sum()
+    }
+
+    /// The counters since `earlier` (the same mount's snapshot taken before).
+    pub fn since(&self, earlier: &StatsSnapshot) -> StatsSnapshot {
+        let d = |a: u64, b: u64| a.saturating_sub(b);
+        StatsSnapshot {
+            ops: Op::ALL.map(|op| (op, d(self.get(op), earlier.get(op)))),
+            read_bytes: d(self.read_bytes, earlier.read_bytes),
+            refreshes: d(self.refreshes, earlier.refreshes),
+            refresh_nanos: d(self.refresh_nanos, earlier.refresh_nanos),
+            refresh_log_bytes: d(self.refresh_log_bytes, earlier.refresh_log_bytes),
+            last_refresh_log_bytes: self.last_refresh_log_bytes,
+            refresh_rows_merged: d(self.refresh_rows_merged, earlier.refresh_rows_merged),
+            last_refresh_rows_merged: self.last_refresh_rows_merged,
+            last_refresh_rows: self.last_refresh_rows,
+        }
+    }
+
+    /// `name value` lines, one counter a line (`op.read 12`, `read_bytes 12582912`, ...).
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        for (op, n) in &self.ops {
+            s.push_str(&format!("op.{} {n}\n", op.name()));
+        }
+        for (k, v) in [
+            ("requests", self.requests()),
+            ("read_bytes", self.read_bytes),
+            ("refreshes", self.refreshes),
+            ("refresh_nanos", self.refresh_nanos),
+            ("refresh_log_bytes", self.refresh_log_bytes),
+            ("last_refresh_log_bytes", self.last_refresh_log_bytes),
+            ("refresh_rows_merged", self.refresh_rows_merged),
+            ("last_refresh_rows_merged", self.last_refresh_rows_merged),
+            ("last_refresh_rows", self.last_refresh_rows),
+        ] {
+            s.push_str(&format!("{k} {v}\n"));
+        }
+        s
+    }
+
+    /// Parses what [`StatsSnapshot::render`] wrote into `(name, value)` pairs.
+    pub fn parse(text: &str) -> Vec<(String, u64)> {
+        text.lines()
+            .filter_map(|l| {
+                let (k, v) = l.split_once(' ')?;
+                Some((k.to_string(), v.trim().parse().ok()?))
+            })
+            .collect()
+    }
+}
+
+/// Writes a mount's counters to a file whenever they change (checked every `every`), and
+/// once more when dropped.
+#[derive(Debug)]
+pub struct StatsWriter {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Replaces `path` with `text` atomically (a reader never sees half a file).
+fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
+
+impl StatsWriter {
+    /// Starts writing `stats` to `path` (written once right away, so a bad path fails here).
+    pub fn start(stats: Arc<Stats>, path: &Path, every: Duration) -> std::io::Result<StatsWriter> {
+        let path = path.to_path_buf();
+        let mut last = stats.snapshot();
+        write_atomic(&path, &last.render())?;
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::Builder::new().name("smdfs-stats".into()).spawn(move || loop {
+            let (flag_lock, cv) = &*flag;
+            let stopped = *wait_while(cv, lock(flag_lock), every, |s| !*s);
+            let now = stats.snapshot();
+            if now != last || stopped {
+                // Best effort: the counters are diagnostics, never a reason to stop serving.
+                let _ = write_atomic(&path, &now.render());
+                last = now;
+            }
+            if stopped {
+                return;
+            }
+        })?;
+        Ok(StatsWriter { stop, thread: Some(thread) })
+    }
+}
+
+impl Drop for StatsWriter {
+    fn drop(&mut self) {
+        let (flag, cv) = &*self.stop;
+        *lock(flag) = true;
+        cv.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rendered_counters_parse_back_and_differences_subtract() {
+        let s = Stats::default();
+        let before = s.snapshot();
+        s.count(Op::Read);
+        s.count(Op::Read);
+        s.count(Op::Getattr);
+        s.read(4096);
+        s.refreshed(Duration::from_millis(3), 100, 7, 70);
+        let d = s.snapshot().since(&before);
+        assert_eq!((d.get(Op::Read), d.requests(), d.read_bytes, d.refresh_log_bytes), (2, 3, 4096, 100));
+        let parsed = StatsSnapshot::parse(&d.render());
+        assert!(parsed.contains(&("op.read".to_string(), 2)));
+        assert!(parsed.contains(&("requests".to_string(), 3)));
+        assert!(parsed.contains(&("last_refresh_log_bytes".to_string(), 100)));
+    }
+
+    #[test]
+    fn the_writer_rewrites_the_file_when_counters_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stats");
+        let s = Arc::new(Stats::default());
+        let w = StatsWriter::start(Arc::clone(&s), &path, Duration::from_millis(10)).unwrap();
+        assert!(std::fs::read_to_string(&path).unwrap().contains("op.read 0"));
+        s.count(Op::Read);
+        drop(w);
+        assert!(std::fs::read_to_string(&path).unwrap().contains("op.read 1"));
+    }
+}
