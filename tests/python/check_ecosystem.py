@@ -8,6 +8,7 @@ ROOT/run.zarr; and, given EXPORTED, a Zarr tree written by `smdfs export --forma
 usage: check_ecosystem.py ROOT N [EXPORTED]   (prints "ok: ..." or fails with the reason)
 """
 
+import gc
 import os
 import sys
 import tempfile
@@ -139,6 +140,13 @@ for engine in ["h5netcdf", "netcdf4"]:
     check(f"{engine} det sel", dt["det"].to_dataset().sel(timestamp=ids[k])["image"].values, image[k])
     # netCDF-C shows the HDF5 enum {FALSE, TRUE} as its int8 base type.
     compare_tree(engine, lambda p: node_var(dt, p).values, exact_bool=engine == "h5netcdf")
+    # Closed here, not by the garbage collector: a collection that runs on zarr's I/O thread
+    # while kerchunk holds h5py's lock (in visititems, below) would close the h5py file there
+    # and wait for that lock forever.
+    ds.close()
+    dt.close()
+del ds, dt, row
+gc.collect()
 
 # --- kerchunk references -> xarray ---------------------------------------------------------
 import fsspec
