@@ -1,10 +1,8 @@
 //! The `smdfs` binary end to end: exit codes, messages and `info --json` of a real demo run.
 
-use std::process::Command;
+mod common;
 
-fn smdfs(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_smdfs")).args(args).output().expect("run smdfs")
-}
+use common::smdfs;
 
 #[test]
 fn demo_of_a_million_events_reports_them_with_their_dtypes_and_shapes() {

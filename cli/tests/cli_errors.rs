@@ -4,15 +4,11 @@
 //! the message, each OS cause printed once, and nothing replaced or left behind.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn smdfs(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_smdfs")).args(args).output().expect("run smdfs")
-}
+mod common;
 
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use common::{smdfs, stderr};
 
 /// Asserts exit status `code` and that stderr contains every one of `want`.
 fn fails(o: &Output, code: i32, want: &[&str]) -> String {

@@ -6,13 +6,13 @@
 //! h5dump these tests skip with a message, or fail under `SMDFS_REQUIRE_TOOLS=1`.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use smdfs_tests::{hdf5_reader, machine_has, python, run_tool, script, Need};
 
-fn smdfs(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_smdfs")).args(args).output().expect("run smdfs")
-}
+mod common;
+
+use common::smdfs;
 
 fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))

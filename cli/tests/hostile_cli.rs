@@ -7,17 +7,13 @@
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use smdfs_tests::{machine_has, Need};
 
-fn smdfs(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_smdfs")).args(args).output().expect("run smdfs")
-}
+mod common;
 
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use common::{smdfs, stderr};
 
 fn demo(dir: &Path, extra: &[&str]) -> PathBuf {
     let run = dir.join("run");

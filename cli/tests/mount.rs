@@ -3,67 +3,22 @@
 //! failures exit 1 with the reason, usage errors 2. Where FUSE or `h5ls` is missing these
 //! tests skip with a message, or fail under `SMDFS_REQUIRE_TOOLS=1`.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 
 use smdfs_tests::{fuse_available, machine_has, Need};
 
-fn smdfs(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_smdfs")).args(args).output().expect("run smdfs")
-}
+mod common;
 
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Whether something is mounted at `path` (absolute, without escapes).
-fn mounted(path: &Path) -> bool {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    info.lines().any(|l| l.split(' ').nth(4) == Some(path.to_str().unwrap()))
-}
-
-/// The pid of the `smdfs mount … <mnt>` process serving `mnt`, if one is alive.
-fn server_pid(mnt: &Path) -> Option<i32> {
-    let want = mnt.to_str().unwrap().as_bytes();
-    std::fs::read_dir("/proc").unwrap().flatten().find_map(|p| {
-        let pid: i32 = p.file_name().to_str()?.parse().ok()?;
-        let cmd = std::fs::read(p.path().join("cmdline")).ok()?;
-        let args: Vec<&[u8]> = cmd.split(|&b| b == 0).collect();
-        let ours = args.first()?.ends_with(b"smdfs") && args.contains(&&b"mount"[..]) && args.contains(&want);
-        ours.then_some(pid)
-    })
-}
+use common::{demo_and_mountpoint as setup, mounted, server_pids, smdfs, stderr, Cleanup};
 
 fn server_alive(mnt: &Path) -> bool {
-    server_pid(mnt).is_some()
+    !server_pids(mnt).is_empty()
 }
 
 /// Waits until `cond` holds; fails naming `what` if it never does.
 fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     smdfs_tests::wait_until(|| if cond() { Ok(()) } else { Err(format!("waited in vain for {what}")) });
-}
-
-/// Unmounts (lazily) on drop if a test left its mount behind.
-struct Cleanup(PathBuf);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        if mounted(&self.0) {
-            let _ = smdfs(&["umount", "--lazy", self.0.to_str().unwrap()]);
-        }
-    }
-}
-
-/// A temporary directory with a demo run `run/` (written by the binary) and an empty `mnt/`.
-fn setup(events: &str) -> (tempfile::TempDir, String, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let dir_path = dir.path().canonicalize().unwrap();
-    let run = dir_path.join("run");
-    let d = smdfs(&["demo", run.to_str().unwrap(), "--events", events, "--servers", "2", "--clients", "3"]);
-    assert!(d.status.success(), "{}", stderr(&d));
-    let mnt = dir_path.join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    (dir, run.to_str().unwrap().to_string(), mnt)
 }
 
 #[test]
@@ -183,7 +138,7 @@ fn a_killed_server_leaves_a_dead_mount_that_mount_reports_and_umount_removes() {
     let _c = Cleanup(mnt.clone());
     let m = mnt.to_str().unwrap();
     assert!(smdfs(&["mount", &run, m]).status.success());
-    let pid = server_pid(&mnt).expect("the mount daemon is running");
+    let pid = *server_pids(&mnt).first().expect("the mount daemon is running");
     // SAFETY: signalling the daemon this test started, by its pid.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
     wait_for("the killed daemon to go", || !server_alive(&mnt));

@@ -5,71 +5,22 @@
 //! new mount made while the previous daemon may still be shutting down, each checked to
 //! still be mounted (its `umount` succeeds) at the end of its cycle.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use smdfs_tests::{machine_has, Need};
 
-fn smdfs(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_smdfs")).args(args).output().expect("run smdfs")
-}
+mod common;
 
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn mounted(path: &Path) -> bool {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    info.lines().any(|l| l.split(' ').nth(4) == Some(path.to_str().unwrap()))
-}
-
-/// Pids of the `smdfs mount … <mnt>` processes alive now.
-fn server_pids(mnt: &Path) -> Vec<i32> {
-    let want = mnt.to_str().unwrap().as_bytes();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|p| {
-            let pid: i32 = p.file_name().to_str()?.parse().ok()?;
-            let cmd = std::fs::read(p.path().join("cmdline")).ok()?;
-            let args: Vec<&[u8]> = cmd.split(|&b| b == 0).collect();
-            let ours = args.first()?.ends_with(b"smdfs") && args.contains(&&b"mount"[..]) && args.contains(&want);
-            ours.then_some(pid)
-        })
-        .collect()
-}
+use common::{mounted, server_pids, smdfs, stderr, Cleanup};
 
 fn alive(pid: i32) -> bool {
     // A zombie is gone for our purpose (its mount handling is over).
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
 }
 
-struct Cleanup(PathBuf);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for pid in server_pids(&self.0) {
-            // SAFETY: plain signal to a process this test started.
-            unsafe { libc::kill(pid, libc::SIGCONT) };
-        }
-        while mounted(&self.0) {
-            if !smdfs(&["umount", "--lazy", self.0.to_str().unwrap()]).status.success() {
-                break;
-            }
-        }
-    }
-}
-
 fn setup() -> (tempfile::TempDir, String, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let base = dir.path().canonicalize().unwrap();
-    let run = base.join("run");
-    let d = smdfs(&["demo", run.to_str().unwrap(), "--events", "100", "--servers", "2", "--clients", "2"]);
-    assert!(d.status.success(), "{}", stderr(&d));
-    let mnt = base.join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    (dir, run.to_str().unwrap().to_string(), mnt)
+    common::demo_and_mountpoint("100")
 }
 
 #[test]
