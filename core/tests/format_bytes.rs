@@ -194,9 +194,11 @@ fn close_record_bytes() {
 
 // ---- FORMAT.md § "The run manifest (`manifest.json`)" -----------------------------------
 
-/// A fresh manifest (state writing, run group only), pretty-printed with a 2-space indent,
-/// sealed by its last member, the crc32c of every byte before `,\n  "crc32c"` (revision 4).
-const MANIFEST_WRITING_2_SEALED: &str = r#"{
+/// The members of a fresh manifest (state writing, run group only), pretty-printed with a
+/// 2-space indent, up to the last one before the seal.
+macro_rules! manifest_writing_2_members {
+    () => {
+        r#"{
   "format": "smdfs-run",
   "version": 1,
   "state": "writing",
@@ -212,30 +214,16 @@ const MANIFEST_WRITING_2_SEALED: &str = r#"{
   },
   "summary": [],
   "stats": {},
-  "index": null,
-  "crc32c": "dc9ab4ea"
+  "index": null"#
+    };
 }
-"#;
+
+/// The fresh manifest sealed by its last member, the crc32c of every byte before
+/// `,\n  "crc32c"` (revision 4).
+const MANIFEST_WRITING_2_SEALED: &str = concat!(manifest_writing_2_members!(), ",\n  \"crc32c\": \"dc9ab4ea\"\n}\n");
 
 /// The same manifest as writers before document revision 4 wrote it (no checksum): still read.
-const MANIFEST_WRITING_2: &str = r#"{
-  "format": "smdfs-run",
-  "version": 1,
-  "state": "writing",
-  "shards": 2,
-  "schema": {
-    "groups": [
-      {
-        "name": "",
-        "aligned": true
-      }
-    ],
-    "fields": []
-  },
-  "summary": [],
-  "stats": {},
-  "index": null
-}"#;
+const MANIFEST_WRITING_2: &str = concat!(manifest_writing_2_members!(), "\n}");
 
 #[test]
 fn manifest_required_fields_bytes() {
