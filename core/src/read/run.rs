@@ -24,6 +24,10 @@ use crate::shard::reader::Shard;
 #[path = "refresh.rs"]
 mod refresh;
 
+// The batched gather of fixed-width rows (its own file).
+#[path = "gather.rs"]
+pub mod gather;
+
 /// One alignment group as read.
 #[derive(Debug)]
 pub struct GroupData {
@@ -334,48 +338,6 @@ impl Run {
             pos += n;
         });
         Ok(())
-    }
-
-    /// Gathers rows `start..start + out.len() / row_bytes` of a group through its index from
-    /// one fixed-width column per shard (`columns[shard]`, `None` where a shard lacks it, which
-    /// reads as `fill`). One copy per stretch of consecutive rows: the batched gather.
-    pub fn gather(
-        &self,
-        group: usize,
-        columns: &[Option<u32>],
-        row_bytes: usize,
-        fill: &[u8],
-        start: u64,
-        out: &mut [u8],
-    ) -> Result<()> {
-        let g = &self.groups[group];
-        if row_bytes == 0 || !out.len().is_multiple_of(row_bytes) || fill.len() != row_bytes {
-            return Err(Error::Usage(format!("gather of {} bytes in rows of {row_bytes}", out.len())));
-        }
-        let n = (out.len() / row_bytes) as u64;
-        check_range(start, n, g.index.len())?;
-        let mut pos = 0usize;
-        let mut bad = None;
-        g.index.for_each_segment(start, start + n, |loc, k| {
-            let len = k as usize * row_bytes;
-            let dst = &mut out[pos..pos + len];
-            pos += len;
-            // A shard without the column reads as fill; a location past the shard's rows is
-            // damage and never reads as fill (it would be a wrong value served as right).
-            if g.shard_rows.get(loc.shard).is_none_or(|&r| loc.row.saturating_add(k) > r) {
-                bad.get_or_insert(loc);
-                return;
-            }
-            let from = loc.row as usize * row_bytes;
-            match self.column_of(columns, loc.shard).map(|(s, c)| s.bytes(c).get(from..from + len)) {
-                Some(Some(s)) => dst.copy_from_slice(s),
-                None => dst.chunks_exact_mut(row_bytes).for_each(|r| r.copy_from_slice(fill)),
-                Some(None) => {
-                    bad.get_or_insert(loc);
-                }
-            }
-        });
-        bad.map_or(Ok(()), |l| Err(bad_loc(l)))
     }
 
     /// Per shard: the event-id column of a group.

@@ -160,11 +160,7 @@ fn read_locs(run: &Run, group: usize, items: &[Item], locs: &[Loc]) -> Result<Ba
         parts.push(match it {
             Item::Fixed(c) => {
                 debug_assert_eq!(c.group, group);
-                let mut b = Vec::with_capacity(locs.len() * c.row_bytes);
-                for &l in locs {
-                    c.push_at(run, l, &mut b);
-                }
-                (b, Vec::new())
+                (c.read_locs(run, locs)?, Vec::new())
             }
             Item::Ragged(path) => {
                 let f = run.field(path)?;

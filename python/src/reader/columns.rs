@@ -7,7 +7,7 @@
 //! adapters can call it with the GIL released; large reads are split across threads.
 
 use smdfs::index::GroupIndex;
-use smdfs::{Error, Kind, Loc, Result, Run};
+use smdfs::{Error, Gather, Kind, Loc, Result, Run};
 
 /// Which per-row column of a field or group to read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,73 +119,9 @@ impl Column {
         bytes.get(from..from.checked_add(usize::try_from(n).ok()?.checked_mul(self.row_bytes)?)?)
     }
 
-    /// Copies one row at a shard location into `dst` (fill where the shard lacks it).
-    fn copy_at(&self, run: &Run, loc: Loc, dst: &mut [u8]) {
-        let rb = self.row_bytes;
-        let src = self
-            .columns
-            .get(loc.shard)
-            .copied()
-            .flatten()
-            .and_then(|c| run.shards().get(loc.shard).map(|s| s.bytes(c)))
-            .and_then(|b| b.get(loc.row as usize * rb..(loc.row as usize + 1) * rb));
-        match src {
-            Some(s) => dst.copy_from_slice(s),
-            None => dst.copy_from_slice(&self.fill),
-        }
-    }
-
-    /// Each shard's committed bytes of the column (empty where a shard lacks it).
-    fn bases<'r>(&self, run: &'r Run) -> Vec<Option<&'r [u8]>> {
-        run.shards().iter().zip(&self.columns).map(|(s, c)| c.map(|c| s.bytes(c))).collect()
-    }
-
-    /// Gathers rows `start..start + out.len() / row_bytes` through the group's index: one
-    /// copy per stretch of consecutive rows of one shard, the shard's bytes looked up once
-    /// per read (not per row) and small rows copied as fixed-size moves, because round-robin
-    /// runs gather one row per stretch.
-    fn gather(&self, run: &Run, bases: &[Option<&[u8]>], start: u64, out: &mut [u8]) {
-        let rb = self.row_bytes;
-        let n = (out.len() / rb) as u64;
-        let index = &run.groups()[self.group].index;
-        let dense = index.dense_words().and_then(|w| w.get(start as usize..(start + n) as usize));
-        if let Some(words) = dense {
-            match rb {
-                1 => gather_dense::<1>(words, bases, &self.fill, out),
-                2 => gather_dense::<2>(words, bases, &self.fill, out),
-                4 => gather_dense::<4>(words, bases, &self.fill, out),
-                8 => gather_dense::<8>(words, bases, &self.fill, out),
-                16 => gather_dense::<16>(words, bases, &self.fill, out),
-                32 => gather_dense::<32>(words, bases, &self.fill, out),
-                64 => gather_dense::<64>(words, bases, &self.fill, out),
-                _ => {
-                    for (w, dst) in words.iter().zip(out.chunks_exact_mut(rb)) {
-                        let l = GroupIndex::unpack(*w);
-                        let from = l.row as usize * rb;
-                        match bases.get(l.shard).copied().flatten().and_then(|b| b.get(from..from + rb)) {
-                            Some(src) => dst.copy_from_slice(src),
-                            None => dst.copy_from_slice(&self.fill),
-                        }
-                    }
-                }
-            }
-            return;
-        }
-        let mut pos = 0usize;
-        index.for_each_segment(start, start + n, |loc, k| {
-            let len = k as usize * rb;
-            let Some(dst) = out.get_mut(pos..pos + len) else { return };
-            let from = loc.row as usize * rb;
-            match bases.get(loc.shard).copied().flatten().and_then(|b| b.get(from..from + len)) {
-                Some(src) => copy(dst, src),
-                None => dst.chunks_exact_mut(rb).for_each(|r| r.copy_from_slice(&self.fill)),
-            }
-            pos += len;
-        });
-        // A damaged index that covers fewer rows than asked leaves the rest as fill.
-        if let Some(rest) = out.get_mut(pos..) {
-            rest.chunks_exact_mut(rb).for_each(|r| r.copy_from_slice(&self.fill));
-        }
+    /// The core's gatherer of this column (rows of at least one byte).
+    fn gatherer<'r>(&'r self, run: &'r Run) -> Result<Gather<'r>> {
+        run.gatherer(self.group, &self.columns, self.row_bytes, &self.fill)
     }
 
     /// Rows `start..start + out.len() / row_bytes` in event-id order into `out`, split
@@ -200,11 +136,8 @@ impl Column {
         if !out.len().is_multiple_of(rb) || start.checked_add(n).is_none_or(|e| e > len) {
             return Err(Error::OutOfRange { what: "row", index: start.saturating_add(n), len });
         }
-        let bases = self.bases(run);
-        par_chunks(out, rb, |first, piece| {
-            self.gather(run, &bases, start + first, piece);
-            Ok(())
-        })
+        let g = self.gatherer(run)?;
+        par_chunks(out, rb, |first, piece| g.rows(start + first, piece))
     }
 
     /// The rows listed in `rows` (any order, repeats allowed) into `out`, split across
@@ -221,8 +154,7 @@ impl Column {
         if out.len() != rows.len() * rb {
             return Err(Error::Usage(format!("{} rows of {rb} bytes do not fill {} bytes", rows.len(), out.len())));
         }
-        let index = &run.groups()[self.group].index;
-        let bases = self.bases(run);
+        let g = self.gatherer(run)?;
         par_chunks(out, rb, |first, piece| {
             let rows = &rows[first as usize..first as usize + piece.len() / rb];
             let mut k = 0;
@@ -233,14 +165,9 @@ impl Column {
                 }
                 let dst = &mut piece[k * rb..(k + n) * rb];
                 if n > 1 {
-                    self.gather(run, &bases, rows[k], dst);
+                    g.rows(rows[k], dst)?;
                 } else {
-                    let loc = index.locate(rows[k]).ok_or(Error::OutOfRange { what: "row", index: rows[k], len })?;
-                    let from = loc.row as usize * rb;
-                    match bases.get(loc.shard).copied().flatten().and_then(|b| b.get(from..from + rb)) {
-                        Some(src) => copy(dst, src),
-                        None => dst.copy_from_slice(&self.fill),
-                    }
+                    g.row(rows[k], dst)?;
                 }
                 k += n;
             }
@@ -248,11 +175,16 @@ impl Column {
         })
     }
 
-    /// One row at a shard location, appended to `out` (for shard-wise batches).
-    pub(crate) fn push_at(&self, run: &Run, loc: Loc, out: &mut Vec<u8>) {
-        let at = out.len();
-        out.resize(at + self.row_bytes, 0);
-        self.copy_at(run, loc, &mut out[at..]);
+    /// The rows at shard locations `locs`, in that order (for shard-wise batches).
+    pub(crate) fn read_locs(&self, run: &Run, locs: &[Loc]) -> Result<Vec<u8>> {
+        let mut out = vec![0; locs.len() * self.row_bytes];
+        if self.row_bytes > 0 {
+            let g = self.gatherer(run)?;
+            for (&l, dst) in locs.iter().zip(out.chunks_exact_mut(self.row_bytes)) {
+                g.at(l, dst)?;
+            }
+        }
+        Ok(out)
     }
 
     /// Each shard's committed rows of the column, zero-copy, in shard (arrival) order.
@@ -266,32 +198,6 @@ impl Column {
                 c.map_or(&[][..], |c| s.bytes(c).get(..rows * self.row_bytes).unwrap_or(&[]))
             })
             .collect()
-    }
-}
-
-/// The dense-index gather: one word per row, rows of a compile-time size `RB`, so each row
-/// is a fixed-size move (round-robin runs have no stretches to batch).
-fn gather_dense<const RB: usize>(words: &[u64], bases: &[Option<&[u8]>], fill: &[u8], out: &mut [u8]) {
-    for (w, dst) in words.iter().zip(out.chunks_exact_mut(RB)) {
-        let l = GroupIndex::unpack(*w);
-        let from = l.row as usize * RB;
-        match bases.get(l.shard).copied().flatten().and_then(|b| b.get(from..from + RB)) {
-            Some(src) => dst.copy_from_slice(src),
-            None => dst.copy_from_slice(fill),
-        }
-    }
-}
-
-/// Copies `src` into `dst` (same length); the small row sizes of scalar columns become
-/// single moves instead of `memcpy` calls.
-#[inline(always)]
-fn copy(dst: &mut [u8], src: &[u8]) {
-    match (dst.len(), src.len()) {
-        (8, 8) => dst[..8].copy_from_slice(&src[..8]),
-        (4, 4) => dst[..4].copy_from_slice(&src[..4]),
-        (2, 2) => dst[..2].copy_from_slice(&src[..2]),
-        (1, 1) => dst[0] = src[0],
-        _ => dst.copy_from_slice(src),
     }
 }
 
