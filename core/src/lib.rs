@@ -51,6 +51,7 @@ pub use model::schema::{FieldSpec, GroupSpec, Schema, Stats};
 pub use model::value::{Field, Kind, Value};
 pub use read::field::Block;
 pub use read::info::RunInfo;
+pub use read::run::gather::Gather;
 pub use read::run::{FieldReader, Run};
 pub use read::stream::Prefetch;
 pub use read::verify::{verify, VerifyReport};

@@ -95,7 +95,10 @@ impl Gather<'_> {
                 16 => self.dense::<16>(words, out),
                 32 => self.dense::<32>(words, out),
                 64 => self.dense::<64>(words, out),
-                _ => words.iter().zip(out.chunks_exact_mut(rb)).try_for_each(|(w, dst)| self.at(GroupIndex::unpack(*w), dst)),
+                _ => words
+                    .iter()
+                    .zip(out.chunks_exact_mut(rb))
+                    .try_for_each(|(w, dst)| self.at(GroupIndex::unpack(*w), dst)),
             };
         }
         let mut pos = 0usize;
@@ -171,5 +174,65 @@ fn copy(dst: &mut [u8], src: &[u8]) {
         (2, 2) => dst[..2].copy_from_slice(&src[..2]),
         (1, 1) => dst[0] = src[0],
         _ => dst.copy_from_slice(src),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 1000-event demo run (2 shards) and its `energy` field's group and per-shard columns.
+    fn demo() -> (tempfile::TempDir, Run) {
+        let dir = tempfile::tempdir().unwrap();
+        crate::demo::write_demo(&dir.path().join("r"), 1000, 2, 3, false).unwrap();
+        let run = Run::open(&dir.path().join("r")).unwrap();
+        (dir, run)
+    }
+
+    fn energy(run: &Run) -> (usize, Vec<Option<u32>>) {
+        let f = run.fields.iter().find(|f| f.spec.path == "energy").unwrap();
+        (f.group, f.columns.iter().map(|c| c.data).collect())
+    }
+
+    fn values(b: &[u8]) -> Vec<f64> {
+        b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect()
+    }
+
+    #[test]
+    fn ranges_rows_and_locations_read_the_demo_values() {
+        let (_d, run) = demo();
+        let (g, cols) = energy(&run);
+        let fill = 0f64.to_le_bytes();
+        let gather = run.gatherer(g, &cols, 8, &fill).unwrap();
+        let mut out = vec![0u8; 8 * 1000];
+        gather.rows(0, &mut out).unwrap();
+        assert_eq!(values(&out), (0..1000).map(crate::demo::energy).collect::<Vec<_>>());
+        let mut one = [0u8; 8];
+        gather.row(777, &mut one).unwrap();
+        assert_eq!(values(&one), [crate::demo::energy(777)]);
+        assert!(matches!(gather.rows(999, &mut [0u8; 16]), Err(Error::OutOfRange { .. })));
+        assert!(matches!(gather.rows(0, &mut [0u8; 12]), Err(Error::Usage(_))));
+    }
+
+    #[test]
+    fn a_location_past_a_shards_rows_is_an_error_and_a_missing_column_reads_as_fill() {
+        let (_d, mut run) = demo();
+        let (g, cols) = energy(&run);
+        let fill = (-1f64).to_le_bytes();
+        // Shard 1 without the column: its committed rows read as fill.
+        let mut out = vec![0u8; 8 * 1000];
+        run.gatherer(g, &[cols[0], None], 8, &fill).unwrap().rows(0, &mut out).unwrap();
+        let v = values(&out);
+        assert!(v.contains(&-1.0) && v.contains(&crate::demo::energy(0)), "{:?}", &v[..8]);
+        // Shard 1 now claims half its rows: the index names rows past them, with or without
+        // the column, in every read path.
+        run.groups[g].shard_rows[1] /= 2;
+        for cols in [cols.clone(), vec![cols[0], None]] {
+            let gather = run.gatherer(g, &cols, 8, &fill).unwrap();
+            let e = gather.rows(0, &mut out).unwrap_err();
+            assert!(e.to_string().contains("shard 1") && e.to_string().contains("smdfs verify"), "{e}");
+            let bad = (0..1000).rev().find(|&i| gather.row(i, &mut [0u8; 8]).is_err()).expect("a row past shard 1");
+            assert!(gather.row(bad, &mut [0u8; 8]).is_err());
+        }
     }
 }
