@@ -185,7 +185,7 @@ mod tests {
     fn demo() -> (tempfile::TempDir, Run) {
         let dir = tempfile::tempdir().unwrap();
         crate::demo::write_demo(&dir.path().join("r"), 1000, 2, 3, false).unwrap();
-        let run = Run::open(&dir.path().join("r")).unwrap();
+        let run = Run::open(dir.path().join("r")).unwrap();
         (dir, run)
     }
 
