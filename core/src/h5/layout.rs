@@ -331,19 +331,42 @@ impl DatasetLayout {
                 let offs = f.offsets.as_ref().map_or(&[][..], |o| o.get());
                 let reader = run.field(&f.spec.path)?;
                 let es = *elem as u64;
-                // First row whose values reach past `at`.
-                let mut row = offs.partition_point(|&o| o * es <= at).saturating_sub(1) as u64;
-                let mut pos = 0usize;
-                while pos < out.len() {
-                    let start = offs.get(row as usize).ok_or_else(short)? * es;
-                    let vals = reader.ragged_row(row)?;
-                    let from = (at + pos as u64).saturating_sub(start) as usize;
-                    let take = vals.len().saturating_sub(from).min(out.len() - pos);
-                    out[pos..pos + take].copy_from_slice(&vals[from..from + take]);
-                    pos += take;
+                let (a, b) = (at, at + out.len() as u64);
+                if offs.last().is_none_or(|&o| o.saturating_mul(es) < b) {
+                    return Err(short());
+                }
+                // The row whose values start last at or before byte `x`.
+                let row_at = |x: u64| offs.partition_point(|&o| o * es <= x).saturating_sub(1);
+                // A row cut by the read's start or end, checked against the offsets.
+                let cut_row = |row: usize| -> Result<&[u8]> {
+                    let vals = reader.ragged_row(row as u64)?;
+                    let want = offs.get(row + 1).map(|&e| (e - offs[row]) * es);
+                    if want != Some(vals.len() as u64) {
+                        return Err(Error::Usage(format!(
+                            "dataset /{}: row {row} disagrees with its offsets",
+                            self.path
+                        )));
+                    }
+                    Ok(vals)
+                };
+                let (mut row, mut pos) = (row_at(a), 0usize);
+                if offs[row] * es < a {
+                    let from = (a - offs[row] * es) as usize;
+                    let vals = cut_row(row)?;
+                    let take = (vals.len() - from).min(out.len());
+                    out[..take].copy_from_slice(&vals[from..from + take]);
+                    pos = take;
                     row += 1;
-                    if row > reader.rows() && pos < out.len() {
-                        return Err(short());
+                }
+                if pos < out.len() {
+                    // Whole rows in one batched read, then the head of a row cut by the end.
+                    let last = row_at(b);
+                    let whole = ((offs[last] - offs[row]) * es) as usize;
+                    reader.read_ragged(row as u64, last as u64, &mut out[pos..pos + whole])?;
+                    pos += whole;
+                    if pos < out.len() {
+                        let take = out.len() - pos;
+                        out[pos..].copy_from_slice(&cut_row(last)?[..take]);
                     }
                 }
                 Ok(())
@@ -354,5 +377,40 @@ impl DatasetLayout {
                 Ok(())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every byte window of the demo's ragged `tag` values (starts and ends inside rows, on
+    /// row boundaries, across shards, empty) reads as the same window of the rows' values
+    /// concatenated one by one.
+    #[test]
+    fn ragged_values_read_right_in_any_byte_window() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::demo::write_demo(&dir.path().join("r"), 2000, 2, 3, false).unwrap();
+        let run = Run::open(dir.path().join("r")).unwrap();
+        let d = plan(&run).into_iter().find(|d| d.path == "tag").expect("the demo's tag values");
+        assert!(matches!(d.source, Source::RaggedValues { .. }));
+        let f = run.field("tag").unwrap();
+        let want: Vec<u8> = (0..f.rows()).flat_map(|i| f.ragged_row(i).unwrap().to_vec()).collect();
+        assert!(want.len() > 10_000);
+        let mut got = vec![0u8; want.len()];
+        d.read(&run, 0, &mut got).unwrap();
+        assert!(got == want, "the whole dataset");
+        let mut x = 0x9e3779b97f4a7c15u64;
+        for _ in 0..2000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let at = x % want.len() as u64;
+            let len = (x >> 32) % 200.min(want.len() as u64 - at + 1);
+            let mut out = vec![0u8; len as usize];
+            d.read(&run, at, &mut out).unwrap();
+            assert_eq!(out, want[at as usize..(at + len) as usize], "bytes {at}..+{len}");
+        }
+        assert!(d.read(&run, want.len() as u64 - 1, &mut [0u8; 2]).is_err(), "a read past the end");
     }
 }

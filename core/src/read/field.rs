@@ -141,17 +141,24 @@ impl<'r> FieldReader<'r> {
         })
     }
 
-    /// A fixed row at a shard location (fill where the shard lacks the field).
+    /// A fixed row at a shard location (fill where the shard lacks the field; a location
+    /// past the shard's rows is an error).
     pub fn read_at(&self, loc: Loc, out: &mut [u8]) -> Result<()> {
         self.fixed()?;
-        let rb = self.row_bytes();
+        let fill = self.f.spec.fill.repeat(self.f.spec.elements_per_row());
         let cols: Vec<Option<u32>> = self.f.columns.iter().map(|c| c.data).collect();
-        let src = self.run.column_of(&cols, loc.shard).map(|(s, c)| s.bytes(c));
-        match src.and_then(|s| s.get(loc.row as usize * rb..(loc.row as usize + 1) * rb)) {
-            Some(s) => out.copy_from_slice(s),
-            None => out.copy_from_slice(&self.f.spec.fill.repeat(self.f.spec.elements_per_row())),
+        if out.len() != fill.len() {
+            return Err(Error::Usage(format!(
+                "a row of {:?} is {} bytes, not {}",
+                self.f.spec.path,
+                fill.len(),
+                out.len()
+            )));
         }
-        Ok(())
+        if fill.is_empty() {
+            return Ok(());
+        }
+        self.run.gatherer(self.f.group, &cols, fill.len(), &fill)?.at(loc, out)
     }
 
     /// Global element offsets (`rows + 1`) of a ragged field.

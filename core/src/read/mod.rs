@@ -6,6 +6,7 @@
 pub(crate) mod complete;
 pub mod field;
 pub mod info;
+pub mod ragged;
 pub mod run;
 pub mod shuffle;
 pub mod stream;
