@@ -298,6 +298,10 @@ impl DatasetLayout {
         let short = || Error::Usage(format!("dataset /{} read past its committed data", self.path));
         match &self.source {
             Source::Gather { group, columns, row_bytes, fill } => {
+                if out.is_empty() {
+                    return Ok(());
+                }
+                let g = run.gatherer(*group, columns, *row_bytes, fill)?;
                 let rb = *row_bytes as u64;
                 let (mut at, mut out) = (at, out);
                 while !out.is_empty() {
@@ -305,12 +309,12 @@ impl DatasetLayout {
                     let skip = (at % rb) as usize;
                     if skip == 0 && out.len() >= *row_bytes {
                         let whole = out.len() / *row_bytes * *row_bytes;
-                        run.gather(*group, columns, *row_bytes, fill, row, &mut out[..whole])?;
+                        g.rows(row, &mut out[..whole])?;
                         at += whole as u64;
                         out = &mut out[whole..];
                     } else {
                         let mut tmp = vec![0u8; *row_bytes];
-                        run.gather(*group, columns, *row_bytes, fill, row, &mut tmp)?;
+                        g.row(row, &mut tmp)?;
                         let take = (*row_bytes - skip).min(out.len());
                         out[..take].copy_from_slice(&tmp[skip..skip + take]);
                         at += take as u64;
@@ -336,11 +340,11 @@ impl DatasetLayout {
                     return Err(short());
                 }
                 // The row whose values start last at or before byte `x`.
-                let row_at = |x: u64| offs.partition_point(|&o| o * es <= x).saturating_sub(1);
+                let row_at = |x: u64| offs.partition_point(|&o| o.saturating_mul(es) <= x).saturating_sub(1);
                 // A row cut by the read's start or end, checked against the offsets.
                 let cut_row = |row: usize| -> Result<&[u8]> {
                     let vals = reader.ragged_row(row as u64)?;
-                    let want = offs.get(row + 1).map(|&e| (e - offs[row]) * es);
+                    let want = offs.get(row + 1).map(|&e| e.saturating_sub(offs[row]).saturating_mul(es));
                     if want != Some(vals.len() as u64) {
                         return Err(Error::Usage(format!(
                             "dataset /{}: row {row} disagrees with its offsets",

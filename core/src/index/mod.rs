@@ -202,7 +202,7 @@ impl GroupIndex {
             KIND_RUNS if words % 3 == 0 => words,
             _ => return Err(bad(format!("unknown index kind {kind}"))),
         };
-        if words != want_words || (map.len() - INDEX_HEADER_LEN) as u64 != words * 8 {
+        if words != want_words || Some((map.len() - INDEX_HEADER_LEN) as u64) != words.checked_mul(8) {
             return Err(bad(format!("header says {words} words, file has {} bytes", map.len())));
         }
         Ok(GroupIndex { rows, runs: kind == KIND_RUNS, words: Words::Mapped(map) })

@@ -20,7 +20,7 @@ pub fn ragged_offsets(shards: &[Shard], index: &GroupIndex, group: &str, field: 
     index.for_each_segment(0, index.len(), |loc, n| {
         let l = lens.get(loc.shard).copied().unwrap_or(&[]);
         for r in loc.row..loc.row + n {
-            acc += l.get(r as usize).copied().unwrap_or(0);
+            acc = acc.saturating_add(l.get(r as usize).copied().unwrap_or(0));
             out.push(acc);
         }
     });

@@ -126,12 +126,16 @@ impl<'r> FieldReader<'r> {
         if !self.f.spec.kind.is_ragged() {
             return Err(Error::Usage(format!("field {:?} is not ragged", self.f.spec.path)));
         }
-        let (Some(&c), Some(shard)) = (self.f.columns.get(loc.shard), self.run.shards().get(loc.shard)) else {
-            return Err(bad_loc(loc));
+        let bad = || bad_loc(self.run, loc, 8);
+        let committed = self.g.shard_rows.get(loc.shard).is_some_and(|&rows| loc.row < rows);
+        let (Some(&c), Some(shard), true) =
+            (self.f.columns.get(loc.shard), self.run.shards().get(loc.shard), committed)
+        else {
+            return Err(bad());
         };
         let (Some(d), Some(l), Some(o)) = (c.data, c.len, c.offs) else { return Ok(&[]) };
         let r = loc.row as usize;
-        let (Some(&len), Some(&off)) = (shard.u64s(l).get(r), shard.u64s(o).get(r)) else { return Ok(&[]) };
+        let (Some(&len), Some(&off)) = (shard.u64s(l).get(r), shard.u64s(o).get(r)) else { return Err(bad()) };
         let es = self.f.spec.dtype.size() as u64;
         let (a, b) = (off.saturating_mul(es), off.saturating_add(len).saturating_mul(es));
         shard.bytes(d).get(a as usize..b as usize).ok_or_else(|| Error::Corrupt {
@@ -142,23 +146,28 @@ impl<'r> FieldReader<'r> {
     }
 
     /// A fixed row at a shard location (fill where the shard lacks the field; a location
-    /// past the shard's rows is an error).
+    /// past the shard's committed rows is an error). Looks at that one shard only.
     pub fn read_at(&self, loc: Loc, out: &mut [u8]) -> Result<()> {
         self.fixed()?;
-        let fill = self.f.spec.fill.repeat(self.f.spec.elements_per_row());
-        let cols: Vec<Option<u32>> = self.f.columns.iter().map(|c| c.data).collect();
-        if out.len() != fill.len() {
-            return Err(Error::Usage(format!(
-                "a row of {:?} is {} bytes, not {}",
-                self.f.spec.path,
-                fill.len(),
-                out.len()
-            )));
+        let rb = self.row_bytes();
+        if out.len() != rb {
+            return Err(Error::Usage(format!("a row of {:?} is {rb} bytes, not {}", self.f.spec.path, out.len())));
         }
-        if fill.is_empty() {
-            return Ok(());
+        let bad = || bad_loc(self.run, loc, rb);
+        if self.g.shard_rows.get(loc.shard).is_none_or(|&rows| loc.row >= rows) {
+            return Err(bad());
         }
-        self.run.gatherer(self.f.group, &cols, fill.len(), &fill)?.at(loc, out)
+        match self.f.columns[loc.shard].data.zip(self.run.shards().get(loc.shard)) {
+            Some((c, shard)) => {
+                let from = (loc.row as usize).checked_mul(rb).ok_or_else(bad)?;
+                out.copy_from_slice(shard.bytes(c).get(from..from + rb).ok_or_else(bad)?);
+            }
+            None => {
+                let fill = &self.f.spec.fill;
+                out.chunks_exact_mut(fill.len()).for_each(|e| e.copy_from_slice(fill));
+            }
+        }
+        Ok(())
     }
 
     /// Global element offsets (`rows + 1`) of a ragged field.

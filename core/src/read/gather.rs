@@ -14,6 +14,7 @@ use crate::index::{GroupIndex, Loc};
 /// (threads may share one), borrows the run.
 #[derive(Debug)]
 pub struct Gather<'r> {
+    run: &'r Run,
     index: &'r GroupIndex,
     /// Per shard: the column's committed bytes (`None` where the shard lacks the column).
     bases: Vec<Option<&'r [u8]>>,
@@ -45,7 +46,7 @@ impl Run {
                 Some(b.get(..committed).unwrap_or(b))
             })
             .collect();
-        Ok(Gather { index: &g.index, bases, shard_rows: &g.shard_rows, row_bytes, fill })
+        Ok(Gather { run: self, index: &g.index, bases, shard_rows: &g.shard_rows, row_bytes, fill })
     }
 
     /// Gathers rows `start..start + out.len() / row_bytes` of a group (see [`Run::gatherer`]).
@@ -111,7 +112,13 @@ impl Gather<'_> {
                 bad.get_or_insert(l);
             }
         });
-        bad.map_or(Ok(()), |l| Err(bad_loc(l)))
+        // An index that covers fewer rows than it claims leaves the rest unwritten: damage too.
+        if pos != out.len() {
+            bad.get_or_insert(
+                self.index.locate(start + (pos / rb) as u64).unwrap_or(Loc { shard: usize::MAX, row: 0 }),
+            );
+        }
+        bad.map_or(Ok(()), |l| Err(self.bad(l)))
     }
 
     /// Row `i` of the group into `dst` (one row).
@@ -122,7 +129,12 @@ impl Gather<'_> {
 
     /// The row at a shard location into `dst` (one row).
     pub fn at(&self, loc: Loc, dst: &mut [u8]) -> Result<()> {
-        self.stretch(loc, 1, dst).map_err(bad_loc)
+        self.stretch(loc, 1, dst).map_err(|l| self.bad(l))
+    }
+
+    /// The error for a location that is not committed data.
+    fn bad(&self, loc: Loc) -> Error {
+        bad_loc(self.run, loc, self.row_bytes)
     }
 
     /// `k` consecutive rows of one shard from `loc` into `dst`; the location on damage.
@@ -153,11 +165,13 @@ impl Gather<'_> {
             match self.bases.get(l.shard) {
                 Some(Some(b)) => {
                     let from = (l.row as usize).wrapping_mul(RB);
-                    let src: &[u8; RB] =
-                        b.get(from..from.wrapping_add(RB)).and_then(|s| s.try_into().ok()).ok_or_else(|| bad_loc(l))?;
+                    let src: &[u8; RB] = b
+                        .get(from..from.wrapping_add(RB))
+                        .and_then(|s| s.try_into().ok())
+                        .ok_or_else(|| self.bad(l))?;
                     dst.copy_from_slice(src);
                 }
-                _ => self.stretch(l, 1, dst).map_err(bad_loc)?,
+                _ => self.stretch(l, 1, dst).map_err(|l| self.bad(l))?,
             }
         }
         Ok(())

@@ -21,8 +21,15 @@ impl FieldReader<'_> {
         if end < start || end > f.rows() || offs.len() as u64 != f.rows() + 1 {
             return Err(Error::OutOfRange { what: "row", index: end, len: f.rows() });
         }
-        let base = offs[start as usize] * es;
-        let need = offs[end as usize] * es - base;
+        // Offsets never decrease, so every one up to `end` times `es` fits when the last does.
+        let (Some(base), Some(top)) = (offs[start as usize].checked_mul(es), offs[end as usize].checked_mul(es)) else {
+            return Err(Error::Corrupt {
+                path: run.dir().to_path_buf(),
+                offset: end,
+                why: format!("ragged field {field:?}: offsets past 2^64 bytes"),
+            });
+        };
+        let need = top - base;
         if out.len() as u64 != need {
             return Err(Error::Usage(format!("ragged rows {start}..{end} of {field:?} need {need} bytes")));
         }
@@ -51,8 +58,8 @@ impl FieldReader<'_> {
                 }
                 let r = l.row as usize;
                 let src = cols.get(l.shard).copied().flatten().and_then(|(d, o, n)| {
-                    let a = (*o.get(r)? * es) as usize;
-                    (*n.get(r)? * es == want as u64).then(|| d.get(a..a + want)).flatten()
+                    let a = o.get(r)?.checked_mul(es)? as usize;
+                    (n.get(r)?.checked_mul(es)? == want as u64).then(|| d.get(a..a.checked_add(want)?)).flatten()
                 });
                 match (src, out.get_mut(pos..pos + want)) {
                     (Some(v), Some(dst)) => dst.copy_from_slice(v),
@@ -77,10 +84,11 @@ impl FieldReader<'_> {
                 let last = loc.row as usize + k as usize - 1;
                 let first = *so.get(loc.row as usize)?;
                 // The stretch's values must be one span of the shard (no gaps between rows).
-                if (so.get(last)? + sl.get(last)? - first) * es != (b - a) as u64 {
+                if so.get(last)?.checked_add(*sl.get(last)?)?.checked_sub(first)?.checked_mul(es)? != (b - a) as u64 {
                     return None;
                 }
-                s.bytes(d).get((first * es) as usize..(first * es) as usize + (b - a))
+                let from = first.checked_mul(es)? as usize;
+                s.bytes(d).get(from..from.checked_add(b - a)?)
             })();
             match src {
                 Some(v) => out[a..b].copy_from_slice(v),

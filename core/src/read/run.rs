@@ -42,7 +42,7 @@ pub struct GroupData {
     /// Per shard: the event-id column.
     ts: Vec<Option<u32>>,
     /// Per shard: the group's committed rows (what a location may name).
-    shard_rows: Vec<u64>,
+    pub(crate) shard_rows: Vec<u64>,
 }
 
 /// Per shard: the columns of one field.
@@ -382,11 +382,16 @@ impl Run {
     }
 }
 
-pub(crate) fn bad_loc(loc: Loc) -> Error {
-    Error::Usage(format!(
-        "the index names shard {} row {}, which does not exist (run `smdfs verify`)",
-        loc.shard, loc.row
-    ))
+/// Damage: the index names a shard location (rows of `row_bytes`) that is not committed data.
+pub(crate) fn bad_loc(run: &Run, loc: Loc, row_bytes: usize) -> Error {
+    Error::Corrupt {
+        path: run.shards.get(loc.shard).map_or_else(|| run.dir.clone(), |s| s.dir.clone()),
+        offset: loc.row.saturating_mul(row_bytes as u64),
+        why: format!(
+            "the index names shard {} row {}, which is not committed data (run `smdfs verify`)",
+            loc.shard, loc.row
+        ),
+    }
 }
 
 pub(crate) fn check_range(start: u64, n: u64, len: u64) -> Result<()> {
