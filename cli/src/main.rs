@@ -223,11 +223,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
         Cmd::Demo { out, events, servers, clients, force, private } => {
             let t = std::time::Instant::now();
-            if private {
-                smdfs::write::smalldata::create_private_dir(&out)
-                    .with_context(|| format!("creating {} owner-only", out.display()))?;
-            }
-            let r = match smdfs::demo::write_demo(&out, events, servers, clients, force) {
+            let r = match smdfs::demo::write_demo_private(&out, events, servers, clients, force, private) {
                 Err(smdfs::Error::RunExists { path }) => {
                     return Err(usage(format!("{} already holds a run (pass --force to replace it)", path.display())))
                 }

@@ -13,7 +13,7 @@ use smdfs_tests::{machine_has, Need};
 
 mod common;
 
-use common::{smdfs, stderr};
+use common::{smdfs, stderr, Cleanup};
 
 fn demo(dir: &Path, extra: &[&str]) -> PathBuf {
     let run = dir.join("run");
@@ -141,6 +141,7 @@ fn a_sample_of_the_damage_family_through_the_cli_and_a_mount() {
             let mnt = base.join(format!("mnt{k}"));
             std::fs::create_dir(&mnt).unwrap();
             let m = smdfs(&["mount", s(&run), s(&mnt)]);
+            let _guard = Cleanup(mnt.clone());
             assert_eq!(m.status.success(), info.status.success(), "{name}: mount agrees with info: {}", stderr(&m));
             if m.status.success() {
                 assert!(stderr(&m).contains("smdfs: warning: "), "{name}: mount warns: {}", stderr(&m));
@@ -182,8 +183,12 @@ fn demo_private_makes_the_run_owner_only() {
     let o = smdfs(&["demo", s(&open.join("run")), "--events", "10"]);
     assert!(o.status.success());
     assert_ne!(std::fs::metadata(open.join("run")).unwrap().permissions().mode() & 0o077, 0, "default: umask");
-    // An existing directory is made private too.
+    // A run that --private is refused on (no --force) keeps its mode.
     std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let o = smdfs(&["demo", s(&run), "--events", "10", "--private"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(std::fs::metadata(&run).unwrap().permissions().mode() & 0o777, 0o755);
+    // An existing directory it writes is made private too.
     let o = smdfs(&["demo", s(&run), "--events", "10", "--force", "--private"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(std::fs::metadata(&run).unwrap().permissions().mode() & 0o777, 0o700);
@@ -209,17 +214,20 @@ fn a_closed_stdout_ends_quietly_with_exit_0() {
         assert_eq!(st.code(), Some(0), "{args:?}: {err}");
         assert!(err.is_empty(), "{args:?} prints {err:?}");
     }
-    // And through a shell pipe, as users type it.
+    // And through a shell pipe, as users type it, its reader already gone when it writes.
+    let status = t.path().join("status");
     let sh = Command::new("sh")
         .arg("-c")
         .arg(format!(
-            "{} info --json {} | head -c 10 >/dev/null; echo ${{PIPESTATUS:-0}}",
+            "(sleep 0.3; {} info --json {}; echo \"exit=$?\" > {}) | true",
             env!("CARGO_BIN_EXE_smdfs"),
-            s(&run)
+            s(&run),
+            s(&status)
         ))
         .output()
         .unwrap();
     assert!(sh.status.success() && sh.stderr.is_empty(), "{}", String::from_utf8_lossy(&sh.stderr));
+    assert_eq!(std::fs::read_to_string(&status).unwrap().trim(), "exit=0");
 }
 
 #[test]

@@ -104,7 +104,21 @@ pub fn write_client_share(c: &mut crate::write::client::Client, events: u64, cli
 /// number of server ranks, every other rank is one client (`clients` is ignored: it is
 /// P − S), and every rank returns the same report.
 pub fn write_demo(dir: &Path, events: u64, servers: usize, clients: usize, overwrite: bool) -> Result<DoneReport> {
-    let smd = SmallData::builder(dir).servers(servers).overwrite(overwrite).build()?;
+    write_demo_private(dir, events, servers, clients, overwrite, false)
+}
+
+/// [`write_demo`], the run directory owner-only when `private` (see [`Builder::private`]).
+///
+/// [`Builder::private`]: crate::write::smalldata::Builder::private
+pub fn write_demo_private(
+    dir: &Path,
+    events: u64,
+    servers: usize,
+    clients: usize,
+    overwrite: bool,
+    private: bool,
+) -> Result<DoneReport> {
+    let smd = SmallData::builder(dir).servers(servers).overwrite(overwrite).private(private).build()?;
     if let Some(info) = smd.mpi() {
         if let MpiRole::Client(k) = info.role {
             let mut c = smd.client();

@@ -31,27 +31,28 @@ pub(crate) struct RunConfig {
     pub(crate) private: bool,
 }
 
-/// Creates the run directory (and its parents); `private` makes it owner-only (0700),
-/// created so or, if it exists, changed so: nobody else can list or read the run.
+/// Creates the run directory (and its parents); `private` creates it owner-only (0700).
 pub(crate) fn create_dir(dir: &Path, private: bool) -> Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    use std::os::unix::fs::DirBuilderExt;
     if !private {
         return std::fs::create_dir_all(dir).at(dir);
     }
     if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).at(parent)?;
     }
+    // The umask may narrow the mode, never widen it.
     match std::fs::DirBuilder::new().mode(0o700).create(dir) {
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        r => r.at(dir)?,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        r => r.at(dir),
     }
-    // The umask may have narrowed the mode, never widened it; an existing directory is set.
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).at(dir)
 }
 
 /// Creates the run directory, takes the writer lock, clears (with `overwrite`) or refuses an
-/// existing run, and stores a fresh manifest. (MPI mode: rank 0 only.)
+/// existing run, makes an existing directory owner-only when `private` (only once it is
+/// known to be this run's: a refused run keeps its mode), and stores a fresh manifest. (MPI
+/// mode: rank 0 only.)
 pub(crate) fn prepare(cfg: &RunConfig) -> Result<(WriterLock, Manifest)> {
+    use std::os::unix::fs::PermissionsExt;
     let dir = &cfg.dir;
     create_dir(dir, cfg.private)?;
     let lock = WriterLock::acquire(dir)?;
@@ -60,6 +61,9 @@ pub(crate) fn prepare(cfg: &RunConfig) -> Result<(WriterLock, Manifest)> {
             return Err(Error::RunExists { path: dir.clone() });
         }
         remove_run_files(dir)?;
+    }
+    if cfg.private {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).at(dir)?;
     }
     let manifest = Manifest::new(cfg.servers);
     manifest.store(dir)?;

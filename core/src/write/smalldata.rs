@@ -51,13 +51,6 @@ pub struct Builder {
     faults: Option<Arc<Faults>>,
 }
 
-/// Creates `dir` owner-only (mode 0700), or makes an existing directory so: what
-/// [`Builder::private`] does first, for programs that start a run through a helper that takes
-/// no builder (`smdfs demo --private`).
-pub fn create_private_dir(dir: impl AsRef<Path>) -> Result<()> {
-    run_dir::create_dir(dir.as_ref(), true)
-}
-
 impl Builder {
     /// Number of servers (shards). Default 2. In MPI mode, the number of server ranks: the
     /// last `n` ranks serve, the others are clients (at least one) — or, with `n` equal to
