@@ -16,6 +16,26 @@ use crate::format::manifest::{GroupIndexInfo, IndexManifest, Manifest, RaggedInd
 use crate::format::Role;
 use crate::shard::reader::Shard;
 
+/// Sorted stretches `[start, end)` of a shard's id column (rows in ascending id order), or
+/// `None` when the ids are too unsorted for stretches (more than the merge takes).
+pub(crate) fn stretches(ids: &[u64]) -> Option<Vec<(u64, u64)>> {
+    let mut out = Vec::new();
+    let mut start = 0usize;
+    for i in 1..ids.len() {
+        if ids[i] < ids[i - 1] {
+            out.push((start as u64, i as u64));
+            start = i;
+            if out.len() > MAX_STRETCHES {
+                return None;
+            }
+        }
+    }
+    if !ids.is_empty() {
+        out.push((start as u64, ids.len() as u64));
+    }
+    Some(out)
+}
+
 /// Merges one group's rows into stable event-id order (ties: shard, then row), calling
 /// `emit(packed_entry)` per row. Each shard's event ids are mostly sorted already (every
 /// client batch is), so the merge runs a heap over those sorted stretches and needs memory
@@ -27,23 +47,11 @@ fn merge_group(ids: &[&[u64]], mut emit: impl FnMut(u64)) -> (u64, Vec<u64>) {
     let plans: Vec<Plan> = ids
         .par_iter()
         .map(|ts| {
-            let mut stretches = Vec::new();
-            let mut start = 0usize;
-            for i in 1..ts.len() {
-                if ts[i] < ts[i - 1] {
-                    stretches.push((start as u64, i as u64));
-                    start = i;
-                    if stretches.len() > MAX_STRETCHES {
-                        let mut p: Vec<u64> = (0..ts.len() as u64).collect();
-                        p.par_sort_by_key(|&r| ts[r as usize]);
-                        return Err(p);
-                    }
-                }
-            }
-            if !ts.is_empty() {
-                stretches.push((start as u64, ts.len() as u64));
-            }
-            Ok(stretches)
+            stretches(ts).ok_or_else(|| {
+                let mut p: Vec<u64> = (0..ts.len() as u64).collect();
+                p.par_sort_by_key(|&r| ts[r as usize]);
+                p
+            })
         })
         .collect();
     // Heap items: (id, shard, position, end); a position is a row (stretches) or an index

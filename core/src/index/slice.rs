@@ -17,27 +17,8 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use super::build::index_header;
+pub(crate) use super::build::stretches;
 use super::*;
-
-/// Sorted stretches `[start, end)` of a shard's id column (rows in ascending id order), or
-/// `None` when the ids are too unsorted for stretches (more than the merge takes).
-pub(crate) fn stretches(ids: &[u64]) -> Option<Vec<(u64, u64)>> {
-    let mut out = Vec::new();
-    let mut start = 0usize;
-    for i in 1..ids.len() {
-        if ids[i] < ids[i - 1] {
-            out.push((start as u64, i as u64));
-            start = i;
-            if out.len() > MAX_STRETCHES {
-                return None;
-            }
-        }
-    }
-    if !ids.is_empty() {
-        out.push((start as u64, ids.len() as u64));
-    }
-    Some(out)
-}
 
 /// Up to `k` ids of a shard, evenly spread over its rows (any order: only their values
 /// matter, as samples of the id distribution).
