@@ -42,11 +42,13 @@ enum Cmd {
         #[arg(long)]
         private: bool,
     },
-    /// Check a run: every commit's checksum, committed lengths against file sizes, row
-    /// counts, the global index and offsets against the shards, the manifest against the
-    /// shards. Exit 0 when the committed data is sound (torn log tails are reported, not
-    /// damage), 1 when committed data is damaged, 2 on usage errors (RUN missing or not a
-    /// directory).
+    /// Check a run: the manifest's checksum, every commit's checksum, committed lengths
+    /// against file sizes, row counts, the global index and offsets against the shards, the
+    /// manifest against the shards, and that every row a complete run serves lies in
+    /// checksummed data. Exit 0 when the committed data is sound (torn log tails and bytes
+    /// after a complete run's close record are reported, not damage), 1 when it is damaged
+    /// (whatever any other command refuses is damage too), 2 on usage errors (RUN missing or
+    /// not a directory).
     Verify {
         /// Run directory.
         run: PathBuf,

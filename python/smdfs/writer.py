@@ -86,7 +86,7 @@ class SmallData(_Writer):
     ``SmallData(dir=None, *, filename=None, servers=2, batch_size=1000, callbacks=(),
     unaligned=(), fill=None, units=None, long_name=None, attrs=None, sync_commits=False,
     overwrite=False, clients=None,
-    ragged=(), batch_bytes=8 MiB, max_batches_in_flight=4, private=False)``
+    ragged=(), batch_bytes=1 MiB, max_batches_in_flight=4, private=False)``
 
     - ``dir``: the run directory; or ``filename="my.h5"`` (what smalldata scripts pass): the
       run goes to ``my.smd/`` beside it and ``done()`` also writes ``my.h5``, a standalone
@@ -132,7 +132,7 @@ class SmallData(_Writer):
         overwrite: bool = False,
         clients: Optional[int] = None,
         ragged: Iterable[str] = (),
-        batch_bytes: int = 8 << 20,
+        batch_bytes: int = 1 << 20,
         max_batches_in_flight: int = 4,
         private: bool = False,
     ) -> None:
