@@ -239,7 +239,7 @@ mod tests {
         let v = values(&out);
         assert!(v.contains(&-1.0) && v.contains(&crate::demo::energy(0)), "{:?}", &v[..8]);
         // Shard 1 now claims half its rows: the index names rows past them, with or without
-        // the column, in every read path.
+        // the column, in the dense paths (the run-length ones: the next test).
         run.groups[g].shard_rows[1] /= 2;
         for cols in [cols.clone(), vec![cols[0], None]] {
             let gather = run.gatherer(g, &cols, 8, &fill).unwrap();
@@ -247,6 +247,43 @@ mod tests {
             assert!(e.to_string().contains("shard 1") && e.to_string().contains("smdfs verify"), "{e}");
             let bad = (0..1000).rev().find(|&i| gather.row(i, &mut [0u8; 8]).is_err()).expect("a row past shard 1");
             assert!(gather.row(bad, &mut [0u8; 8]).is_err());
+        }
+    }
+
+    /// Two clients (one per shard) writing alternate blocks of 100 consecutive ids: a
+    /// run-length index, read through the stretch path.
+    #[test]
+    fn a_run_length_index_gathers_stretches_and_fills_and_errs_per_stretch() {
+        let dir = tempfile::tempdir().unwrap();
+        let smd = crate::SmallData::builder(dir.path().join("r")).servers(2).batch_events(100).build().unwrap();
+        let mut c = [smd.client(), smd.client()];
+        for i in 0..5000u64 {
+            c[(i / 100 % 2) as usize].event(i, [("x", crate::Value::from(i as f64))]).unwrap();
+        }
+        for c in c {
+            c.finish().unwrap();
+        }
+        smd.done().unwrap();
+        let mut run = Run::open(dir.path().join("r")).unwrap();
+        let f = run.fields.iter().find(|f| f.spec.path == "x").unwrap();
+        let (g, cols): (usize, Vec<Option<u32>>) = (f.group, f.columns.iter().map(|c| c.data).collect());
+        assert!(run.groups[g].index.is_runs(), "the test needs a run-length index");
+        let fill = (-1f64).to_le_bytes();
+        let mut out = vec![0u8; 8 * 5000];
+        run.gatherer(g, &cols, 8, &fill).unwrap().rows(0, &mut out).unwrap();
+        assert_eq!(values(&out), (0..5000).map(|i| i as f64).collect::<Vec<_>>());
+        let mut part = vec![0u8; 8 * 250];
+        run.gatherer(g, &cols, 8, &fill).unwrap().rows(1234, &mut part).unwrap();
+        assert_eq!(values(&part), (1234..1484).map(|i| i as f64).collect::<Vec<_>>());
+        run.gatherer(g, &[cols[0], None], 8, &fill).unwrap().rows(0, &mut out).unwrap();
+        let v = values(&out);
+        let filled = v.iter().filter(|&&x| x == -1.0).count();
+        assert!((2000..=3000).contains(&filled), "one shard's stretches read as fill: {filled}");
+        assert!(v.iter().enumerate().all(|(i, &x)| x == -1.0 || x == i as f64));
+        run.groups[g].shard_rows[1] /= 2;
+        for cols in [cols.clone(), vec![cols[0], None]] {
+            let e = run.gatherer(g, &cols, 8, &fill).unwrap().rows(0, &mut out).unwrap_err();
+            assert!(matches!(e, Error::Corrupt { .. }) && e.to_string().contains("shard 1"), "{e}");
         }
     }
 }
