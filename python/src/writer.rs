@@ -358,7 +358,7 @@ fn event_batch(py: Python<'_>, st: &mut State, ts: &Bound<'_, PyAny>, cols: &Bou
                     convert::Sig::of(it).describe()
                 )));
             }
-            columns.push(Column::Rows { items, bytes: arena.bytes });
+            columns.push(Column::Rows { items, bytes: arena.bytes, mask });
         }
     }
     let r = st.batch(py, ts, &columns);

@@ -334,7 +334,7 @@ def test_event_batch_columns_of_every_kind_out_of_order_and_a_refused_column(tmp
     # dtype, n-d arrays, ragged arrays, bytes, text and masked columns, ids out of order,
     # split over several batches; a refused call keeps what was written before.
     h5 = tmp_path / "cols.h5"
-    smd = SmallData(filename=h5, servers=2, batch_size=16, ragged=["hits"])
+    smd = SmallData(filename=h5, servers=2, batch_size=16, ragged=["hits", "pairs"])
     n = 100
     order = np.random.default_rng(7).permutation(n)
     for part in np.array_split(order, 3):
@@ -345,6 +345,10 @@ def test_event_batch_columns_of_every_kind_out_of_order_and_a_refused_column(tmp
         cols["raw"] = [bytes(range(k % 5)) for k in i]
         cols["text"] = [f"évt{k}" for k in i]
         cols["maybe"] = np.ma.masked_array(i.astype(np.float64), mask=i % 2 != 0)
+        # Masked columns that take the per-row path (not native byte order; a ragged field).
+        cols["swapped"] = np.ma.masked_array(i.astype(">f8"), mask=i % 3 == 0)
+        pairs = np.stack([i, i + 1], axis=1).astype(np.int32)
+        cols["pairs"] = np.ma.masked_array(pairs, mask=np.repeat((i % 4 == 1)[:, None], 2, axis=1))
         smd.event_batch(1000 + i, **cols)
     with pytest.raises(smdfs.SchemaError, match="s_float64"):
         smd.event_batch([5000, 5001], s_float64=np.zeros(2, dtype=np.float32))
@@ -366,3 +370,11 @@ def test_event_batch_columns_of_every_kind_out_of_order_and_a_refused_column(tmp
         m = f["maybe"][:]
         np.testing.assert_array_equal(m[::2], i[::2].astype(np.float64))
         assert np.isnan(m[1::2]).all()
+        sw, present = f["swapped"][:], f["_present/swapped"][:]
+        np.testing.assert_array_equal(present, i % 3 != 0)
+        np.testing.assert_array_equal(sw[i % 3 != 0], i[i % 3 != 0].astype(np.float64))
+        off, flat = f["pairs_offsets"][:], f["pairs"][:]
+        np.testing.assert_array_equal(f["_present/pairs"][:], i % 4 != 1)
+        for k in range(n):
+            want = [] if k % 4 == 1 else [k, k + 1]
+            np.testing.assert_array_equal(flat[off[k] : off[k + 1]], want, err_msg=f"pairs row {k}")

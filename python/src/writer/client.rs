@@ -352,8 +352,9 @@ pub(crate) struct Whole {
 pub(crate) enum Column<'a> {
     /// Fixed rows: `data` holds all rows, `row_bytes` each.
     Fixed { item: Item, data: &'a [u8], row_bytes: usize, mask: Option<Vec<u8>> },
-    /// Per-row values (ragged, bytes, text): items into `bytes`.
-    Rows { items: Vec<Item>, bytes: Vec<u8> },
+    /// Per-row values (ragged, bytes, text, or arrays not in native byte order): items into
+    /// `bytes`; `mask` true where the event lacks the field.
+    Rows { items: Vec<Item>, bytes: Vec<u8>, mask: Option<Vec<u8>> },
 }
 
 // SAFETY-free note: `Column` holds plain bytes; it is `Send`, so the row loop runs with the
@@ -369,7 +370,7 @@ impl Column<'_> {
     /// False where a masked column has no value (the event lacks the field).
     fn present(&self, row: usize) -> bool {
         match self {
-            Column::Fixed { mask: Some(m), .. } => m[row] == 0,
+            Column::Fixed { mask: Some(m), .. } | Column::Rows { mask: Some(m), .. } => m[row] == 0,
             _ => true,
         }
     }
@@ -386,7 +387,7 @@ impl Column<'_> {
             Column::Fixed { mask, .. } => {
                 Some(Whole { present: mask.as_ref().map(|m| m.iter().map(|&x| x == 0).collect()), offsets: vec![] })
             }
-            Column::Rows { items, .. } => {
+            Column::Rows { items, mask, .. } => {
                 if !items[0].kind.kind().is_ragged() {
                     return None;
                 }
@@ -400,7 +401,7 @@ impl Column<'_> {
                     }
                     offsets.push((it.end / es) as u64);
                 }
-                Some(Whole { present: None, offsets })
+                Some(Whole { present: mask.as_ref().map(|m| m.iter().map(|&x| x == 0).collect()), offsets })
             }
         }
     }
@@ -414,7 +415,7 @@ impl Column<'_> {
                 let dtype = item.dtype.unwrap_or(Dtype::U8);
                 smdfs::Column::raw(path, dtype, &item.shape[..], &data[a * row_bytes..b * row_bytes])
             }
-            Column::Rows { items, bytes: values } => {
+            Column::Rows { items, bytes: values, .. } => {
                 let it = &items[0];
                 let dtype = it.dtype.unwrap_or(Dtype::U8);
                 let kind = it.kind.kind();
@@ -437,7 +438,7 @@ impl Column<'_> {
                 it.end = it.start + row_bytes;
                 value(&it, data)
             }
-            Column::Rows { items, bytes } => value(&items[row], bytes),
+            Column::Rows { items, bytes, .. } => value(&items[row], bytes),
         }
     }
 }
