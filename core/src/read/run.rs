@@ -140,17 +140,18 @@ impl Run {
 
         // A stored index is used only if it covers exactly the shards' rows; otherwise the
         // group is indexed from the shards as for a crashed run (read/complete.rs).
-        let mut rebuilt = false;
+        let mut rebuilt = Vec::with_capacity(schema.groups.len());
         let mut groups = Vec::with_capacity(schema.groups.len());
         for g in &schema.groups {
             let entry = index.and_then(|x| x.groups.iter().find(|i| i.group == g.name));
             let stored = index.map(|_| crate::read::complete::stored_index(&dir, entry, &g.name, &shards));
+            rebuilt.push(false);
             let (idx, duplicates, duplicate_ids) = match (stored, entry) {
                 (Some(Ok(idx)), Some(e)) => (idx, e.duplicates, e.duplicate_ids.clone()),
                 (stored, _) => {
                     if let Some(Err(why)) = stored {
                         warnings.push(format!("{why}; indexed from the shards instead (run `smdfs verify`)"));
-                        rebuilt = true;
+                        rebuilt[groups.len()] = true;
                     }
                     reuse.group(&shards, &g.name)
                 }
@@ -159,7 +160,6 @@ impl Run {
             let shard_rows = shards.iter().map(|s| s.group_rows(&g.name)).collect();
             groups.push(GroupData { spec: g.clone(), index: idx, duplicates, duplicate_ids, ts, shard_rows });
         }
-        let index = index.filter(|_| !rebuilt);
 
         let mut fields = Vec::with_capacity(schema.fields.len());
         for f in &schema.fields {
@@ -168,6 +168,8 @@ impl Run {
                 offset: 0,
                 why: format!("field {:?} names unknown group {:?}", f.path, f.group),
             })?;
+            // The stored offsets and counts of a group indexed from the shards no longer apply.
+            let index = index.filter(|_| !rebuilt[gi]);
             let columns: Vec<FieldColumns> = shards
                 .iter()
                 .map(|s| {
