@@ -211,6 +211,7 @@ mod tests {
         let mut clients: Vec<Client> = (0..4).map(|_| smd.client()).collect();
         let mut rows = 0u64;
         let mut prev: Option<Run> = None;
+        let mut chunked = 0;
         for round in 0..6u64 {
             // Each client writes its own ids; client 3 lags (earlier ids arrive later), and
             // round 2 repeats an id (a duplicate).
@@ -230,6 +231,9 @@ mod tests {
             if let Some(p) = &prev {
                 let again = p.reopen().unwrap();
                 assert_same(&again, &fresh);
+                // Extended dense indexes keep their words in shared chunks (small in tests).
+                let idx = &again.groups()[0].index;
+                chunked += u32::from(!idx.is_runs() && idx.dense_words().is_none());
                 assert!(again.merged_rows() < fresh.merged_rows(), "round {round}: merged {}", again.merged_rows());
                 assert!(again.merged_rows() >= rows - p.len(), "every new row is merged");
                 // The logs are read from where the previous replay ended: every new byte, once.
@@ -239,6 +243,7 @@ mod tests {
             prev = Some(fresh);
         }
         assert!(prev.unwrap().groups()[0].duplicates >= 1);
+        assert!(chunked >= 4, "the reopened indexes were chunked {chunked} times");
         drop(clients);
         smd.done().unwrap();
     }
