@@ -131,7 +131,7 @@ fn replay_frames(mut r: LogReplay, buf: &[u8], shift: u64, keep_segments: bool) 
 /// at its last valid frame, from which the next load of the shard continues.
 #[derive(Clone, Debug)]
 struct ReplayPoint {
-    log: (u64, u64),
+    log: LogId,
     state: LogReplay,
 }
 
@@ -196,8 +196,11 @@ fn read_close(path: &Path, offset: u64) -> Result<Option<CloseRecord>> {
     Ok(serde_json::from_slice(&fr.payload[1..]).ok())
 }
 
-/// The whole log at `path` and its file's (device, inode); `None` when there is no log.
-fn read_log(path: &Path) -> Result<Option<(Vec<u8>, (u64, u64))>> {
+/// A log file's identity: (device, inode).
+type LogId = (u64, u64);
+
+/// The whole log at `path` and its file's identity; `None` when there is no log.
+fn read_log(path: &Path) -> Result<Option<(Vec<u8>, LogId)>> {
     use std::io::Read;
     use std::os::unix::fs::MetadataExt;
     let mut f = match open_regular(path) {
