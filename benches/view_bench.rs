@@ -8,7 +8,9 @@
 //!    (into an array touched beforehand), each **warm** (page cache holds the file: best of
 //!    three reads after a first) and **cold** (`drop_caches` before
 //!    the read, a fresh mount). Also the **daemon path**: a fresh mount whose shard files are
-//!    in the page cache, `dd` of the `.npy` beside `dd` of the shard column files behind it.
+//!    in the page cache, `dd` of the `.npy` beside `dd` of the shard column files behind it,
+//!    and beside `dd` of those files into a new tmpfs file — the cost of filling fresh
+//!    page-cache pages, which every read through the daemon pays too (the mount's cache).
 //!    Requests per MiB come from the mount's own counters (`smdfs_fuse::stats`).
 //! 3. The live view: a run of N light events written by 2 servers and kept open; the cost of
 //!    the refreshes that pick up 100k more events at N events (time per refresh, refreshes,
@@ -117,6 +119,27 @@ fn dd(paths: &[PathBuf]) -> Result<f64, String> {
         run_cmd(Command::new("dd").arg(format!("if={}", p.display())).args(["of=/dev/null", "bs=1M"]))?;
     }
     Ok(bytes as f64 / t.elapsed().as_secs_f64() / 1e6)
+}
+
+/// Copies `paths` in order with `dd bs=1M` into one new file in tmpfs (fresh page-cache
+/// pages, no disk); returns MB/s. What filling the page cache costs here: a read that goes
+/// through the daemon fills the mount's page cache the same way, so this bounds it.
+fn dd_into_tmpfs(paths: &[PathBuf]) -> Result<f64, String> {
+    let out = PathBuf::from(format!("/dev/shm/smdfs-view-bench-{}", std::process::id()));
+    let mut bytes = 0u64;
+    let t = Instant::now();
+    for (k, p) in paths.iter().enumerate() {
+        bytes += std::fs::metadata(p).map_err(err)?.len();
+        let mut cmd = Command::new("dd");
+        cmd.arg(format!("if={}", p.display())).arg(format!("of={}", out.display())).arg("bs=1M");
+        if k > 0 {
+            cmd.args(["oflag=append", "conv=notrunc"]);
+        }
+        run_cmd(&mut cmd)?;
+    }
+    let rate = bytes as f64 / t.elapsed().as_secs_f64() / 1e6;
+    std::fs::remove_file(&out).map_err(err)?;
+    Ok(rate)
 }
 
 /// Reads dataset `name` of `file` with h5py into one numpy array allocated and touched
@@ -239,6 +262,7 @@ fn read_case(base: &Path, label: &str, run: &Path, name: &str, npy: &str) -> Res
     let daemon_req = per_mib(&m.stats().since(&before), size);
     let daemon_s = dd(&cols)?;
     m.unmount().map_err(err)?;
+    let fill = dd_into_tmpfs(&cols)?;
 
     // Cold: nothing cached, a fresh mount.
     drop_caches()?;
@@ -267,6 +291,7 @@ fn read_case(base: &Path, label: &str, run: &Path, name: &str, npy: &str) -> Res
     row("warm dd bs=1M .npy (plain: cp of it)", warm_dd_m, warm_dd_p, Some(warm_req));
     row("warm h5py read_direct run.h5 (plain: cp)", warm_h5_m, warm_h5_p, Some(warm_h5_req));
     row("daemon path dd .npy (plain: shard columns)", daemon_m, daemon_s, Some(daemon_req));
+    row("daemon path (plain: shard columns to tmpfs)", daemon_m, fill, None);
     row("cold dd bs=1M .npy (plain: cp of it)", cold_dd_m, cold_dd_p, Some(cold_req));
     row("cold dd bs=1M .npy (plain: shard columns)", cold_dd_m, cold_dd_s, None);
     row("cold h5py read_direct run.h5 (plain: cp)", cold_h5_m, cold_h5_p, None);
