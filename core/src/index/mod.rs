@@ -156,6 +156,20 @@ impl GroupIndex {
         (!self.runs && !matches!(self.words, Words::Chunked(_))).then(|| self.words.get())
     }
 
+    /// The dense encoding's words for global rows `start..end` as one slice, when they are
+    /// in one piece (always for a built or mapped index; within one chunk for an extended
+    /// one); `None` for runs, a range past the end, or one that crosses chunks.
+    pub fn dense_range(&self, start: u64, end: u64) -> Option<&[u64]> {
+        if self.runs || start > end || end > self.rows {
+            return None;
+        }
+        match self.words.pieces(start as usize, end as usize).as_slice() {
+            [one] if one.len() as u64 == end - start => Some(one),
+            [] if start == end => Some(&[]),
+            _ => None,
+        }
+    }
+
     /// Decodes one dense word into its location.
     #[inline]
     pub fn unpack(word: u64) -> Loc {
