@@ -283,6 +283,14 @@ mod tests {
         }
         assert_eq!(chunked.check_covers(&rows), Ok(()));
         assert!(chunked.dense_words().is_none() && flat.dense_words().is_some());
+        for (a, b) in [(0, 10), (60, 64), (64, 128), (100, 101), (60, 70), (0, flat.len())] {
+            let whole = flat.dense_range(a, b).unwrap();
+            match chunked.dense_range(a, b) {
+                Some(w) => assert_eq!(w, whole, "{a}..{b}"),
+                None => assert!(a / CHUNK_WORDS as u64 != (b - 1) / CHUNK_WORDS as u64, "{a}..{b} is in one chunk"),
+            }
+        }
+        assert!(flat.dense_range(0, flat.len() + 1).is_none());
     }
 
     #[test]
