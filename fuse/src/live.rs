@@ -170,12 +170,6 @@ impl Table {
     }
 }
 
-/// Bytes of the run's shard logs now: what reopening the run replays.
-fn log_bytes(dir: &Path, shards: usize) -> u64 {
-    let log = |i| dir.join(smdfs::format::shard_dir_name(i)).join(smdfs::format::LOG_FILE);
-    (0..shards).filter_map(|i| std::fs::metadata(log(i)).ok()).map(|m| m.len()).sum()
-}
-
 /// What a swap changed in the kernel's view of the mount: the caches to invalidate.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Changed {
@@ -348,12 +342,12 @@ impl Live {
         }
         *seen = None;
         let t = Instant::now();
-        // The new snapshot reuses the current one's index work (`Run::reopen`); the shard
-        // logs are still replayed from their start.
+        // The new snapshot reuses the current one's index work and continues its log
+        // replays where they ended (`Run::reopen`).
         let run = self.current().run().reopen()?;
-        let (merged, rows) = (run.merged_rows(), run.len());
+        let (merged, rows, log_bytes) = (run.merged_rows(), run.len(), run.log_bytes_read());
         let view = View::from_run(run, &src.opts)?;
-        self.stats.refreshed(t.elapsed(), log_bytes(&src.dir, shards), merged, rows);
+        self.stats.refreshed(t.elapsed(), log_bytes, merged, rows);
         let mtime = sig.mtime();
         *seen = Some(sig);
         Ok(Some(self.install(view, mtime)))

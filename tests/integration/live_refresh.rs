@@ -1,7 +1,8 @@
 //! Live refreshes cost what was added, not the whole run: a long run is written in rounds
 //! while a live mount follows it, and the mount's own counters (`smdfs_fuse::stats`) show
-//! that its refreshes merged each new row into the index about once — not every row again
-//! at every refresh, which is what reopening the run from scratch does. Nothing is timed.
+//! that its refreshes merged each new row into the index about once and read each byte of the
+//! shard logs about once — not every row and every log again at every refresh, which is what
+//! reopening the run from scratch does. Nothing is timed.
 //! The rows each snapshot serves stay right: the last one equals a fresh open byte for byte.
 
 use std::time::Duration;
@@ -16,7 +17,7 @@ const ROUNDS: u64 = 30;
 const PER_ROUND: u64 = 20_000;
 
 #[test]
-fn refreshes_of_a_long_run_merge_only_the_new_rows() {
+fn refreshes_of_a_long_run_merge_only_the_new_rows_and_read_only_the_new_log_bytes() {
     if !machine_has(&[Need::Fuse]) {
         return;
     }
@@ -59,6 +60,14 @@ fn refreshes_of_a_long_run_merge_only_the_new_rows() {
     // run once in all. Reopening from scratch would merge every row at every refresh.
     assert!(s.refresh_rows_merged <= 2 * total, "{}", s.render());
     assert!(s.last_refresh_rows_merged * 4 < s.last_refresh_rows, "{}", s.render());
+    // Each refresh reads the shard logs from where the previous one's replay ended: about
+    // the logs once in all (a torn tail is read again), not every log whole every time.
+    let logs: u64 = (0..2)
+        .map(|i| std::fs::metadata(run.join(smdfs::format::shard_dir_name(i)).join(smdfs::format::LOG_FILE)))
+        .map(|m| m.unwrap().len())
+        .sum();
+    assert!(s.refresh_log_bytes < 2 * logs, "{} log bytes: {}", logs, s.render());
+    assert!(s.last_refresh_log_bytes * 4 < logs, "{} log bytes: {}", logs, s.render());
     let served = std::fs::read(mnt.join("arrays/x.npy")).unwrap();
     let fresh = View::open(&run, &ViewOptions::default()).unwrap();
     let a = fresh.resolve("arrays/x.npy").unwrap();

@@ -50,8 +50,12 @@ impl GroupIndex {
                 }
             }
         } else {
-            for (pos, &e) in w.iter().enumerate() {
-                mark(pos as u64, unpack(e))?;
+            let mut pos = 0u64;
+            for piece in self.words.pieces(0, self.rows as usize) {
+                for &e in piece {
+                    mark(pos, unpack(e))?;
+                    pos += 1;
+                }
             }
         }
         Ok(())

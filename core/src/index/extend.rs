@@ -2,11 +2,15 @@
 //! for live views that refresh as a run grows. The global index is the group's rows sorted
 //! by the total order (event id, shard, row) — exactly what `build_group`'s stable k-way
 //! merge emits — so an extension equals a fresh build: the old index's rows below the
-//! smallest new key are kept as they are (copied, or re-emitted run by run), and only the old
-//! rows above it (the tail that a lagging shard's earlier ids reach into) are merged again
-//! with the new rows. Cost: O(new rows · log + tail) for the merge plus one copy of the kept
-//! prefix (dense) or of its runs, instead of a heap merge of every row. A dense index stays
-//! dense (a fresh build might pick runs once new rows came in long runs; both read alike).
+//! smallest new key are kept as they are (shared, copied, or re-emitted run by run), and only
+//! the old rows above it (the tail that a lagging shard's earlier ids reach into) are merged
+//! again with the new rows. An extended dense index keeps its words in chunks shared with the
+//! index it extended: its kept full chunks are the old snapshot's (no copy, no memory), so a
+//! refresh costs O(new rows · log + tail + one chunk), not O(rows); a dense index built whole
+//! (or mapped) is copied once, at the first extension. A dense index stays dense (a fresh
+//! build might pick runs once new rows came in long runs; both read alike).
+
+use std::sync::Arc;
 
 use rayon::prelude::*;
 
@@ -67,8 +71,20 @@ pub fn extend_group(
         Some(&first) => partition_point(old.len(), |i| old.locate(i).is_some_and(|l| key(l) < first)),
     };
     let mut out = Sink::new(total);
-    if let Some(dense) = old.dense_words() {
-        // A dense index stays dense: its kept rows are one copy, not a scan for runs.
+    if let Words::Chunked(chunks) = &old.words {
+        // A dense index stays dense: its full chunks below `kept` are shared, not copied.
+        out.runs = None;
+        let full = kept as usize / CHUNK_WORDS;
+        for c in &chunks[..full] {
+            out.dense.share(c);
+        }
+        if let Some(c) = chunks.get(full) {
+            out.dense.extend_from_slice(&c[..kept as usize % CHUNK_WORDS]);
+        }
+        out.rows = kept;
+    } else if let Some(dense) = old.dense_words() {
+        // A dense index stays dense: its kept rows are one copy (into chunks the next
+        // extension shares), not a scan for runs.
         out.runs = None;
         out.dense.extend_from_slice(&dense[..kept as usize]);
         out.rows = kept;
@@ -127,8 +143,8 @@ fn partition_point(n: u64, below: impl Fn(u64) -> bool) -> u64 {
 }
 
 /// Asks for transparent huge pages under `v`'s spare capacity: first touch of fresh memory
-/// costs a fault per 4 KiB page (slow in VMs), and an index of 10^8 rows is 800 MB. A hint:
-/// ignored where THP is off.
+/// costs a fault per 4 KiB page (slow in VMs), and a chunk is 8 MiB. A hint: ignored where
+/// THP is off.
 fn huge_pages(v: &Vec<u64>) {
     let bytes = v.capacity() * 8;
     if bytes >= 4 << 20 {
@@ -137,9 +153,66 @@ fn huge_pages(v: &Vec<u64>) {
     }
 }
 
-/// Collects the extended index: always dense, and runs while they stay few.
+/// Dense words collected in chunks of [`CHUNK_WORDS`]; full chunks of an older index are
+/// shared as they are.
+struct Chunks {
+    done: Vec<Arc<Vec<u64>>>,
+    cur: Vec<u64>,
+}
+
+impl Chunks {
+    fn new() -> Chunks {
+        Chunks { done: Vec::new(), cur: Chunks::fresh() }
+    }
+
+    fn fresh() -> Vec<u64> {
+        let v = Vec::with_capacity(CHUNK_WORDS);
+        huge_pages(&v);
+        v
+    }
+
+    /// Appends a full chunk of an older index (words so far must fill whole chunks).
+    fn share(&mut self, chunk: &Arc<Vec<u64>>) {
+        debug_assert!(self.cur.is_empty() && chunk.len() == CHUNK_WORDS);
+        self.done.push(Arc::clone(chunk));
+    }
+
+    fn extend_from_slice(&mut self, mut words: &[u64]) {
+        while !words.is_empty() {
+            let take = (CHUNK_WORDS - self.cur.len()).min(words.len());
+            self.cur.extend_from_slice(&words[..take]);
+            words = &words[take..];
+            self.seal_if_full();
+        }
+    }
+
+    /// Appends `e..e + n`.
+    fn extend_run(&mut self, mut e: u64, mut n: u64) {
+        while n > 0 {
+            let take = ((CHUNK_WORDS - self.cur.len()) as u64).min(n);
+            self.cur.extend(e..e + take);
+            (e, n) = (e + take, n - take);
+            self.seal_if_full();
+        }
+    }
+
+    fn seal_if_full(&mut self) {
+        if self.cur.len() == CHUNK_WORDS {
+            self.done.push(Arc::new(std::mem::replace(&mut self.cur, Chunks::fresh())));
+        }
+    }
+
+    fn finish(mut self) -> Vec<Arc<Vec<u64>>> {
+        if !self.cur.is_empty() {
+            self.done.push(Arc::new(self.cur));
+        }
+        self.done
+    }
+}
+
+/// Collects the extended index: always dense (in chunks), and runs while they stay few.
 struct Sink {
-    dense: Vec<u64>,
+    dense: Chunks,
     runs: Option<Vec<u64>>,
     rows: u64,
     max_runs: u64,
@@ -147,15 +220,13 @@ struct Sink {
 
 impl Sink {
     fn new(total: u64) -> Sink {
-        let dense = Vec::with_capacity(total as usize);
-        huge_pages(&dense);
-        Sink { dense, runs: Some(Vec::new()), rows: 0, max_runs: total / MIN_AVG_RUN }
+        Sink { dense: Chunks::new(), runs: Some(Vec::new()), rows: 0, max_runs: total / MIN_AVG_RUN }
     }
 
     /// Rows `l.row..l.row + n` of shard `l.shard`, next in order.
     fn push_segment(&mut self, l: Loc, n: u64) {
         let e = pack(l.shard, l.row);
-        self.dense.extend(e..e + n);
+        self.dense.extend_run(e, n);
         if let Some(r) = self.runs.as_mut() {
             let k = r.len();
             if k >= 3 && r[k - 2] + r[k - 1] == e {
@@ -172,7 +243,74 @@ impl Sink {
     fn finish(self) -> GroupIndex {
         match self.runs {
             Some(r) => GroupIndex { rows: self.rows, runs: true, words: Words::Owned(r) },
-            None => GroupIndex { rows: self.rows, runs: false, words: Words::Owned(self.dense) },
+            None => GroupIndex { rows: self.rows, runs: false, words: Words::Chunked(self.dense.finish()) },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segments(idx: &GroupIndex) -> Vec<(Loc, u64)> {
+        let mut v = Vec::new();
+        idx.for_each_segment(0, idx.len(), |l, n| v.push((l, n)));
+        v
+    }
+
+    #[test]
+    fn a_chunked_index_reads_as_the_same_words_in_one_piece() {
+        // Stretches of 1..=9 rows alternating between 3 shards: stretches cross chunk edges.
+        let (mut words, mut rows) = (Vec::new(), [0u64; 3]);
+        for k in 0..200u64 {
+            let s = (k % 3) as usize;
+            let n = 1 + k % 9;
+            words.extend((rows[s]..rows[s] + n).map(|r| pack(s, r)));
+            rows[s] += n;
+        }
+        let flat = GroupIndex { rows: words.len() as u64, runs: false, words: Words::Owned(words.clone()) };
+        let mut c = Chunks::new();
+        c.extend_from_slice(&words);
+        let chunked = GroupIndex { rows: words.len() as u64, runs: false, words: Words::Chunked(c.finish()) };
+        assert!(words.len() > 10 * CHUNK_WORDS);
+        assert_eq!(segments(&chunked), segments(&flat));
+        for i in (0..flat.len() + 3).step_by(7) {
+            assert_eq!(chunked.locate(i), flat.locate(i), "row {i}");
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            chunked.for_each_segment(i, i + 150, |l, n| a.push((l, n)));
+            flat.for_each_segment(i, i + 150, |l, n| b.push((l, n)));
+            assert_eq!(a, b, "rows {i}..");
+        }
+        assert_eq!(chunked.check_covers(&rows), Ok(()));
+        assert!(chunked.dense_words().is_none() && flat.dense_words().is_some());
+        for (a, b) in [(0, 10), (60, 64), (64, 128), (100, 101), (60, 70), (0, flat.len())] {
+            let whole = flat.dense_range(a, b).unwrap();
+            match chunked.dense_range(a, b) {
+                Some(w) => assert_eq!(w, whole, "{a}..{b}"),
+                None => assert!(a / CHUNK_WORDS as u64 != (b - 1) / CHUNK_WORDS as u64, "{a}..{b} is in one chunk"),
+            }
+        }
+        assert!(flat.dense_range(0, flat.len() + 1).is_none());
+    }
+
+    #[test]
+    fn a_sink_given_the_kept_chunks_shares_them_and_appends_after_them() {
+        let mut c = Chunks::new();
+        c.extend_run(pack(0, 0), 10 * CHUNK_WORDS as u64 + 5);
+        let chunks = c.finish();
+        let old = GroupIndex { rows: 10 * CHUNK_WORDS as u64 + 5, runs: false, words: Words::Chunked(chunks.clone()) };
+        let mut out = Sink::new(old.len() + 1);
+        out.runs = None;
+        let Words::Chunked(old_chunks) = &old.words else { unreachable!() };
+        for ch in &old_chunks[..10] {
+            out.dense.share(ch);
+        }
+        out.dense.extend_from_slice(&old_chunks[10][..5]);
+        out.rows = old.len();
+        out.push_segment(Loc { shard: 0, row: old.len() }, 1);
+        let new = out.finish();
+        let Words::Chunked(new_chunks) = &new.words else { panic!("not chunked") };
+        assert!((0..10).all(|k| Arc::ptr_eq(&new_chunks[k], &chunks[k])), "full chunks are shared");
+        assert_eq!(segments(&new), vec![(Loc { shard: 0, row: 0 }, old.len() + 1)]);
     }
 }

@@ -10,6 +10,7 @@
 //! when a run has no index on disk (crashed or still writing).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use memmap2::Mmap;
 
@@ -53,18 +54,64 @@ pub struct Loc {
     pub row: u64,
 }
 
-/// u64 words, owned or mapped from an index file.
+/// Dense words per chunk of a chunked index (8 MiB; small in unit tests, so they cross chunks).
+#[cfg(not(test))]
+const CHUNK_WORDS: usize = 1 << 20;
+#[cfg(test)]
+const CHUNK_WORDS: usize = 64;
+
+/// u64 words, owned or mapped from an index file, or (dense only) in shared chunks.
 #[derive(Debug)]
 enum Words {
     Owned(Vec<u64>),
     Mapped(Mmap),
+    /// Dense words in chunks of [`CHUNK_WORDS`] (the last may be shorter), shared between the
+    /// snapshots of a growing run: an extended index reuses every full chunk below the rows
+    /// it keeps (`extend.rs`), so a refresh copies at most one chunk of the old index.
+    Chunked(Vec<Arc<Vec<u64>>>),
 }
 
 impl Words {
+    /// The words as one slice (empty for chunked words: use [`Words::pieces`]).
     fn get(&self) -> &[u64] {
         match self {
             Words::Owned(v) => v,
             Words::Mapped(m) => bytemuck::try_cast_slice(&m[INDEX_HEADER_LEN..]).unwrap_or(&[]),
+            Words::Chunked(_) => &[],
+        }
+    }
+
+    /// Word `i`.
+    fn word(&self, i: usize) -> Option<u64> {
+        match self {
+            Words::Chunked(c) => c.get(i / CHUNK_WORDS).and_then(|c| c.get(i % CHUNK_WORDS)).copied(),
+            w => w.get().get(i).copied(),
+        }
+    }
+
+    /// Words `start..end` (clamped) as contiguous pieces, in order.
+    fn pieces(&self, start: usize, end: usize) -> Vec<&[u64]> {
+        match self {
+            Words::Chunked(chunks) => {
+                let mut out = Vec::new();
+                let mut i = start;
+                while i < end {
+                    let Some(c) = chunks.get(i / CHUNK_WORDS) else { break };
+                    let a = i % CHUNK_WORDS;
+                    let b = c.len().min(a + (end - i));
+                    if a >= b {
+                        break;
+                    }
+                    out.push(&c[a..b]);
+                    i += b - a;
+                }
+                out
+            }
+            w => {
+                let all = w.get();
+                let end = end.min(all.len());
+                vec![&all[start.min(end)..end]]
+            }
         }
     }
 }
@@ -103,9 +150,24 @@ impl GroupIndex {
     }
 
     /// The dense encoding's words (one per row, `shard << 48 | row`; decode with
-    /// [`GroupIndex::unpack`]), for gathers that walk rows in a tight loop; `None` for runs.
+    /// [`GroupIndex::unpack`]), for gathers that walk rows in a tight loop; `None` for runs
+    /// and for an index extended by a live refresh (its words are in shared chunks).
     pub fn dense_words(&self) -> Option<&[u64]> {
-        (!self.runs).then(|| self.words.get())
+        (!self.runs && !matches!(self.words, Words::Chunked(_))).then(|| self.words.get())
+    }
+
+    /// The dense encoding's words for global rows `start..end` as one slice, when they are
+    /// in one piece (always for a built or mapped index; within one chunk for an extended
+    /// one); `None` for runs, a range past the end, or one that crosses chunks.
+    pub fn dense_range(&self, start: u64, end: u64) -> Option<&[u64]> {
+        if self.runs || start > end || end > self.rows {
+            return None;
+        }
+        match self.words.pieces(start as usize, end as usize).as_slice() {
+            [one] if one.len() as u64 == end - start => Some(one),
+            [] if start == end => Some(&[]),
+            _ => None,
+        }
     }
 
     /// Decodes one dense word into its location.
@@ -119,10 +181,10 @@ impl GroupIndex {
         if i >= self.rows {
             return None;
         }
-        let w = self.words.get();
         if !self.runs {
-            return w.get(i as usize).map(|&e| unpack(e));
+            return self.words.word(i as usize).map(unpack);
         }
+        let w = self.words.get();
         let k = self.run_of(i)?;
         let l = unpack(w[3 * k + 1]);
         Some(Loc { shard: l.shard, row: l.row.saturating_add(i.saturating_sub(w[3 * k])) })
@@ -168,16 +230,29 @@ impl GroupIndex {
                 k += 1;
             }
         } else {
-            let s = &w[start as usize..end as usize];
-            let mut j = 0;
-            while j < s.len() {
-                let first = s[j];
-                let mut n = 1;
-                while j + n < s.len() && s[j + n] == first + n as u64 {
-                    n += 1;
+            // Stretches continue across pieces (chunks), so they are maximal either way.
+            let mut open: Option<(u64, u64)> = None;
+            for s in self.words.pieces(start as usize, end as usize) {
+                let mut j = 0;
+                while j < s.len() {
+                    let first = s[j];
+                    let mut n = 1;
+                    while j + n < s.len() && s[j + n] == first + n as u64 {
+                        n += 1;
+                    }
+                    open = match open {
+                        Some((e, m)) if e + m == first => Some((e, m + n as u64)),
+                        Some((e, m)) => {
+                            f(unpack(e), m);
+                            Some((first, n as u64))
+                        }
+                        None => Some((first, n as u64)),
+                    };
+                    j += n;
                 }
-                f(unpack(first), n as u64);
-                j += n;
+            }
+            if let Some((e, m)) = open {
+                f(unpack(e), m);
             }
         }
     }

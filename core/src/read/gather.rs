@@ -87,7 +87,7 @@ impl Gather<'_> {
         }
         let n = (out.len() / rb) as u64;
         check_range(start, n, self.len())?;
-        if let Some(words) = self.index.dense_words().and_then(|w| w.get(start as usize..(start + n) as usize)) {
+        if let Some(words) = self.index.dense_range(start, start + n) {
             return match rb {
                 1 => self.dense::<1>(words, out),
                 2 => self.dense::<2>(words, out),

@@ -40,7 +40,7 @@ impl FieldReader<'_> {
             why: format!("ragged field {field:?} row {row}: the shard's values disagree with the run's offsets"),
         };
         let index = &run.groups()[data.group].index;
-        if let Some(words) = index.dense_words().and_then(|w| w.get(start as usize..end as usize)) {
+        if let Some(words) = index.dense_range(start, end) {
             // Round-robin runs: one row per index word. Per shard, its (values, offsets, lengths)
             // looked up once; each row's span checked against the run's offsets.
             let cols: Vec<Option<RaggedShard<'_>>> = run

@@ -6,7 +6,9 @@
 //! merges only the rest (`index::extend_group`), keeps the ragged offsets of those rows, and
 //! counts missing values only in new rows. The result equals a fresh open (the index is the
 //! rows sorted by event id, shard, row either way); snapshots stay independent (the previous
-//! one is only read). [`Run::merged_rows`] says how many rows a open merged.
+//! one is only read). The shards' logs are read only from where the previous snapshot's
+//! replay ended (`Shard::load_after`). [`Run::merged_rows`] and [`Run::log_bytes_read`] say
+//! how many rows an open merged and how many log bytes it read.
 
 use std::collections::HashMap;
 
@@ -21,6 +23,13 @@ impl Run {
     /// already indexed (see the module docs); equal to a fresh [`Run::open`].
     pub fn reopen(&self) -> Result<Run> {
         Run::open_after(&self.dir, Some(self))
+    }
+
+    /// Bytes of the shards' commit logs read when this snapshot was opened: every log whole
+    /// when opened fresh, after [`Run::reopen`] only what the logs gained since the previous
+    /// snapshot (`Shard::load_after`); a complete run's close records only.
+    pub fn log_bytes_read(&self) -> u64 {
+        self.shards.iter().map(|s| s.log_bytes_read).sum()
     }
 
     /// Rows merged into group indexes when this snapshot was opened: every row of a run
@@ -156,9 +165,42 @@ mod tests {
             assert!(la == lb, "group {g}: the indexes differ ({} and {} segments)", la.len(), lb.len());
             assert_eq!(a.groups()[g].duplicates, b.groups()[g].duplicates, "group {g} duplicates");
         }
+        for (sa, sb) in a.shards().iter().zip(b.shards()) {
+            assert_eq!((&sa.lens, sa.columns.len(), sa.torn_bytes), (&sb.lens, sb.columns.len(), sb.torn_bytes));
+            assert_eq!((sa.groups.len(), sa.fields.len(), sa.closed), (sb.groups.len(), sb.fields.len(), sb.closed));
+        }
         for (fa, fb) in a.fields().iter().zip(b.fields()) {
             assert_eq!(fa.missing, fb.missing, "{}", fa.spec.path);
             assert_eq!(fa.offsets.as_ref().map(|o| o.get().to_vec()), fb.offsets.as_ref().map(|o| o.get().to_vec()));
+        }
+    }
+
+    #[test]
+    fn a_shard_log_continued_from_any_cut_equals_it_replayed_whole() {
+        use crate::shard::reader::Shard;
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        crate::demo::write_demo(dir.path(), 3000, 1, 2, false).unwrap();
+        let log_path = dir.path().join(crate::format::shard_dir_name(0)).join(crate::format::LOG_FILE);
+        let log = std::fs::read(&log_path).unwrap();
+        let n = log.len();
+        // Cuts inside the header, mid-frame (torn tails) and at the end.
+        for (a, b) in [(5, n / 3), (n / 3, n / 3 + 1), (n / 3 + 1, 2 * n / 3 + 7), (2 * n / 3 + 7, n), (n, n)] {
+            let f = std::fs::OpenOptions::new().write(true).open(&log_path).unwrap();
+            f.set_len(a as u64).unwrap();
+            f.sync_all().unwrap();
+            let first = Shard::load(dir.path(), 0, None);
+            let mut f = std::fs::OpenOptions::new().append(true).open(&log_path).unwrap();
+            f.write_all(&log[a..b]).unwrap();
+            let whole = Shard::load(dir.path(), 0, None).unwrap();
+            let Ok(first) = first else {
+                assert!(a < crate::format::LOG_HEADER_LEN, "only a cut header fails to load");
+                continue;
+            };
+            let next = Shard::load_after(dir.path(), 0, None, Some(&first)).unwrap();
+            let key = |s: &Shard| (s.lens.clone(), s.columns.len(), s.fields.len(), s.torn_bytes, s.closed);
+            assert_eq!(key(&next), key(&whole), "cut at {a}, then {b}");
+            assert_eq!(next.log_bytes_read, (b as u64).min(n as u64) - (a as u64 - first.torn_bytes), "cut {a}..{b}");
         }
     }
 
@@ -169,6 +211,7 @@ mod tests {
         let mut clients: Vec<Client> = (0..4).map(|_| smd.client()).collect();
         let mut rows = 0u64;
         let mut prev: Option<Run> = None;
+        let mut chunked = 0;
         for round in 0..6u64 {
             // Each client writes its own ids; client 3 lags (earlier ids arrive later), and
             // round 2 repeats an id (a duplicate).
@@ -188,12 +231,19 @@ mod tests {
             if let Some(p) = &prev {
                 let again = p.reopen().unwrap();
                 assert_same(&again, &fresh);
+                // Extended dense indexes keep their words in shared chunks (small in tests).
+                let idx = &again.groups()[0].index;
+                chunked += u32::from(!idx.is_runs() && idx.dense_words().is_none());
                 assert!(again.merged_rows() < fresh.merged_rows(), "round {round}: merged {}", again.merged_rows());
                 assert!(again.merged_rows() >= rows - p.len(), "every new row is merged");
+                // The logs are read from where the previous replay ended: every new byte, once.
+                let (now, before, read) = (fresh.log_bytes_read(), p.log_bytes_read(), again.log_bytes_read());
+                assert!(read > 0 && read < now && read + before >= now, "round {round}: {read} of {now} ({before})");
             }
             prev = Some(fresh);
         }
         assert!(prev.unwrap().groups()[0].duplicates >= 1);
+        assert!(chunked >= 4, "the reopened indexes were chunked {chunked} times");
         drop(clients);
         smd.done().unwrap();
     }

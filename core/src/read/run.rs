@@ -108,7 +108,10 @@ impl Run {
         let index = manifest.index.as_ref().filter(|_| state == RunState::Complete);
         let shards: Vec<Shard> = (0..manifest.shards)
             .into_par_iter()
-            .map(|i| Shard::load(&dir, i, index.and_then(|x| x.close_offsets.get(i).copied())))
+            .map(|i| {
+                let close = index.and_then(|x| x.close_offsets.get(i).copied());
+                Shard::load_after(&dir, i, close, prev.and_then(|p| p.shards.get(i)))
+            })
             .collect::<Result<_>>()?;
 
         let mut warnings = Vec::new();

@@ -2,7 +2,8 @@
 //! committed lengths. Nothing past a committed length is ever exposed.
 //!
 //! A complete run names each shard's close record, so loading reads one frame; otherwise the
-//! log is replayed from the start and stops at the first torn or corrupt frame.
+//! log is replayed from the start and stops at the first torn or corrupt frame — or, given an
+//! earlier load of the shard ([`Shard::load_after`]), continued from where that replay ended.
 
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -10,7 +11,7 @@ use std::path::{Path, PathBuf};
 use memmap2::{Mmap, MmapOptions};
 
 use crate::error::{Error, IoContext, Result};
-use crate::format::file::{check_dir, open_regular, read_regular};
+use crate::format::file::{check_dir, open_regular};
 use crate::format::{
     check_log_header, column_file_name, decode_commit, CloseRecord, ColumnDef, FrameIter, Role, SchemaRecord,
     FRAME_OVERHEAD, LOG_FILE, LOG_HEADER_LEN, MAX_FRAME_PAYLOAD, REC_CLOSE, REC_COMMIT, REC_SCHEMA,
@@ -49,8 +50,17 @@ pub struct LogReplay {
 /// Replays a log image. `keep_segments` records every commit's byte ranges (for verify).
 pub fn replay_log(path: &Path, log: &[u8], keep_segments: bool) -> Result<LogReplay> {
     check_log_header(log).map_err(|why| Error::Corrupt { path: path.into(), offset: 0, why })?;
-    let mut r = LogReplay::default();
-    let mut frames = FrameIter::new(log);
+    Ok(replay_frames(LogReplay::default(), log, 0, keep_segments))
+}
+
+/// Continues the replay `r` over `buf`: a log header followed by log bytes that start at
+/// byte `shift + LOG_HEADER_LEN` of the log (`shift` 0: the whole log). The replay is a fold
+/// over frames that stops at the first bad one, so continuing from the end of the last valid
+/// frame of an append-only log gives what replaying the whole log gives.
+fn replay_frames(mut r: LogReplay, buf: &[u8], shift: u64, keep_segments: bool) -> LogReplay {
+    r.torn_bytes = 0;
+    r.torn_reason = None;
+    let mut frames = FrameIter::new(buf);
     let mut stop: Option<String> = None;
     for frame in frames.by_ref() {
         let (kind, body) = (frame.payload[0], &frame.payload[1..]);
@@ -101,19 +111,48 @@ pub fn replay_log(path: &Path, log: &[u8], keep_segments: bool) -> Result<LogRep
             _ => false,
         };
         if !ok {
-            stop = Some(format!("undecodable record (type {kind}) at byte {}", frame.offset));
-            r.valid_len = frame.offset;
+            let at = shift + frame.offset;
+            stop = Some(format!("undecodable record (type {kind}) at byte {at}"));
+            r.valid_len = at;
             break;
         }
     }
     if stop.is_none() {
-        r.valid_len = frames.valid_end();
+        r.valid_len = shift + frames.valid_end();
     }
-    r.torn_bytes = log.len() as u64 - r.valid_len;
+    r.torn_bytes = shift + buf.len() as u64 - r.valid_len;
     if r.torn_bytes > 0 {
         r.torn_reason = Some(stop.unwrap_or_else(|| format!("torn or corrupt frame at byte {}", r.valid_len)));
     }
-    Ok(r)
+    r
+}
+
+/// Where a replay of a shard's log ended: the log file (device, inode) and the replay's state
+/// at its last valid frame, from which the next load of the shard continues.
+#[derive(Clone, Debug)]
+struct ReplayPoint {
+    log: LogId,
+    state: LogReplay,
+}
+
+/// Reads the log at `path` from where `prev` ended and continues its replay: `None` when the
+/// log is another file now, or shorter, or its header is not a log's (a full replay then
+/// decides). Returns the replay, the log bytes read and the new point.
+fn replay_after(path: &Path, prev: &ReplayPoint) -> Option<(LogReplay, u64, ReplayPoint)> {
+    use std::os::unix::fs::MetadataExt;
+    let f = open_regular(path).ok()?;
+    let md = f.metadata().ok()?;
+    let from = prev.state.valid_len;
+    if (md.dev(), md.ino()) != prev.log || md.len() < from || from < LOG_HEADER_LEN as u64 {
+        return None;
+    }
+    let mut buf = vec![0u8; LOG_HEADER_LEN + usize::try_from(md.len() - from).ok()?];
+    f.read_exact_at(&mut buf[..LOG_HEADER_LEN], 0).ok()?;
+    f.read_exact_at(&mut buf[LOG_HEADER_LEN..], from).ok()?;
+    check_log_header(&buf).ok()?;
+    let r = replay_frames(prev.state.clone(), &buf, from - LOG_HEADER_LEN as u64, false);
+    let point = ReplayPoint { log: prev.log, state: r.clone() };
+    Some((r, (buf.len() - LOG_HEADER_LEN) as u64, point))
 }
 
 /// Reads only the close record at `offset` (complete runs): O(1) in the run's size.
@@ -157,6 +196,24 @@ fn read_close(path: &Path, offset: u64) -> Result<Option<CloseRecord>> {
     Ok(serde_json::from_slice(&fr.payload[1..]).ok())
 }
 
+/// A log file's identity: (device, inode).
+type LogId = (u64, u64);
+
+/// The whole log at `path` and its file's identity; `None` when there is no log.
+fn read_log(path: &Path) -> Result<Option<(Vec<u8>, LogId)>> {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let mut f = match open_regular(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let md = f.metadata().at(path)?;
+    let mut log = Vec::with_capacity(md.len() as usize);
+    f.read_to_end(&mut log).at(path)?;
+    Ok(Some((log, (md.dev(), md.ino()))))
+}
+
 /// A loaded shard: committed column lengths and read-only maps of the committed bytes.
 #[derive(Debug)]
 pub struct Shard {
@@ -182,13 +239,26 @@ pub struct Shard {
     pub closed: bool,
     /// Whether the close record was read at the offset the manifest gives.
     pub close_at_offset: bool,
+    /// Bytes of the commit log this load read: the whole log when replayed from its start,
+    /// only what was appended since when continued from an earlier load ([`Shard::load_after`]).
+    pub log_bytes_read: u64,
     maps: Vec<Option<Mmap>>,
+    /// Where the replay ended (shards loaded by replaying their log).
+    replayed: Option<ReplayPoint>,
 }
 
 impl Shard {
     /// Loads shard `index` of the run in `run_dir`; `close_offset` (complete runs) lets it
     /// read the close record instead of replaying the log.
     pub fn load(run_dir: &Path, index: usize, close_offset: Option<u64>) -> Result<Shard> {
+        Shard::load_after(run_dir, index, close_offset, None)
+    }
+
+    /// As [`Shard::load`], but a log `prev` (an earlier load of the same shard) replayed is
+    /// read only from where that replay ended: a shard still being written costs what was
+    /// appended since, not its whole log. Equal to [`Shard::load`] (the log is append-only;
+    /// a log that is another file now, or shorter, is replayed from its start).
+    pub fn load_after(run_dir: &Path, index: usize, close_offset: Option<u64>, prev: Option<&Shard>) -> Result<Shard> {
         let dir = run_dir.join(crate::format::shard_dir_name(index));
         match check_dir(&dir) {
             // A shard whose server never started has no directory yet (checked below).
@@ -203,6 +273,8 @@ impl Shard {
         let mut has_log = true;
         let mut closed = false;
         let mut close_at_offset = false;
+        let mut log_bytes_read = 0;
+        let mut replayed = None;
         let (columns, lens, groups, fields, stats, torn) = match from_close {
             Some(c)
                 if c.columns.len() == c.lens.len() && c.columns.iter().enumerate().all(|(k, d)| d.id as usize == k) =>
@@ -212,19 +284,29 @@ impl Shard {
                 (c.columns, c.lens, c.groups, c.fields, Some(c.stats), 0)
             }
             _ => {
-                let log = match read_regular(&log_path, u64::MAX) {
-                    Ok(l) => l,
-                    // A shard whose server never started holds nothing yet.
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                        has_log = false;
-                        Vec::new()
+                let resumed = prev.and_then(|p| p.replayed.as_ref()).and_then(|p| replay_after(&log_path, p));
+                let r = match resumed {
+                    Some((r, read, point)) => {
+                        log_bytes_read = read;
+                        replayed = Some(point);
+                        Some(r)
                     }
-                    Err(e) => return Err(Error::io(&log_path, e)),
+                    None => match read_log(&log_path)? {
+                        Some((log, id)) if !log.is_empty() => {
+                            let r = replay_log(&log_path, &log, false)?;
+                            log_bytes_read = log.len() as u64;
+                            replayed = Some(ReplayPoint { log: id, state: r.clone() });
+                            Some(r)
+                        }
+                        Some(_) => None,
+                        // A shard whose server never started holds nothing yet.
+                        None => {
+                            has_log = false;
+                            None
+                        }
+                    },
                 };
-                if log.is_empty() {
-                    (vec![], vec![], vec![], vec![], None, 0)
-                } else {
-                    let r = replay_log(&log_path, &log, false)?;
+                if let Some(r) = r {
                     // Only columns some commit named exist; fields and groups without a
                     // committed column were announced by a batch that never committed.
                     let columns: Vec<ColumnDef> =
@@ -241,6 +323,8 @@ impl Shard {
                         .collect();
                     closed = r.close.is_some();
                     (columns, r.lens, groups, fields, r.close.map(|c| c.stats), r.torn_bytes)
+                } else {
+                    (vec![], vec![], vec![], vec![], None, 0)
                 }
             }
         };
@@ -281,7 +365,9 @@ impl Shard {
             has_log,
             closed,
             close_at_offset,
+            log_bytes_read,
             maps,
+            replayed,
         };
         shard.check_row_counts()?;
         Ok(shard)
