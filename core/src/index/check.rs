@@ -29,6 +29,12 @@ impl GroupIndex {
                 return Err((start.min(self.rows), format!("runs cover {start} rows, the index has {}", self.rows)));
             }
         }
+        // Fast paths that only say yes; on any doubt the exact walk below finds and names the
+        // first bad entry.
+        let fine = if self.runs { runs_tile(w, shard_rows) } else { self.dense_is_permutation(shard_rows) };
+        if fine {
+            return Ok(());
+        }
         let mut seen: Vec<Vec<u64>> = shard_rows.iter().map(|&n| vec![0u64; n.div_ceil(64) as usize]).collect();
         let mut mark = |pos: u64, l: Loc| -> Result<(), (u64, String)> {
             let rows = shard_rows.get(l.shard).copied().unwrap_or(0);
@@ -60,6 +66,60 @@ impl GroupIndex {
         }
         Ok(())
     }
+}
+
+impl GroupIndex {
+    /// True if this dense index names every shard row exactly once (one flat bitmap over all
+    /// shards' rows, branch-light: the open-time check of a stored index).
+    fn dense_is_permutation(&self, shard_rows: &[u64]) -> bool {
+        let mut base = Vec::with_capacity(shard_rows.len());
+        let mut total = 0u64;
+        for &n in shard_rows {
+            base.push(total);
+            total = match total.checked_add(n) {
+                Some(t) => t,
+                None => return false,
+            };
+        }
+        let Ok(words) = usize::try_from(total.div_ceil(64)) else { return false };
+        let mut seen = vec![0u64; words];
+        let mut clash = 0u64;
+        for piece in self.words.pieces(0, self.rows as usize) {
+            for &e in piece {
+                let l = unpack(e);
+                let (Some(&rows), Some(&b)) = (shard_rows.get(l.shard), base.get(l.shard)) else { return false };
+                if l.row >= rows {
+                    return false;
+                }
+                let bit = b + l.row;
+                let w = &mut seen[(bit / 64) as usize];
+                let m = 1u64 << (bit % 64);
+                clash |= *w & m;
+                *w |= m;
+            }
+        }
+        clash == 0
+    }
+}
+
+/// True if the runs `(start, first location, length)` tile every shard's rows exactly: per
+/// shard, sorted by first row, each run starts where the previous ended and the last ends at
+/// the shard's row count. O(runs log runs), not O(rows).
+fn runs_tile(w: &[u64], shard_rows: &[u64]) -> bool {
+    let mut spans: Vec<(usize, u64, u64)> = Vec::with_capacity(w.len() / 3);
+    for run in w.chunks_exact(3) {
+        let l = unpack(run[1]);
+        spans.push((l.shard, l.row, run[2]));
+    }
+    spans.sort_unstable();
+    let mut next = vec![0u64; shard_rows.len()];
+    for (shard, row, len) in spans {
+        match next.get_mut(shard) {
+            Some(n) if *n == row => *n = row.saturating_add(len),
+            _ => return false,
+        }
+    }
+    next == shard_rows
 }
 
 #[cfg(test)]
