@@ -366,48 +366,29 @@ fn check_complete(
     }
 }
 
-/// Every shard row appears exactly once, and event ids ascend.
+/// Every shard row appears exactly once (the reader's own check, `check_covers`), and event
+/// ids ascend.
 fn check_index(run: &Run, group: &str, idx: &GroupIndex, path: &Path, problems: &mut Vec<Problem>) {
     let Some(gi) = run.groups().iter().position(|g| g.spec.name == group) else { return };
     let rows: Vec<u64> = run.shards().iter().map(|s| s.group_rows(group)).collect();
-    if idx.len() != rows.iter().sum::<u64>() {
-        problems.push(Problem {
-            file: path.into(),
-            offset: 0,
-            what: format!("index has {} rows, shards hold {}", idx.len(), rows.iter().sum::<u64>()),
-        });
+    let at = |row: u64| crate::index::INDEX_HEADER_LEN as u64 + 8 * row;
+    if let Err((row, what)) = idx.check_covers(&rows) {
+        problems.push(Problem { file: path.into(), offset: at(row), what });
         return;
     }
-    let mut seen: Vec<Vec<u64>> = rows.iter().map(|&n| vec![0u64; n.div_ceil(64) as usize]).collect();
     let (mut last, mut pos, mut bad) = (0u64, 0u64, None);
     idx.for_each_segment(0, idx.len(), |loc, n| {
         for k in 0..n {
-            let l = Loc { shard: loc.shard, row: loc.row + k };
-            let ok = l.shard < rows.len() && l.row < rows[l.shard];
-            if bad.is_none() {
-                if !ok {
-                    bad = Some((
-                        pos,
-                        format!("row {pos} points at shard {} row {} which does not exist", l.shard, l.row),
-                    ));
-                } else {
-                    let w = &mut seen[l.shard][(l.row / 64) as usize];
-                    let bit = 1u64 << (l.row % 64);
-                    let id = run.id_at(gi, l);
-                    if *w & bit != 0 {
-                        bad = Some((pos, format!("shard {} row {} appears twice", l.shard, l.row)));
-                    } else if pos > 0 && id < last {
-                        bad = Some((pos, format!("event ids descend at row {pos} ({last} then {id})")));
-                    }
-                    *w |= bit;
-                    last = id;
-                }
+            let id = run.id_at(gi, Loc { shard: loc.shard, row: loc.row + k });
+            if bad.is_none() && pos > 0 && id < last {
+                bad = Some((pos, format!("event ids descend at row {pos} ({last} then {id})")));
             }
+            last = id;
             pos += 1;
         }
     });
     if let Some((row, what)) = bad {
-        problems.push(Problem { file: path.into(), offset: crate::index::INDEX_HEADER_LEN as u64 + 8 * row, what });
+        problems.push(Problem { file: path.into(), offset: at(row), what });
     }
 }
 
