@@ -76,8 +76,17 @@ fn a_full_disk_is_a_clear_error_and_the_committed_prefix_stays_readable() {
     assert!(msg.contains("shard-0000") && (msg.contains(".col") || msg.contains("log")), "names the file: {msg}");
     println!("after {sent} events: {msg}");
 
-    let r = Run::open(&run).unwrap();
-    assert_eq!(r.state(), RunState::Crashed);
+    // The writer's lock is an open-file-description lock: a process another test forks at
+    // this moment holds a copy of its descriptor until it execs, so the run may read as
+    // still being written for that instant.
+    let r = smdfs_tests::wait_until(|| {
+        let r = Run::open(&run).map_err(|e| e.to_string())?;
+        if r.state() == RunState::Crashed {
+            Ok(r)
+        } else {
+            Err(format!("state {:?}, not crashed", r.state()))
+        }
+    });
     assert!(!r.is_empty() && r.len() <= sent, "{} rows of {sent} sent", r.len());
     let x = r.field("x").unwrap().read_all::<u64>().unwrap();
     let im = r.field("img").unwrap().read_all::<u16>().unwrap();
