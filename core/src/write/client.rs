@@ -24,7 +24,7 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 
 use crate::error::{Error, Result};
-use crate::model::batch::{Batch, FieldRows};
+use crate::model::batch::{Batch, BatchView, FieldRows};
 use crate::model::dtype::Element;
 use crate::model::handle;
 use crate::model::reduce::{contribute, Reducible, Reductions};
@@ -32,6 +32,7 @@ use crate::model::schema::{FieldId, FieldSpec, GroupId, RUN_GROUP_ID};
 use crate::model::value::Value;
 use crate::sync::{lock, write};
 use crate::write::shared::Shared;
+use crate::write::threads::{self, ToServer};
 
 /// Marks an empty entry of an id-indexed table.
 pub(crate) const NONE: u32 = u32::MAX;
@@ -52,7 +53,7 @@ pub(crate) struct Meta {
 
 /// Where a client's batches go.
 pub(crate) enum Sink {
-    Thread(SyncSender<Batch>),
+    Thread(SyncSender<ToServer>),
     #[cfg(feature = "mpi")]
     Mpi(Box<crate::write::mpi::client::Sender>),
     /// An MPI server rank's handle: no events (the reason).
@@ -284,7 +285,7 @@ impl Client {
             Sink::Thread(tx) => {
                 let fresh = lock(&self.shared.pools[self.server]).pop().unwrap_or_default();
                 let full = std::mem::replace(&mut self.batch, fresh);
-                tx.send(full).map_err(|_| self.shared.server_error(self.server))
+                tx.send(ToServer::Batch(full)).map_err(|_| self.shared.server_error(self.server))
             }
             #[cfg(feature = "mpi")]
             Sink::Mpi(sender) => {
@@ -295,6 +296,24 @@ impl Client {
                 r
             }
             Sink::Refuse(why) => Err(Error::Usage(why.clone())),
+        }
+    }
+
+    /// Threads mode: whether [`Client::write_borrowed`] can take columns.
+    pub(crate) fn writes_borrowed(&self) -> bool {
+        matches!(self.sink, Sink::Thread(_))
+    }
+
+    /// Threads mode: appends and commits `view` (columns borrowed from the caller) on the
+    /// server, after the batch so far, and returns once it is written: the columns are
+    /// copied once, by the server's write into the page cache.
+    pub(crate) fn write_borrowed(&mut self, view: BatchView<'_>) -> Result<()> {
+        self.flush()?;
+        match &self.sink {
+            Sink::Thread(tx) => {
+                threads::write_borrowed(tx, view).unwrap_or_else(|()| Err(self.shared.server_error(self.server)))
+            }
+            _ => Err(Error::Usage("borrowed columns go to a thread server only".into())),
         }
     }
 
