@@ -56,7 +56,24 @@ struct ShardField {
 enum Pending<'a> {
     Borrowed(&'a [u8]),
     Owned(Vec<u8>),
+    /// A field's data column with every row present: its statistics are taken chunk by
+    /// chunk as it is written (see [`WRITE_CHUNK`]).
+    Stats(&'a [u8], FieldId),
 }
+
+impl Pending<'_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Pending::Borrowed(b) | Pending::Stats(b, _) => b,
+            Pending::Owned(v) => v,
+        }
+    }
+}
+
+/// A column's bytes are written in pieces of this size, each checksummed (and its
+/// statistics taken) right after its write, while it is still in the CPU cache: the batch
+/// is read from memory once instead of three times (write, crc32c, statistics).
+const WRITE_CHUNK: usize = 256 << 10;
 
 /// Writer of one shard directory.
 pub(crate) struct ShardWriter {
@@ -269,7 +286,15 @@ impl ShardWriter {
                     Some(&i) => {
                         let fr = &batch.fields[i];
                         debug_assert_eq!(fr.rows, n, "client pads aligned fields to the group's rows");
-                        pending.push((sf.data, Pending::Borrowed(fr.data)));
+                        let all_present = !fr.present.contains(&0);
+                        match sf.stats.as_mut() {
+                            Some(_) if all_present => pending.push((sf.data, Pending::Stats(fr.data, fid))),
+                            Some(st) => {
+                                add_stats(st, &sf.spec, fr.data, fr.present);
+                                pending.push((sf.data, Pending::Borrowed(fr.data)));
+                            }
+                            None => pending.push((sf.data, Pending::Borrowed(fr.data))),
+                        }
                         if let Some(p) = sf.present {
                             pending.push((p, Pending::Borrowed(fr.present)));
                         }
@@ -281,9 +306,6 @@ impl ShardWriter {
                             }
                             pending.push((l, Pending::Borrowed(fr.lens)));
                             pending.push((o, Pending::Owned(offs)));
-                        }
-                        if let Some(st) = sf.stats.as_mut() {
-                            add_stats(st, &sf.spec, fr.data, fr.present);
                         }
                     }
                     None => {
@@ -311,29 +333,47 @@ impl ShardWriter {
         if !merged.is_empty() {
             for (col, p) in &pending {
                 if let Some(buf) = merged.get_mut(col) {
-                    buf.extend_from_slice(match p {
-                        Pending::Borrowed(b) => b,
-                        Pending::Owned(v) => v,
-                    });
+                    buf.extend_from_slice(p.bytes());
+                    if let Pending::Stats(b, fid) = p {
+                        // Concatenated with backfill: the batch's own rows, taken whole.
+                        let sf = self.fields.get_mut(fid).expect("field registered");
+                        if let Some(st) = sf.stats.as_mut() {
+                            st.merge(&row_stats(sf.spec.dtype, b));
+                        }
+                    }
                 }
             }
         }
         let mut entries = Vec::with_capacity(order.len());
         for col in order {
-            let bytes: &[u8] = match merged.get(&col) {
-                Some(b) => b,
+            let (bytes, stats_of): (&[u8], _) = match merged.get(&col) {
+                Some(b) => (b, None),
                 None => match &pending[single[&col]].1 {
-                    Pending::Borrowed(b) => b,
-                    Pending::Owned(v) => v,
+                    Pending::Stats(b, fid) => (b, Some(*fid)),
+                    p => (p.bytes(), None),
                 },
             };
+            let mut stats = stats_of.and_then(|fid| self.fields.get_mut(&fid)).and_then(|f| {
+                let dtype = f.spec.dtype;
+                f.stats.as_mut().map(|st| (st, dtype))
+            });
             let c = &mut self.columns[col as usize];
-            c.file.write_all_at(bytes, c.len)?;
+            let mut crc = 0u32;
+            let mut at = c.len;
+            for piece in bytes.chunks(WRITE_CHUNK) {
+                c.file.write_all_at(piece, at)?;
+                crc = crc32c::crc32c_append(crc, piece);
+                if let Some((st, dtype)) = stats.as_mut() {
+                    // Whole elements: WRITE_CHUNK is a multiple of every element size.
+                    st.merge(&row_stats(*dtype, piece));
+                }
+                at += piece.len() as u64;
+            }
             // Start writeback now: the device works while the run goes on, so the fsyncs of
             // commits (sync mode) or of close (always) find little left to do.
             c.file.start_writeback(c.len, bytes.len() as u64);
             c.len += bytes.len() as u64;
-            entries.push(CommitEntry { column: col, len: c.len, crc: crc32c::crc32c(bytes) });
+            entries.push(CommitEntry { column: col, len: c.len, crc });
         }
         if self.syncer.is_some() {
             // The batch's sync and commit go to the committer (a frame at the next offset).
