@@ -442,7 +442,7 @@ fn callbacks_see_every_event_of_every_way_in() {
 
 #[test]
 fn large_calls_without_masks_are_written_from_the_callers_arrays() {
-    // A call of at least 1 MiB with no masks skips the client's batch (threads mode): its
+    // A call of at least 256 KiB with no masks skips the client's batch (threads mode): its
     // rows must read back as the batched path's do, after the batch that came before it,
     // with an aligned field the call lacks filled and absent.
     let t = tempfile::tempdir().unwrap();

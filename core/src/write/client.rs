@@ -299,21 +299,30 @@ impl Client {
         }
     }
 
-    /// Threads mode: whether [`Client::write_borrowed`] can take columns.
+    /// Whether [`Client::write_borrowed`] can take columns: threads mode, or an MPI rank
+    /// that writes its own shard.
     pub(crate) fn writes_borrowed(&self) -> bool {
-        matches!(self.sink, Sink::Thread(_))
+        match &self.sink {
+            Sink::Thread(_) => true,
+            #[cfg(feature = "mpi")]
+            Sink::Mpi(sender) => sender.is_local(),
+            Sink::Refuse(_) => false,
+        }
     }
 
-    /// Threads mode: appends and commits `view` (columns borrowed from the caller) on the
-    /// server, after the batch so far, and returns once it is written: the columns are
-    /// copied once, by the server's write into the page cache.
+    /// Appends and commits `view` (columns borrowed from the caller) after the batch so far,
+    /// and returns once it is written: the columns are copied once, by the write into the
+    /// page cache (on the server thread, or on this thread into this rank's own shard).
     pub(crate) fn write_borrowed(&mut self, view: BatchView<'_>) -> Result<()> {
         self.flush()?;
-        match &self.sink {
+        let refused = || Error::Usage("borrowed columns go to a thread server or this rank's own shard only".into());
+        match &mut self.sink {
             Sink::Thread(tx) => {
                 threads::write_borrowed(tx, view).unwrap_or_else(|()| Err(self.shared.server_error(self.server)))
             }
-            _ => Err(Error::Usage("borrowed columns go to a thread server only".into())),
+            #[cfg(feature = "mpi")]
+            Sink::Mpi(sender) => sender.append_borrowed(&view, &self.shared.registry).unwrap_or_else(|| Err(refused())),
+            Sink::Refuse(_) => Err(refused()),
         }
     }
 

@@ -1,9 +1,9 @@
-//! The batch API's copy-free path (threads mode): a large `Client::events` call with no
-//! presence masks is not copied into the client's batch. Its columns, still borrowed from
-//! the caller, go to the server as one batch view (ids once per group, a fixed column's
-//! bytes as given, a ragged column's value run as given) and the call returns once the
-//! server has appended and committed them, so the bytes are copied once, by the write into
-//! the page cache. The shard writer treats the view like any batch: aligned fields the call
+//! The batch API's copy-free path (threads mode, and MPI ranks that write their own shard):
+//! a large `Client::events` call with no presence masks is not copied into the client's
+//! batch. Its columns, still borrowed from the caller, go to the shard writer as one batch
+//! view (ids once per group, a fixed column's bytes as given, a ragged column's value run as
+//! given) and the call returns once they are appended and committed, so the bytes are
+//! copied once, by the write into the page cache. The shard writer treats the view like any batch: aligned fields the call
 //! lacks are filled, statistics and checksums are the same, the commit follows the data.
 
 use crate::error::Result;
@@ -13,7 +13,7 @@ use crate::write::client::Client;
 
 /// Calls at least this large (bytes of values) skip the batch; smaller ones are cheaper to
 /// copy than to commit on their own.
-pub(crate) const DIRECT_MIN_BYTES: usize = 1 << 20;
+pub(crate) const DIRECT_MIN_BYTES: usize = 256 << 10;
 
 impl Client {
     /// Whether a validated call of `total` value bytes takes the copy-free path.
