@@ -536,10 +536,35 @@ fn row_stats_portable(dtype: Dtype, row: &[u8]) -> Stats {
             Stats { count: n, min: lo as f64, max: hi as f64, sum: sum as f64 }
         }};
     }
+    // Floats: NaN is skipped (not counted); eight independent lanes of min, max, sum and NaN
+    // count (branch-free, so the compiler vectorizes them), combined at the end.
     macro_rules! floats {
         ($t:ty) => {{
-            let mut st = Stats::default();
-            for c in row.chunks_exact(std::mem::size_of::<$t>()) {
+            const LANES: usize = 8;
+            let size = std::mem::size_of::<$t>();
+            let (mut lo, mut hi) = ([f64::INFINITY; LANES], [f64::NEG_INFINITY; LANES]);
+            let (mut sum, mut nan) = ([0f64; LANES], [0u64; LANES]);
+            let mut blocks = row.chunks_exact(size * LANES);
+            for c in &mut blocks {
+                for k in 0..LANES {
+                    let v =
+                        f64::from(<$t>::from_le_bytes(c[k * size..(k + 1) * size].try_into().expect("element size")));
+                    let is_nan = v.is_nan();
+                    nan[k] += u64::from(is_nan);
+                    sum[k] += if is_nan { 0.0 } else { v };
+                    // A NaN compares false and keeps the lane (the shape of `minpd`/`maxpd`).
+                    lo[k] = if v < lo[k] { v } else { lo[k] };
+                    hi[k] = if v > hi[k] { v } else { hi[k] };
+                }
+            }
+            let whole = (row.len() / (size * LANES) * LANES) as u64;
+            let mut st = Stats {
+                count: whole - nan.iter().sum::<u64>(),
+                min: lo.iter().copied().fold(f64::INFINITY, f64::min),
+                max: hi.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                sum: sum.iter().sum(),
+            };
+            for c in blocks.remainder().chunks_exact(size) {
                 let v = f64::from(<$t>::from_le_bytes(c.try_into().expect("element size")));
                 if !v.is_nan() {
                     st.add(v);
@@ -572,5 +597,44 @@ fn row_stats_portable(dtype: Dtype, row: &[u8]) -> Stats {
         Dtype::U64 => ints!(u64, u128),
         Dtype::F32 => floats!(f32),
         Dtype::F64 => floats!(f64),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The plain definition: NaN skipped, the rest counted, min, max and summed in order.
+    fn reference(vals: &[f64]) -> Stats {
+        let mut st = Stats::default();
+        for &v in vals.iter().filter(|v| !v.is_nan()) {
+            st.add(v);
+        }
+        st
+    }
+
+    #[test]
+    fn float_statistics_skip_nan_and_match_the_plain_definition_at_every_length() {
+        for n in [0usize, 1, 7, 8, 9, 17, 64, 1001] {
+            let vals: Vec<f64> = (0..n)
+                .map(|i| match i % 11 {
+                    3 => f64::NAN,
+                    5 => -(i as f64) * 0.25,
+                    _ => i as f64 * 0.5,
+                })
+                .collect();
+            let bytes: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let (got, want) = (row_stats(Dtype::F64, &bytes), reference(&vals));
+            assert_eq!((got.count, got.min, got.max, got.sum), (want.count, want.min, want.max, want.sum), "f64 n={n}");
+            let bytes32: Vec<u8> = vals.iter().flat_map(|&v| (v as f32).to_le_bytes()).collect();
+            let vals32: Vec<f64> = vals.iter().map(|&v| f64::from(v as f32)).collect();
+            let (got, want) = (row_stats(Dtype::F32, &bytes32), reference(&vals32));
+            assert_eq!((got.count, got.min, got.max, got.sum), (want.count, want.min, want.max, want.sum), "f32 n={n}");
+        }
+        let all_nan: Vec<u8> = [f32::NAN; 9].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let st = row_stats(Dtype::F32, &all_nan);
+        assert_eq!((st.count, st.min, st.max, st.sum), (0, f64::INFINITY, f64::NEG_INFINITY, 0.0));
+        let inf: Vec<u8> = [1.0f64, f64::INFINITY, 2.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!(row_stats(Dtype::F64, &inf).max, f64::INFINITY);
     }
 }
