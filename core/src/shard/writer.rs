@@ -1,5 +1,6 @@
 //! A server's side of one shard: creates columns as fields first arrive, appends each batch
-//! with one positioned write per column, then commits it with one commit-log frame.
+//! column by column (positioned writes of at most 256 KiB, each checksummed while still in
+//! cache), then commits it with one commit-log frame.
 //!
 //! Write order is data, (optionally fdatasync data), commit frame, (optionally fdatasync
 //! log). With `sync` on, the tail from "fdatasync data" on runs on the shard's committer
