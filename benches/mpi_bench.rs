@@ -13,10 +13,8 @@
 //!   Each event is one `Client::event` call built from scalars (the demo's own writer,
 //!   `demo::write_client_share`, for `demo`).
 //! - `smdfs batch, S=P`: the same, but every 1000 (`arrays`) / 4096 (`demo`) events are first
-//!   built as whole column arrays, as the peers build theirs, then handed over. `Client` has
-//!   no columnar batch call in this tree yet (issue 13 item 2), so the arrays go in row by
-//!   row through `event()` (slices of the prebuilt arrays); this row measures what a user
-//!   holding arrays gets today.
+//!   built as whole column arrays, as the peers build theirs, then handed over in one
+//!   `Client::events` call (the batch API; `demo`'s missing values as presence masks).
 //! - `smdfs per-event, S=…+C`: the client/server layout (S server ranks, P − S clients
 //!   sending batches with zero-copy `MPI_Issend`s), S = 1 for P ≤ 4, P / 4 above.
 //! - `h5py peer` (`benches/peers/mpi_h5py_peer.py`): mpi4py + h5py, every rank appending the
@@ -45,7 +43,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Instant;
 
-use smdfs::{Client, SmallData, Value};
+use smdfs::{Client, Column, SmallData, Value};
 
 type BoxErr = Box<dyn std::error::Error>;
 
@@ -149,7 +147,8 @@ fn arrays_per_event(c: &mut Client, mine: impl Iterator<Item = u64>) -> smdfs::R
     Ok(())
 }
 
-/// `arrays`, 1000 events at a time built as whole columns, then handed over row by row.
+/// `arrays`, 1000 events at a time built as whole columns, then handed over in one
+/// `Client::events` call.
 fn arrays_batched(c: &mut Client, mine: &[u64]) -> smdfs::Result<()> {
     let (mut ids, mut energy, mut waves) = (Vec::new(), Vec::new(), Vec::new());
     for chunk in mine.chunks(1000) {
@@ -163,51 +162,52 @@ fn arrays_batched(c: &mut Client, mine: &[u64]) -> smdfs::Result<()> {
             wave(i, &mut w);
             waves.extend_from_slice(&w);
         }
-        for (r, &id) in ids.iter().enumerate() {
-            c.event(
-                id,
-                [("energy", Value::from(energy[r])), ("wave", Value::array(&waves[r * 64..(r + 1) * 64], &[64]))],
-            )?;
-        }
+        c.events(&ids, &[Column::scalar("energy", &energy), Column::array("wave", &waves, &[64])])?;
     }
     Ok(())
 }
 
-/// `demo`, 4096 events at a time built as whole columns, then handed over row by row.
+/// `demo`, 4096 events at a time built as whole columns (`maybe` and `unaligned_hits` with
+/// presence masks, `tag` as values + offsets), then handed over in one `Client::events` call.
 fn demo_batched(c: &mut Client, mine: &[u64]) -> smdfs::Result<()> {
     use smdfs::demo;
-    let mut images: Vec<u16> = Vec::new();
-    let (mut tags, mut offs) = (Vec::<u8>::new(), Vec::<usize>::new());
+    let (mut ids, mut energy, mut images, mut count) = (Vec::new(), Vec::new(), Vec::<u16>::new(), Vec::new());
+    let (mut maybe, mut maybe_p, mut hits, mut hits_p) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut tags, mut offs) = (Vec::<u8>::new(), Vec::<u64>::new());
     for chunk in mine.chunks(4096) {
+        ids.clear();
+        energy.clear();
         images.clear();
+        count.clear();
+        maybe.clear();
+        maybe_p.clear();
+        hits.clear();
+        hits_p.clear();
         tags.clear();
         offs.clear();
         offs.push(0);
         for &i in chunk {
+            ids.push(demo::id(i));
+            energy.push(demo::energy(i));
             images.extend_from_slice(&demo::image(i));
+            count.push(demo::count(i));
+            let (m, h) = (demo::maybe(i), demo::hits(i));
+            maybe.push(m.unwrap_or(0.0));
+            maybe_p.push(m.is_some());
+            hits.push(h.unwrap_or(0));
+            hits_p.push(h.is_some());
             tags.extend_from_slice(demo::tag(i).as_bytes());
-            offs.push(tags.len());
+            offs.push(tags.len() as u64);
         }
-        for (r, &i) in chunk.iter().enumerate() {
-            let mut f = [
-                ("energy", Value::from(demo::energy(i))),
-                ("det/image", Value::array(&images[r * 32..(r + 1) * 32], &[4, 8])),
-                ("count", Value::from(demo::count(i))),
-                ("tag", Value::bytes(&tags[offs[r]..offs[r + 1]])),
-                ("maybe", Value::from(0f32)),
-                ("unaligned_hits", Value::from(0u32)),
-            ];
-            let mut k = 4;
-            if let Some(m) = demo::maybe(i) {
-                f[k] = ("maybe", Value::from(m));
-                k += 1;
-            }
-            if let Some(h) = demo::hits(i) {
-                f[k] = ("unaligned_hits", Value::from(h));
-                k += 1;
-            }
-            c.event(demo::id(i), &f[..k])?;
-        }
+        let cols = [
+            Column::scalar("energy", &energy),
+            Column::array("det/image", &images, &[4, 8]),
+            Column::scalar("count", &count),
+            Column::scalar("maybe", &maybe).present(&maybe_p),
+            Column::scalar("unaligned_hits", &hits).present(&hits_p),
+            Column::bytes("tag", &tags, &offs),
+        ];
+        c.events(&ids, &cols)?;
     }
     Ok(())
 }

@@ -277,51 +277,82 @@ fn demo_case(base: &Path, events: u64, servers: usize, clients: usize) -> Result
     })
 }
 
-fn image_case(base: &Path, events: u64, servers: usize, clients: usize, sync: bool) -> Result<Row, BoxErr> {
+/// What a timed client case is: its row's name and baseline, and how many events it must
+/// report.
+struct Case {
+    name: String,
+    baseline: &'static str,
+    events: u64,
+}
+
+/// Runs one timed case: `build` makes the run (and whatever the clients share, e.g. field
+/// handles) after the clock starts; one thread per element of `states` (made before the
+/// clock) calls `body(k, state, shared, client)` and finishes its client; the clock stops
+/// when `done()` returns, whose event count must be `case.events`.
+fn clients_case<S: Send, H: Sync>(
+    base: &Path,
+    case: Case,
+    mut states: Vec<S>,
+    build: impl FnOnce(&Path) -> smdfs::Result<(SmallData, H)>,
+    body: impl Fn(usize, &mut S, &H, &mut smdfs::Client) -> smdfs::Result<()> + Sync,
+) -> Result<Row, BoxErr> {
     let t = case_dir(base)?;
     let dir = t.path().join("run");
-    let n_img: usize = IMG_SHAPE.iter().product();
-    // Per-thread buffers are made and touched before the clock starts.
-    let mut bufs: Vec<Vec<u16>> = (0..clients).map(|k| (0..n_img).map(|j| (j + k) as u16).collect()).collect();
     let t0 = Instant::now();
-    let smd = SmallData::builder(&dir).servers(servers).sync_commits(sync).build()?;
+    let (smd, shared) = build(&dir)?;
     std::thread::scope(|s| -> Result<(), BoxErr> {
-        let handles: Vec<_> = bufs
+        let handles: Vec<_> = states
             .iter_mut()
             .enumerate()
-            .map(|(k, img)| {
+            .map(|(k, st)| {
                 let mut c = smd.client();
+                let (body, shared) = (&body, &shared);
                 s.spawn(move || -> smdfs::Result<()> {
-                    let mut i = k as u64;
-                    while i < events {
-                        img[(i as usize) % n_img] = i as u16;
-                        c.event(i, [("img", Value::array(&img[..], &IMG_SHAPE)), ("e", Value::from(i as f64))])?;
-                        i += clients as u64;
-                    }
+                    body(k, st, shared, &mut c)?;
                     c.finish()
                 })
             })
             .collect();
         for h in handles {
-            h.join().map_err(|_| "image client thread panicked")??;
+            h.join().map_err(|_| format!("{}: a client thread panicked", case.name))??;
         }
         Ok(())
     })?;
     let rep = smd.done()?;
     let secs = t0.elapsed().as_secs_f64();
-    if rep.events != events {
-        return Err(format!("image: done() reports {} events, expected {events}", rep.events).into());
+    if rep.events != case.events {
+        return Err(format!("{}: done() reports {} events, expected {}", case.name, rep.events, case.events).into());
     }
     let bytes = run_bytes(&dir)?;
     finish_case(t)?;
+    Ok(Row { case: case.name, events: Some(case.events), bytes, secs, baseline: case.baseline })
+}
+
+fn image_case(base: &Path, events: u64, servers: usize, clients: usize, sync: bool) -> Result<Row, BoxErr> {
+    let n_img: usize = IMG_SHAPE.iter().product();
+    // Per-thread buffers are made and touched before the clock starts.
+    let bufs: Vec<Vec<u16>> = (0..clients).map(|k| (0..n_img).map(|j| (j + k) as u16).collect()).collect();
     let mode = if sync { ", sync_commits" } else { "" };
-    Ok(Row {
-        case: format!("smdfs 64 KiB image mix (S={servers}, C={clients}{mode})"),
-        events: Some(events),
-        bytes,
-        secs,
+    let case = Case {
+        name: format!("smdfs 64 KiB image mix (S={servers}, C={clients}{mode})"),
         baseline: if sync { "dd conv=fdatasync" } else { "plain write" },
-    })
+        events,
+    };
+    clients_case(
+        base,
+        case,
+        bufs,
+        |dir| Ok((SmallData::builder(dir).servers(servers).sync_commits(sync).build()?, ())),
+        |k, img, _, c| {
+            let mut i = k as u64;
+            while i < events {
+                img[(i as usize) % n_img] = i as u16;
+                c.event(i, [("img", Value::array(&img[..], &IMG_SHAPE)), ("e", Value::from(i as f64))])?;
+                i += clients as u64;
+            }
+            Ok(())
+        },
+    )
 }
 
 /// The demo's formula written through typed field handles (`Client::begin(id).set(..)`):
@@ -329,65 +360,51 @@ fn image_case(base: &Path, events: u64, servers: usize, clients: usize, sync: bo
 fn demo_handles_case(base: &Path, events: u64, servers: usize, clients: usize) -> Result<Row, BoxErr> {
     use smdfs::demo;
     use std::fmt::Write as _;
-    let t = case_dir(base)?;
-    let dir = t.path().join("run");
-    let t0 = Instant::now();
-    let smd = SmallData::builder(&dir).servers(servers).build()?;
-    let energy = smd.scalar::<f64>("energy")?;
-    let image = smd.array::<u16>("det/image", &[4, 8])?;
-    let count = smd.scalar::<i64>("count")?;
-    let maybe = smd.scalar::<f32>("maybe")?;
-    let hits = smd.scalar::<u32>("unaligned_hits")?;
-    let tag = smd.bytes("tag")?;
-    std::thread::scope(|s| -> Result<(), BoxErr> {
-        let handles: Vec<_> = (0..clients as u64)
-            .map(|k| {
-                let mut c = smd.client();
-                let (energy, image, count, maybe, hits, tag) = (&energy, &image, &count, &maybe, &hits, &tag);
-                s.spawn(move || -> smdfs::Result<()> {
-                    let mut text = String::with_capacity(24);
-                    let mut i = k;
-                    while i < events {
-                        text.clear();
-                        write!(text, "evt{i}").expect("writing to a String");
-                        let mut row = c
-                            .begin(demo::id(i))
-                            .set(energy, demo::energy(i))
-                            .set(image, &demo::image(i))
-                            .set(count, demo::count(i))
-                            .set(tag, text.as_bytes());
-                        if let Some(m) = demo::maybe(i) {
-                            row = row.set(maybe, m);
-                        }
-                        if let Some(h) = demo::hits(i) {
-                            row = row.set(hits, h);
-                        }
-                        row.write()?;
-                        i += clients as u64;
-                    }
-                    c.finish()
-                })
-            })
-            .collect();
-        for h in handles {
-            h.join().map_err(|_| "demo client thread panicked")??;
-        }
-        Ok(())
-    })?;
-    let rep = smd.done()?;
-    let secs = t0.elapsed().as_secs_f64();
-    if rep.events != events {
-        return Err(format!("demo (handles): done() reports {} events, expected {events}", rep.events).into());
-    }
-    let bytes = run_bytes(&dir)?;
-    finish_case(t)?;
-    Ok(Row {
-        case: format!("smdfs demo mix, field handles (S={servers}, C={clients})"),
-        events: Some(events),
-        bytes,
-        secs,
+    let case = Case {
+        name: format!("smdfs demo mix, field handles (S={servers}, C={clients})"),
         baseline: "plain write",
-    })
+        events,
+    };
+    let texts: Vec<String> = (0..clients).map(|_| String::with_capacity(24)).collect();
+    clients_case(
+        base,
+        case,
+        texts,
+        |dir| {
+            let smd = SmallData::builder(dir).servers(servers).build()?;
+            let h = (
+                smd.scalar::<f64>("energy")?,
+                smd.array::<u16>("det/image", &[4, 8])?,
+                smd.scalar::<i64>("count")?,
+                smd.scalar::<f32>("maybe")?,
+                smd.scalar::<u32>("unaligned_hits")?,
+                smd.bytes("tag")?,
+            );
+            Ok((smd, h))
+        },
+        |k, text, (energy, image, count, maybe, hits, tag), c| {
+            let mut i = k as u64;
+            while i < events {
+                text.clear();
+                write!(text, "evt{i}").expect("writing to a String");
+                let mut row = c
+                    .begin(demo::id(i))
+                    .set(energy, demo::energy(i))
+                    .set(image, &demo::image(i))
+                    .set(count, demo::count(i))
+                    .set(tag, text.as_bytes());
+                if let Some(m) = demo::maybe(i) {
+                    row = row.set(maybe, m);
+                }
+                if let Some(h) = demo::hits(i) {
+                    row = row.set(hits, h);
+                }
+                row.write()?;
+                i += clients as u64;
+            }
+            Ok(())
+        },
+    )
 }
 
 /// Events per `Client::events` call in the batch-API image case.
@@ -397,63 +414,41 @@ const BATCH_ROWS: usize = 128;
 /// arrays (ids, images, energies, made before the clock starts) and hands them to
 /// `Client::events` call after call.
 fn image_batch_case(base: &Path, events: u64, servers: usize, clients: usize) -> Result<Row, BoxErr> {
-    let t = case_dir(base)?;
-    let dir = t.path().join("run");
     let n_img: usize = IMG_SHAPE.iter().product();
-    let mut bufs: Vec<(Vec<u16>, Vec<f64>, Vec<u64>)> = (0..clients)
+    let bufs: Vec<(Vec<u16>, Vec<f64>, Vec<u64>)> = (0..clients)
         .map(|k| {
             let img = (0..n_img * BATCH_ROWS).map(|j| (j + k) as u16).collect();
             (img, vec![0.0; BATCH_ROWS], vec![0; BATCH_ROWS])
         })
         .collect();
-    let t0 = Instant::now();
-    let smd = SmallData::builder(&dir).servers(servers).build()?;
-    std::thread::scope(|s| -> Result<(), BoxErr> {
-        let handles: Vec<_> = bufs
-            .iter_mut()
-            .enumerate()
-            .map(|(k, (img, e, ids))| {
-                let mut c = smd.client();
-                s.spawn(move || -> smdfs::Result<()> {
-                    let mut i = k as u64;
-                    while i < events {
-                        let mut n = 0;
-                        while n < BATCH_ROWS && i < events {
-                            ids[n] = i;
-                            e[n] = i as f64;
-                            img[n * n_img] = i as u16;
-                            n += 1;
-                            i += clients as u64;
-                        }
-                        let cols = [
-                            smdfs::Column::array("img", &img[..n * n_img], &IMG_SHAPE),
-                            smdfs::Column::scalar("e", &e[..n]),
-                        ];
-                        c.events(&ids[..n], &cols)?;
-                    }
-                    c.finish()
-                })
-            })
-            .collect();
-        for h in handles {
-            h.join().map_err(|_| "image client thread panicked")??;
-        }
-        Ok(())
-    })?;
-    let rep = smd.done()?;
-    let secs = t0.elapsed().as_secs_f64();
-    if rep.events != events {
-        return Err(format!("image (batch API): done() reports {} events, expected {events}", rep.events).into());
-    }
-    let bytes = run_bytes(&dir)?;
-    finish_case(t)?;
-    Ok(Row {
-        case: format!("smdfs 64 KiB image mix, batch API events() (S={servers}, C={clients})"),
-        events: Some(events),
-        bytes,
-        secs,
+    let case = Case {
+        name: format!("smdfs 64 KiB image mix, batch API events() (S={servers}, C={clients})"),
         baseline: "plain write",
-    })
+        events,
+    };
+    clients_case(
+        base,
+        case,
+        bufs,
+        |dir| Ok((SmallData::builder(dir).servers(servers).build()?, ())),
+        |k, (img, e, ids), _, c| {
+            let mut i = k as u64;
+            while i < events {
+                let mut n = 0;
+                while n < BATCH_ROWS && i < events {
+                    ids[n] = i;
+                    e[n] = i as f64;
+                    img[n * n_img] = i as u16;
+                    n += 1;
+                    i += clients as u64;
+                }
+                let cols =
+                    [smdfs::Column::array("img", &img[..n * n_img], &IMG_SHAPE), smdfs::Column::scalar("e", &e[..n])];
+                c.events(&ids[..n], &cols)?;
+            }
+            Ok(())
+        },
+    )
 }
 
 /// Untimed: writes `mib` MiB into the page cache and deletes the file before writeback, so

@@ -10,7 +10,6 @@ Rank 0 prints one JSON line: {"events": N, "seconds": S, "bytes": B}, seconds fr
 after start-up to every rank's output closed (a second barrier).
 """
 
-import json
 import os
 import sys
 
@@ -19,7 +18,7 @@ from mpi4py import MPI
 import adios2.bindings as ab
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mpi_workloads import BATCH, columns  # noqa: E402
+from mpi_workloads import columns, report, start  # noqa: E402
 
 
 def tree_bytes(d):
@@ -27,17 +26,8 @@ def tree_bytes(d):
 
 
 def main():
-    out, n = sys.argv[1], int(sys.argv[2])
-    workload = sys.argv[3] if len(sys.argv) > 3 else "demo"
-    batch = BATCH[workload]
-    comm = MPI.COMM_WORLD
-    rank, size = comm.Get_rank(), comm.Get_size()
-    if rank == 0:
-        os.makedirs(out, exist_ok=True)
-    comm.Barrier()
-    t0 = MPI.Wtime()
-
-    mine = np.arange(rank, n, size, dtype=np.int64)
+    run = start(MPI)
+    out, n, workload, batch, comm, rank, size, mine = run[:8]
     adios = ab.ADIOS()
     io = adios.DeclareIO(f"rank{rank}")
     io.SetEngine("BP5")
@@ -63,8 +53,7 @@ def main():
     comm.Barrier()
 
     if rank == 0:
-        seconds = MPI.Wtime() - t0
-        print(json.dumps({"events": n, "seconds": seconds, "bytes": tree_bytes(out)}), flush=True)
+        report(run, MPI, tree_bytes(out))
 
 
 if __name__ == "__main__":

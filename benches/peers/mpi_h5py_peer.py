@@ -14,30 +14,19 @@ Rank 0 prints one JSON line: {"events": N, "seconds": S, "bytes": B}, seconds fr
 after start-up to the join file closed.
 """
 
-import json
 import os
 import sys
 
-import numpy as np
 from mpi4py import MPI
 import h5py
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mpi_workloads import ALIGNED, BATCH, UNALIGNED, columns  # noqa: E402
+from mpi_workloads import ALIGNED, UNALIGNED, columns, report, start  # noqa: E402
 
 
 def main():
-    out, n = sys.argv[1], int(sys.argv[2])
-    workload = sys.argv[3] if len(sys.argv) > 3 else "demo"
-    batch = BATCH[workload]
-    comm = MPI.COMM_WORLD
-    rank, size = comm.Get_rank(), comm.Get_size()
-    if rank == 0:
-        os.makedirs(out, exist_ok=True)
-    comm.Barrier()
-    t0 = MPI.Wtime()
-
-    mine = np.arange(rank, n, size, dtype=np.int64)
+    run = start(MPI)
+    out, n, workload, batch, comm, rank, size, mine = run[:8]
     path = os.path.join(out, f"rank{rank:05d}.h5")
     with h5py.File(path, "w") as f:
         d = {
@@ -76,9 +65,7 @@ def main():
                         layout[at:at + counts[k]] = h5py.VirtualSource(f"rank{k:05d}.h5", name, shape=(counts[k],))
                         at += counts[k]
                     f.create_virtual_dataset(name, layout)
-        seconds = MPI.Wtime() - t0
-        total = sum(os.path.getsize(os.path.join(out, e)) for e in os.listdir(out))
-        print(json.dumps({"events": n, "seconds": seconds, "bytes": total}), flush=True)
+        report(run, MPI, sum(os.path.getsize(os.path.join(out, e)) for e in os.listdir(out)))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,13 @@
   plus the 8-byte event id ``1000 + 3 * i``).
 
 Rank k of P takes events i = k, k + P, ... (round-robin, like smdfs's demo clients).
+``start`` and ``report`` are the peers' shared command line and result line.
 """
+
+import json
+import os
+import sys
+from collections import namedtuple
 
 import numpy as np
 
@@ -65,3 +71,37 @@ def columns(workload, i):
         "unaligned_hits_timestamp": ts[hits],
     }
 
+
+
+Start = namedtuple("Start", "out n workload batch comm rank size mine t0")
+
+
+def start(MPI):
+    """Parses the peers' command line ``OUT_DIR EVENTS [WORKLOAD]`` (workload ``demo`` by
+    default), makes OUT_DIR on rank 0 and waits for every rank; returns the run's
+    parameters, this rank's event numbers ``mine`` (int64) and the start time ``t0``."""
+    usage = f"usage: mpirun -n P python {os.path.basename(sys.argv[0])} OUT_DIR EVENTS [{'|'.join(BATCH)}]"
+    if len(sys.argv) not in (3, 4):
+        sys.exit(usage)
+    out = sys.argv[1]
+    try:
+        n = int(sys.argv[2])
+    except ValueError:
+        sys.exit(f"EVENTS: expected an integer, got {sys.argv[2]!r}\n{usage}")
+    workload = sys.argv[3] if len(sys.argv) > 3 else "demo"
+    if workload not in BATCH:
+        sys.exit(f"WORKLOAD: expected one of {sorted(BATCH)}, got {workload!r}\n{usage}")
+    comm = MPI.COMM_WORLD
+    rank, size = comm.Get_rank(), comm.Get_size()
+    if rank == 0:
+        os.makedirs(out, exist_ok=True)
+    comm.Barrier()
+    mine = np.arange(rank, n, size, dtype=np.int64)
+    return Start(out, n, workload, BATCH[workload], comm, rank, size, mine, MPI.Wtime())
+
+
+def report(s, MPI, nbytes):
+    """Rank 0's result line: ``{"events": N, "seconds": S, "bytes": B}``, seconds since
+    ``s.t0``."""
+    seconds = MPI.Wtime() - s.t0
+    print(json.dumps({"events": s.n, "seconds": seconds, "bytes": nbytes}), flush=True)

@@ -439,3 +439,72 @@ fn callbacks_see_every_event_of_every_way_in() {
     assert_eq!((got[2].0, got[2].1, got[2].2), (3, 1.5, 1));
     assert_eq!((got[3].0, got[3].2), (4, 0), "an event whose only value is masked has no fields");
 }
+
+#[test]
+fn large_calls_without_masks_are_written_from_the_callers_arrays() {
+    // A call of at least 256 KiB with no masks skips the client's batch (threads mode): its
+    // rows must read back as the batched path's do, after the batch that came before it,
+    // with an aligned field the call lacks filled and absent.
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("run");
+    let smd = SmallData::builder(&dir).servers(2).build().unwrap();
+    let order = shuffled(3000);
+    let big = |i: u64| -> Vec<u8> { (0..1024u64).map(|j| (i * 31 + j) as u8).collect() };
+    std::thread::scope(|s| {
+        for part in order.chunks(1500) {
+            let mut c = smd.client();
+            s.spawn(move || {
+                // A small call with masks (batched), then a large one without.
+                let head = Cols::new(&part[..10]);
+                let mut cols = head.columns();
+                let head_big: Vec<u8> = part[..10].iter().flat_map(|&i| big(i)).collect();
+                cols.push(Column::array("big", &head_big, &[1024]));
+                c.events(&head.ids, &cols).unwrap();
+                let rest = Cols::new(&part[10..]);
+                let mut cols = rest.columns();
+                cols.retain(|c| !matches!(c.path(), "maybe" | "unaligned_hits"));
+                let rest_big: Vec<u8> = part[10..].iter().flat_map(|&i| big(i)).collect();
+                assert!(rest_big.len() >= 1 << 20, "the call must be large enough to skip the batch");
+                cols.push(Column::array("big", &rest_big, &[1024]));
+                c.events(&rest.ids, &cols).unwrap();
+                c.finish().unwrap();
+            });
+        }
+    });
+    assert_eq!(smd.done().unwrap().events, 3000);
+    let mut is = order.clone();
+    is.sort_unstable();
+    let run = Run::open(&dir).unwrap();
+    let mut ids = vec![0u64; is.len()];
+    run.read_ids("", 0, &mut ids).unwrap();
+    assert_eq!(ids, is.iter().map(|&i| id(i)).collect::<Vec<_>>());
+    let col = Cols::new(&is);
+    assert_eq!(run.field("k/i64").unwrap().read_all::<i64>().unwrap(), col.i64s);
+    assert_eq!(run.field("k/bool").unwrap().read_all::<bool>().unwrap(), col.b);
+    assert_eq!(run.field("energy").unwrap().read_all::<f64>().unwrap(), col.f64s);
+    assert_eq!(run.field("det/image").unwrap().read_all::<u16>().unwrap(), col.img);
+    assert_eq!(
+        run.field("big").unwrap().read_all::<u8>().unwrap(),
+        is.iter().flat_map(|&i| big(i)).collect::<Vec<_>>()
+    );
+    let (r, t) = (run.field("rag").unwrap(), run.field("name").unwrap());
+    for (row, &i) in is.iter().enumerate() {
+        assert_eq!(r.row::<f32>(row as u64).unwrap(), rag(i), "rag of event {i}");
+        assert_eq!(t.ragged_row(row as u64).unwrap(), name(i).as_bytes(), "name of event {i}");
+    }
+    let heads: Vec<u64> = order.chunks(1500).flat_map(|p| p[..10].to_vec()).collect();
+    let m = run.field("maybe").unwrap();
+    let vals = m.read_all::<f64>().unwrap();
+    let mut present = vec![0u8; is.len()];
+    m.read_present(0, &mut present).unwrap();
+    for (row, &i) in is.iter().enumerate() {
+        match maybe(i).filter(|_| heads.contains(&i)) {
+            Some(v) => assert_eq!((vals[row], present[row]), (v, 1), "maybe of event {i}"),
+            None => assert!(vals[row].is_nan() && present[row] == 0, "maybe of event {i} must be fill NaN, absent"),
+        }
+    }
+    let hit_is: Vec<u64> = is.iter().copied().filter(|&i| hits(i).is_some() && heads.contains(&i)).collect();
+    let mut hit_ids = vec![0u64; hit_is.len()];
+    run.read_ids("unaligned_hits", 0, &mut hit_ids).unwrap();
+    assert_eq!(hit_ids, hit_is.iter().map(|&i| id(i)).collect::<Vec<_>>(), "unaligned group ids");
+}

@@ -130,80 +130,30 @@ pub trait Put<V> {
     fn expected(&self) -> Option<usize>;
 }
 
-impl<T: Element> Put<T> for Scalar<T> {
-    fn resolved(&self) -> &Resolved {
-        &self.r
-    }
-    #[inline]
-    fn with_bytes<R>(&self, v: T, f: impl FnOnce(&[u8], usize) -> R) -> R {
-        f(T::as_bytes(std::slice::from_ref(&v)), 1)
-    }
-    fn expected(&self) -> Option<usize> {
-        None
-    }
+/// Implements [`Put`] for one (value type, handle) pair: `|v| (bytes, elements)` turns the
+/// value into its stored bytes; `checked` handles expect their `elements` per value.
+macro_rules! put {
+    ([$($g:tt)*] $v:ty => $h:ty, |$x:ident| ($bytes:expr, $n:expr) $(, $checked:ident)?) => {
+        impl<$($g)*> Put<$v> for $h {
+            fn resolved(&self) -> &Resolved {
+                &self.r
+            }
+            #[inline]
+            fn with_bytes<R>(&self, $x: $v, f: impl FnOnce(&[u8], usize) -> R) -> R {
+                f($bytes, $n)
+            }
+            fn expected(&self) -> Option<usize> {
+                put!(@expected self $(, $checked)?)
+            }
+        }
+    };
+    (@expected $s:ident) => { None };
+    (@expected $s:ident, checked) => { Some($s.elements) };
 }
 
-impl<'a, T: Element> Put<&'a [T]> for Array<T> {
-    fn resolved(&self) -> &Resolved {
-        &self.r
-    }
-    #[inline]
-    fn with_bytes<R>(&self, v: &'a [T], f: impl FnOnce(&[u8], usize) -> R) -> R {
-        f(T::as_bytes(v), v.len())
-    }
-    fn expected(&self) -> Option<usize> {
-        Some(self.elements)
-    }
-}
-
-impl<'a, T: Element, const N: usize> Put<&'a [T; N]> for Array<T> {
-    fn resolved(&self) -> &Resolved {
-        &self.r
-    }
-    #[inline]
-    fn with_bytes<R>(&self, v: &'a [T; N], f: impl FnOnce(&[u8], usize) -> R) -> R {
-        f(T::as_bytes(&v[..]), N)
-    }
-    fn expected(&self) -> Option<usize> {
-        Some(self.elements)
-    }
-}
-
-impl<'a, T: Element> Put<&'a [T]> for Ragged<T> {
-    fn resolved(&self) -> &Resolved {
-        &self.r
-    }
-    #[inline]
-    fn with_bytes<R>(&self, v: &'a [T], f: impl FnOnce(&[u8], usize) -> R) -> R {
-        f(T::as_bytes(v), v.len())
-    }
-    fn expected(&self) -> Option<usize> {
-        None
-    }
-}
-
-impl<'a> Put<&'a [u8]> for Bytes {
-    fn resolved(&self) -> &Resolved {
-        &self.r
-    }
-    #[inline]
-    fn with_bytes<R>(&self, v: &'a [u8], f: impl FnOnce(&[u8], usize) -> R) -> R {
-        f(v, v.len())
-    }
-    fn expected(&self) -> Option<usize> {
-        None
-    }
-}
-
-impl<'a> Put<&'a str> for Text {
-    fn resolved(&self) -> &Resolved {
-        &self.r
-    }
-    #[inline]
-    fn with_bytes<R>(&self, v: &'a str, f: impl FnOnce(&[u8], usize) -> R) -> R {
-        f(v.as_bytes(), v.len())
-    }
-    fn expected(&self) -> Option<usize> {
-        None
-    }
-}
+put!([T: Element] T => Scalar<T>, |v| (T::as_bytes(std::slice::from_ref(&v)), 1));
+put!(['a, T: Element] &'a [T] => Array<T>, |v| (T::as_bytes(v), v.len()), checked);
+put!(['a, T: Element, const N: usize] &'a [T; N] => Array<T>, |v| (T::as_bytes(&v[..]), N), checked);
+put!(['a, T: Element] &'a [T] => Ragged<T>, |v| (T::as_bytes(v), v.len()));
+put!(['a] &'a [u8] => Bytes, |v| (v, v.len()));
+put!(['a] &'a str => Text, |v| (v.as_bytes(), v.len()));

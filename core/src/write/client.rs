@@ -8,8 +8,15 @@
 //! `events(ids, columns)` (whole arrays, see `write/columns_in.rs`). Per event the client
 //! touches only tables indexed by field and group id. An event is atomic: a rejected value
 //! rolls back what the event had appended, so the batch is as it was before it.
+//!
+//! This file owns the client's tables, the batch they fill and its hand-over; `resolve`
+//! finds a field's cached meta, `row` holds the two per-event entry points.
 
-use std::borrow::Cow;
+mod resolve;
+mod row;
+
+pub use row::EventRow;
+
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
@@ -17,14 +24,15 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 
 use crate::error::{Error, Result};
-use crate::model::batch::{Batch, FieldRows};
+use crate::model::batch::{Batch, BatchView, FieldRows};
 use crate::model::dtype::Element;
-use crate::model::handle::{self, Put, Resolved};
+use crate::model::handle;
 use crate::model::reduce::{contribute, Reducible, Reductions};
 use crate::model::schema::{FieldId, FieldSpec, GroupId, RUN_GROUP_ID};
-use crate::model::value::{Field, Kind, Value};
+use crate::model::value::Value;
 use crate::sync::{lock, write};
 use crate::write::shared::Shared;
+use crate::write::threads::{self, ToServer};
 
 /// Marks an empty entry of an id-indexed table.
 pub(crate) const NONE: u32 = u32::MAX;
@@ -45,7 +53,7 @@ pub(crate) struct Meta {
 
 /// Where a client's batches go.
 pub(crate) enum Sink {
-    Thread(SyncSender<Batch>),
+    Thread(SyncSender<ToServer>),
     #[cfg(feature = "mpi")]
     Mpi(Box<crate::write::mpi::client::Sender>),
     /// An MPI server rank's handle: no events (the reason).
@@ -141,94 +149,6 @@ impl Client {
         })
     }
 
-    /// Adds a meta for field `id` (its spec read from the registry once).
-    fn add_meta(&mut self, id: FieldId) -> usize {
-        let (spec, group, aligned) = {
-            let reg = crate::sync::read(&self.shared.registry);
-            let spec = reg.schema.fields[id as usize].clone();
-            let gid = reg.group_id(&spec.group);
-            let aligned = reg.schema.groups[gid as usize].aligned;
-            (spec, gid, aligned)
-        };
-        let fill_row = if spec.kind == Kind::Fixed { spec.fill.repeat(spec.elements_per_row()) } else { vec![] };
-        let row_bytes = spec.row_bytes();
-        self.metas.push(Meta { spec, id, group, aligned, row_bytes, fill_row, stamp: 0, handle_path: None });
-        self.slots.push(None);
-        let mi = self.metas.len() - 1;
-        if self.by_id.len() <= id as usize {
-            self.by_id.resize(id as usize + 1, NONE);
-        }
-        self.by_id[id as usize] = mi as u32;
-        let g = group as usize;
-        if self.gslots.len() <= g {
-            self.gslots.resize(g + 1, NONE);
-            self.gstamp.resize(g + 1, 0);
-        }
-        mi
-    }
-
-    /// The meta of a field given by name (registered at first sight, checked after).
-    pub(crate) fn meta_by_path(&mut self, path: &str, v: &Value<'_>) -> Result<usize> {
-        let hit = self.cache.get(path).copied();
-        self.meta_checked(path, v, hit)
-    }
-
-    /// [`Client::meta_by_path`] for the `k`-th field of an event: events tend to name their
-    /// fields in the same order, so the field at position `k` last time is tried first (one
-    /// short compare instead of hashing the path).
-    #[inline]
-    fn meta_at(&mut self, k: usize, path: &str, v: &Value<'_>) -> Result<usize> {
-        let guess = self.predict.get(k).copied().filter(|&mi| self.metas[mi].spec.path == path);
-        let hit = guess.or_else(|| self.cache.get(path).copied());
-        let mi = self.meta_checked(path, v, hit)?;
-        if k >= self.predict.len() {
-            self.predict.resize(k + 1, mi);
-        }
-        self.predict[k] = mi;
-        Ok(mi)
-    }
-
-    #[inline]
-    fn meta_checked(&mut self, path: &str, v: &Value<'_>, hit: Option<usize>) -> Result<usize> {
-        if let Some(mi) = hit {
-            let s = &self.metas[mi].spec;
-            if v.kind() != s.kind || v.dtype() != s.dtype || (s.kind == Kind::Fixed && !same(v.shape(), &s.shape)) {
-                s.check(v)?;
-            }
-            return Ok(mi);
-        }
-        let id = write(&self.shared.registry).resolve(path, v)?;
-        let mi = match self.by_id.get(id as usize) {
-            Some(&m) if m != NONE => m as usize,
-            _ => self.add_meta(id),
-        };
-        self.cache.insert(path.into(), mi);
-        Ok(mi)
-    }
-
-    /// The meta of a field given by a handle.
-    #[inline]
-    fn meta_by_handle(&mut self, r: &Resolved) -> Result<usize> {
-        let mi = match self.by_id.get(r.id as usize) {
-            Some(&m) if m != NONE => m as usize,
-            _ => {
-                if crate::sync::read(&self.shared.registry).schema.fields.get(r.id as usize).map(|f| f.path.as_str())
-                    != Some(&*r.path)
-                {
-                    return Err(foreign(r));
-                }
-                self.add_meta(r.id)
-            }
-        };
-        let m = &mut self.metas[mi];
-        match &m.handle_path {
-            Some(p) if Arc::ptr_eq(p, &r.path) => {}
-            _ if *m.spec.path != *r.path => return Err(foreign(r)),
-            _ => m.handle_path = Some(Arc::clone(&r.path)),
-        }
-        Ok(mi)
-    }
-
     /// The batch slot of group `g`, created on first use in this batch.
     pub(crate) fn group_slot(&mut self, g: GroupId) -> usize {
         let s = self.gslots[g as usize];
@@ -314,13 +234,8 @@ impl Client {
     /// aligned field filled); full batches are handed over.
     fn close(&mut self, id: u64) -> Result<()> {
         if self.row_groups.is_empty() {
-            let gslot = {
-                if self.gslots.is_empty() {
-                    self.gslots.push(NONE);
-                    self.gstamp.push(0);
-                }
-                self.group_slot(RUN_GROUP_ID)
-            };
+            self.ensure_run_group();
+            let gslot = self.group_slot(RUN_GROUP_ID);
             self.batch.groups[gslot].ids.push(id);
         }
         self.batch.events += 1;
@@ -328,104 +243,6 @@ impl Client {
             self.flush()?;
         }
         Ok(())
-    }
-
-    /// Records one event. Every field is checked; a rejected event leaves the batch as it was.
-    pub fn event<'v, F: AsRef<[Field<'v>]>>(&mut self, id: u64, fields: F) -> Result<()> {
-        let fields = fields.as_ref();
-        self.open()?;
-        for (k, (path, v)) in fields.iter().enumerate() {
-            if let Err(e) = self.put_value(k, path, v, id) {
-                self.rollback();
-                return Err(e);
-            }
-        }
-        for cb in &self.shared.callbacks {
-            cb(id, fields);
-        }
-        self.close(id)
-    }
-
-    fn put_value(&mut self, k: usize, path: &str, v: &Value<'_>, id: u64) -> Result<()> {
-        let mi = self.meta_at(k, path, v)?;
-        let m = &self.metas[mi];
-        let data = v.data();
-        if m.spec.kind == Kind::Fixed && data.len() != m.row_bytes {
-            return Err(Error::BadValue {
-                field: path.into(),
-                why: format!("{} needs {} bytes, data has {}", m.spec.describe(), m.row_bytes, data.len()),
-            });
-        }
-        if m.stamp == self.stamp {
-            return Err(Error::BadValue { field: path.into(), why: "given twice in one event".into() });
-        }
-        let elems = data.len() / m.spec.dtype.size();
-        self.metas[mi].stamp = self.stamp;
-        self.put(mi, id, data, elems);
-        Ok(())
-    }
-
-    /// Starts event `id` for values given by handle: `c.begin(id).set(&energy, 1.5).set(&img,
-    /// &pixels[..]).write()?`. Values go straight into the batch (one copy); the event counts
-    /// once [`EventRow::write`] returns `Ok`. An error in any `set` (wrong array length, a
-    /// field set twice, a handle of another run) is returned by `write`, and the event is
-    /// taken back whole, as is an `EventRow` dropped without `write`.
-    pub fn begin(&mut self, id: u64) -> EventRow<'_> {
-        let err = self.open().err();
-        EventRow { c: self, id, err, open: true }
-    }
-
-    fn put_handle<V, H: Put<V>>(&mut self, h: &H, v: V, id: u64) -> Result<()> {
-        let r = h.resolved();
-        let mi = self.meta_by_handle(r)?;
-        if self.metas[mi].stamp == self.stamp {
-            return Err(Error::BadValue { field: r.path.to_string(), why: "set twice in one event".into() });
-        }
-        let want = h.expected();
-        h.with_bytes(v, |data, n| {
-            if let Some(w) = want {
-                if n != w {
-                    let s = &self.metas[mi].spec;
-                    return Err(Error::BadValue {
-                        field: r.path.to_string(),
-                        why: format!("{} needs {w} elements, got {n}", s.describe()),
-                    });
-                }
-            }
-            self.metas[mi].stamp = self.stamp;
-            self.put(mi, id, data, n);
-            Ok(())
-        })
-    }
-
-    /// Calls the callbacks with the open event's values, read back from the batch.
-    fn callbacks_from_batch(&self, id: u64) {
-        let fields: Vec<Field<'_>> = self
-            .row_sets
-            .iter()
-            .map(|&(mi, nb)| {
-                let m = &self.metas[mi];
-                let fr = &self.batch.fields[self.slots[mi].expect("a set field has a slot")];
-                let data = &fr.data[fr.data.len() - nb..];
-                let v = match m.spec.kind {
-                    Kind::Fixed if m.spec.shape.is_empty() => {
-                        let mut bits = [0u8; 8];
-                        bits[..data.len()].copy_from_slice(data);
-                        Value::Scalar { dtype: m.spec.dtype, bits }
-                    }
-                    Kind::Fixed => {
-                        Value::Array { dtype: m.spec.dtype, shape: m.spec.shape.clone(), data: Cow::Borrowed(data) }
-                    }
-                    Kind::Ragged => Value::Ragged { dtype: m.spec.dtype, data: Cow::Borrowed(data) },
-                    Kind::Bytes => Value::Bytes(Cow::Borrowed(data)),
-                    Kind::Str => Value::Str(String::from_utf8_lossy(data)),
-                };
-                (m.spec.path.as_str(), v)
-            })
-            .collect();
-        for cb in &self.shared.callbacks {
-            cb(id, &fields);
-        }
     }
 
     /// Puts a field the run has not seen yet into the named alignment group `group`, as
@@ -468,7 +285,7 @@ impl Client {
             Sink::Thread(tx) => {
                 let fresh = lock(&self.shared.pools[self.server]).pop().unwrap_or_default();
                 let full = std::mem::replace(&mut self.batch, fresh);
-                tx.send(full).map_err(|_| self.shared.server_error(self.server))
+                tx.send(ToServer::Batch(full)).map_err(|_| self.shared.server_error(self.server))
             }
             #[cfg(feature = "mpi")]
             Sink::Mpi(sender) => {
@@ -479,6 +296,33 @@ impl Client {
                 r
             }
             Sink::Refuse(why) => Err(Error::Usage(why.clone())),
+        }
+    }
+
+    /// Whether [`Client::write_borrowed`] can take columns: threads mode, or an MPI rank
+    /// that writes its own shard.
+    pub(crate) fn writes_borrowed(&self) -> bool {
+        match &self.sink {
+            Sink::Thread(_) => true,
+            #[cfg(feature = "mpi")]
+            Sink::Mpi(sender) => sender.is_local(),
+            Sink::Refuse(_) => false,
+        }
+    }
+
+    /// Appends and commits `view` (columns borrowed from the caller) after the batch so far,
+    /// and returns once it is written: the columns are copied once, by the write into the
+    /// page cache (on the server thread, or on this thread into this rank's own shard).
+    pub(crate) fn write_borrowed(&mut self, view: BatchView<'_>) -> Result<()> {
+        self.flush()?;
+        let refused = || Error::Usage("borrowed columns go to a thread server or this rank's own shard only".into());
+        match &mut self.sink {
+            Sink::Thread(tx) => {
+                threads::write_borrowed(tx, view).unwrap_or_else(|()| Err(self.shared.server_error(self.server)))
+            }
+            #[cfg(feature = "mpi")]
+            Sink::Mpi(sender) => sender.append_borrowed(&view, &self.shared.registry).unwrap_or_else(|| Err(refused())),
+            Sink::Refuse(_) => Err(refused()),
         }
     }
 
@@ -555,62 +399,6 @@ impl Drop for Client {
             self.shared.set_server_error(self.server, format!("client flush on drop failed: {e}"));
         }
     }
-}
-
-/// One event being written by handle (see [`Client::begin`]).
-#[must_use = "an event counts only once write() returns Ok"]
-pub struct EventRow<'c> {
-    c: &'c mut Client,
-    id: u64,
-    err: Option<Error>,
-    open: bool,
-}
-
-impl EventRow<'_> {
-    /// Sets a field's value: a scalar handle takes a `T`, an array handle a `&[T]` of its
-    /// shape's element count, a ragged handle any `&[T]`, bytes `&[u8]`, text `&str`.
-    #[inline]
-    pub fn set<V, H: Put<V>>(mut self, h: &H, v: V) -> Self {
-        if self.err.is_none() {
-            if let Err(e) = self.c.put_handle(h, v, self.id) {
-                self.err = Some(e);
-            }
-        }
-        self
-    }
-
-    /// Ends the event: `Ok` once it is in the batch (handed to the server when full); the
-    /// first error of any `set` otherwise, with the event taken back.
-    pub fn write(mut self) -> Result<()> {
-        self.open = false;
-        if let Some(e) = self.err.take() {
-            self.c.rollback();
-            return Err(e);
-        }
-        if !self.c.shared.callbacks.is_empty() {
-            self.c.callbacks_from_batch(self.id);
-        }
-        self.c.close(self.id)
-    }
-}
-
-impl Drop for EventRow<'_> {
-    fn drop(&mut self) {
-        if self.open && !self.c.finished {
-            self.c.rollback();
-        }
-    }
-}
-
-/// A handle of another run, or of a field the run does not know under that id.
-fn foreign(r: &Resolved) -> Error {
-    Error::Usage(format!("field handle {:?} belongs to another run", r.path))
-}
-
-/// Shapes equal (an inline loop: a `memcmp` call costs more than these few words).
-#[inline]
-fn same(a: &[usize], b: &[usize]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
 }
 
 /// Pads an aligned field's rows with fill up to `row` (rows of events that lacked it).

@@ -8,7 +8,7 @@
 //! in any order (the index sorts). An event's row in an aligned group exists where any of the
 //! call's columns of that group is present, and an event with no value at all is a row of the
 //! run group (both as with `event`), so masks are consulted only when every column of a group
-//! has one.
+//! has one. Large calls without masks skip the batch in threads mode (`columns_direct`).
 
 use std::borrow::Cow;
 
@@ -64,6 +64,9 @@ impl Client {
             call_back(self, ids, columns);
         }
         let total: usize = columns.iter().map(|c| used_bytes(c, n)).sum();
+        if self.direct_fits(columns, total) {
+            return self.events_direct(ids, columns, &metas);
+        }
         let per_row = (total / n).max(1);
         let mut a = 0;
         while a < n {

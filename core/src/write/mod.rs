@@ -5,6 +5,7 @@
 //! model, format, shard and index layers; knows nothing of readers or the view.
 
 pub mod client;
+mod columns_direct;
 mod columns_in;
 #[cfg(feature = "mpi")]
 pub(crate) mod mpi;

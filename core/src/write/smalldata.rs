@@ -14,7 +14,6 @@ use std::sync::{Arc, Mutex};
 use crate::error::{Error, Result};
 use crate::format::lock::WriterLock;
 use crate::format::manifest::{Manifest, SummaryValue};
-use crate::model::batch::Batch;
 use crate::model::dtype::Element;
 use crate::model::handle;
 use crate::model::path::validate_path;
@@ -30,7 +29,7 @@ use crate::write::report::{DoneReport, MpiInfo, MpiRole};
 use crate::write::run_dir::{self, RunConfig};
 use crate::write::share;
 use crate::write::shared::{Callback, Limits, Shared};
-use crate::write::threads::{self, ServerThread};
+use crate::write::threads::{self, ServerThread, ToServer};
 
 /// Configures and starts a run. See [`SmallData::builder`].
 pub struct Builder {
@@ -234,7 +233,7 @@ impl Builder {
 /// How a run's servers are reached.
 pub(crate) enum Engine {
     /// Server threads, fed through bounded channels.
-    Threads { senders: Vec<SyncSender<Batch>>, servers: Vec<ServerThread> },
+    Threads { senders: Vec<SyncSender<ToServer>>, servers: Vec<ServerThread> },
     /// Server ranks (MPI mode).
     #[cfg(feature = "mpi")]
     Mpi(Node),

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crate::error::Result;
-use crate::model::batch::Batch;
+use crate::model::batch::{Batch, BatchView};
 use crate::model::schema::Registry;
 use crate::write::mpi::comm::{Comm, Request, TAG_BATCH};
 use crate::write::mpi::local::LocalShard;
@@ -78,6 +78,21 @@ impl Sender {
         match &mut self.route {
             Route::Local(shard) => shard.append(batch, registry),
             Route::Rank(to) => to.send(batch, registry),
+        }
+    }
+
+    /// Whether this handle appends to this rank's own shard (and so can take borrowed
+    /// columns, see [`Sender::append_borrowed`]).
+    pub(crate) fn is_local(&self) -> bool {
+        matches!(self.route, Route::Local(_))
+    }
+
+    /// To the local shard: appends and commits `view` straight from the caller's columns.
+    /// `None` for a handle that sends to a server rank.
+    pub(crate) fn append_borrowed(&mut self, view: &BatchView<'_>, registry: &RwLock<Registry>) -> Option<Result<()>> {
+        match &self.route {
+            Route::Local(shard) => Some(shard.append_view(view, registry)),
+            Route::Rank(_) => None,
         }
     }
 

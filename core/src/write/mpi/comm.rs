@@ -287,117 +287,100 @@ impl Comm {
 
     /// All ranks' byte strings, in rank order (collective).
     pub(crate) fn allgather_bytes(self, mine: &[u8]) -> Result<Vec<Vec<u8>>> {
-        let n = self.size();
-        let len = count(mine.len(), "an all-gather")?;
-        let mut counts = vec![0 as c_int; n];
-        let mut req = Request::null();
-        // SAFETY: send one int, receive one per rank into `counts`, which outlives the wait.
-        check(
-            unsafe {
-                ffi::MPI_Iallgather(
-                    (&len as *const c_int).cast::<c_void>(),
-                    1,
-                    ffi::RSMPI_INT32_T,
-                    counts.as_mut_ptr().cast::<c_void>(),
-                    1,
-                    ffi::RSMPI_INT32_T,
-                    self.0,
-                    &mut req.0,
-                )
-            },
-            "MPI_Iallgather",
-        )?;
-        req.wait()?;
-        let mut displs = Vec::with_capacity(n);
-        let mut total = 0usize;
-        for &c in &counts {
-            displs.push(count(total, "an all-gather")?);
-            total += c.max(0) as usize;
-        }
-        count(total, "an all-gather")?;
-        let mut all = vec![0u8; total];
-        let mut req = Request::null();
-        // SAFETY: buffers sized from the counts every rank sent; all outlive the wait.
-        check(
-            unsafe {
-                ffi::MPI_Iallgatherv(
-                    mine.as_ptr().cast::<c_void>(),
-                    len,
-                    ffi::RSMPI_UINT8_T,
-                    all.as_mut_ptr().cast::<c_void>(),
-                    counts.as_ptr(),
-                    displs.as_ptr(),
-                    ffi::RSMPI_UINT8_T,
-                    self.0,
-                    &mut req.0,
-                )
-            },
-            "MPI_Iallgatherv",
-        )?;
-        req.wait()?;
-        Ok(counts
-            .iter()
-            .zip(&displs)
-            .map(|(&c, &d)| all[d as usize..d as usize + c.max(0) as usize].to_vec())
-            .collect())
+        Ok(self.gather_to(mine, None)?.unwrap_or_default())
     }
-}
 
-impl Comm {
     /// Every rank's byte string on rank 0, in rank order (`None` on the other ranks;
     /// collective). Only rank 0 holds all of them: O(P) bytes there, not on every rank.
     pub(crate) fn gather_bytes(self, mine: &[u8]) -> Result<Option<Vec<Vec<u8>>>> {
-        let (n, root) = (self.size(), self.rank() == 0);
-        let len = count(mine.len(), "a gather")?;
-        let mut counts = vec![0 as c_int; if root { n } else { 0 }];
+        self.gather_to(mine, Some(0))
+    }
+
+    /// Every rank's byte string, in rank order, on rank `root` (`None` elsewhere) or, with no
+    /// root, on every rank: the lengths first, then the bytes (collective).
+    fn gather_to(self, mine: &[u8], root: Option<c_int>) -> Result<Option<Vec<Vec<u8>>>> {
+        let what = if root.is_some() { "a gather" } else { "an all-gather" };
+        let receives = root.is_none_or(|r| self.rank() == r as usize);
+        let len = count(mine.len(), what)?;
+        let mut counts = vec![0 as c_int; if receives { self.size() } else { 0 }];
+        let (len_ptr, counts_ptr) = ((&len as *const c_int).cast::<c_void>(), counts.as_mut_ptr().cast::<c_void>());
         let mut req = Request::null();
-        // SAFETY: one int sent; on rank 0 one received per rank into `counts` (outlives the wait).
-        check(
-            unsafe {
+        // SAFETY: one int sent; where this rank receives, one per rank into `counts`, which
+        // outlives the wait.
+        let rc = match root {
+            Some(r) => unsafe {
                 ffi::MPI_Igather(
-                    (&len as *const c_int).cast::<c_void>(),
+                    len_ptr,
                     1,
                     ffi::RSMPI_INT32_T,
-                    counts.as_mut_ptr().cast::<c_void>(),
+                    counts_ptr,
                     1,
                     ffi::RSMPI_INT32_T,
-                    0,
+                    r,
                     self.0,
                     &mut req.0,
                 )
             },
-            "MPI_Igather",
-        )?;
+            None => unsafe {
+                ffi::MPI_Iallgather(
+                    len_ptr,
+                    1,
+                    ffi::RSMPI_INT32_T,
+                    counts_ptr,
+                    1,
+                    ffi::RSMPI_INT32_T,
+                    self.0,
+                    &mut req.0,
+                )
+            },
+        };
+        check(rc, if root.is_some() { "MPI_Igather" } else { "MPI_Iallgather" })?;
         req.wait()?;
         let mut displs = Vec::with_capacity(counts.len());
         let mut total = 0usize;
         for &c in &counts {
-            displs.push(count(total, "a gather")?);
+            displs.push(count(total, what)?);
             total += c.max(0) as usize;
         }
-        count(total, "a gather")?;
+        count(total, what)?;
         let mut all = vec![0u8; total];
+        let (mine_ptr, all_ptr) = (mine.as_ptr().cast::<c_void>(), all.as_mut_ptr().cast::<c_void>());
+        let (cp, dp) = (counts.as_ptr(), displs.as_ptr());
         let mut req = Request::null();
-        // SAFETY: buffers sized from the counts every rank sent (rank 0 only reads them).
-        check(
-            unsafe {
+        // SAFETY: buffers sized from the counts every rank sent (only receivers read them);
+        // all outlive the wait.
+        let rc = match root {
+            Some(r) => unsafe {
                 ffi::MPI_Igatherv(
-                    mine.as_ptr().cast::<c_void>(),
+                    mine_ptr,
                     len,
                     ffi::RSMPI_UINT8_T,
-                    all.as_mut_ptr().cast::<c_void>(),
-                    counts.as_ptr(),
-                    displs.as_ptr(),
+                    all_ptr,
+                    cp,
+                    dp,
                     ffi::RSMPI_UINT8_T,
-                    0,
+                    r,
                     self.0,
                     &mut req.0,
                 )
             },
-            "MPI_Igatherv",
-        )?;
+            None => unsafe {
+                ffi::MPI_Iallgatherv(
+                    mine_ptr,
+                    len,
+                    ffi::RSMPI_UINT8_T,
+                    all_ptr,
+                    cp,
+                    dp,
+                    ffi::RSMPI_UINT8_T,
+                    self.0,
+                    &mut req.0,
+                )
+            },
+        };
+        check(rc, if root.is_some() { "MPI_Igatherv" } else { "MPI_Iallgatherv" })?;
         req.wait()?;
-        Ok(root.then(|| {
+        Ok(receives.then(|| {
             counts
                 .iter()
                 .zip(&displs)

@@ -12,7 +12,7 @@
 use std::sync::{Mutex, RwLock};
 
 use crate::error::{Error, Result};
-use crate::model::batch::Batch;
+use crate::model::batch::{Batch, BatchView};
 use crate::model::schema::{Registry, Schema, StatsMap};
 use crate::shard::writer::ShardWriter;
 use crate::sync::{lock, read};
@@ -37,6 +37,11 @@ impl LocalShard {
 
     /// Appends and commits one batch.
     pub(crate) fn append(&self, batch: &Batch, registry: &RwLock<Registry>) -> Result<()> {
+        self.append_view(&batch.view(), registry)
+    }
+
+    /// Appends and commits one batch's columns (a batch's, or an `events()` call's own).
+    pub(crate) fn append_view(&self, view: &BatchView<'_>, registry: &RwLock<Registry>) -> Result<()> {
         let mut st = lock(&self.state);
         let reg = read(registry);
         // The registry only grows: a longer one has fields or groups this shard may hold.
@@ -48,7 +53,7 @@ impl LocalShard {
             why: "a batch after done() closed this rank's shard".into(),
         })?;
         let schema = &reg.schema;
-        w.append(&batch.view(), &|f| schema.fields[f as usize].clone(), &|g| schema.groups[g as usize].clone())
+        w.append(view, &|f| schema.fields[f as usize].clone(), &|g| schema.groups[g as usize].clone())
     }
 
     /// Closes the shard: its close-record offset, statistics, and the schema of what it holds.
