@@ -4,5 +4,6 @@
 
 pub mod io;
 pub mod reader;
+mod stats;
 mod syncer;
 pub mod writer;
