@@ -5,6 +5,7 @@
 //! without mounting; [`live`] follows a run still being written with a series of views;
 //! [`mount`] is the thin `fuser` adapter over them.
 
+mod background;
 pub mod error;
 pub mod live;
 pub mod mount;

@@ -29,16 +29,16 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 
-use smdfs::sync::{lock, wait_while};
-use std::thread::JoinHandle;
+use smdfs::sync::lock;
 use std::time::{Duration, Instant, SystemTime};
 
 use smdfs::format::manifest::Manifest;
 use smdfs::read::watch::RunSignature as Signature;
 use smdfs::RunState;
 
+use crate::background::Background;
 use crate::error::ViewError;
 use crate::stats::Stats;
 use crate::view::{Attr, DirEntry, FileKind, Ino, View, ViewOptions, ROOT_INO};
@@ -389,9 +389,8 @@ impl Live {
         every: Duration,
         mut on_change: impl FnMut(&Changed) + Send + 'static,
     ) -> std::io::Result<Watcher> {
-        let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let (weak, flag): (Weak<Live>, _) = (Arc::downgrade(self), Arc::clone(&stop));
-        let thread = std::thread::Builder::new().name("smdfs-live".into()).spawn(move || loop {
+        let weak: Weak<Live> = Arc::downgrade(self);
+        let thread = Background::spawn("smdfs-live", move |stop| loop {
             let wait = {
                 let Some(live) = weak.upgrade() else { return };
                 if let Ok(Some(changed)) = live.refresh() {
@@ -405,31 +404,24 @@ impl Live {
                     _ => every * 4,
                 }
             };
-            let (flag_lock, cv) = &*flag;
-            let stopped = wait_while(cv, lock(flag_lock), wait, |s| !*s);
-            if *stopped {
+            if stop.sleep(wait) {
                 return;
             }
         })?;
-        Ok(Watcher { stop, thread: Some(thread) })
+        Ok(Watcher { thread })
     }
 }
 
 /// The background refresher of [`Live::watch`]; dropping it stops and joins the thread.
 #[derive(Debug)]
 pub struct Watcher {
-    stop: Arc<(Mutex<bool>, Condvar)>,
-    thread: Option<JoinHandle<()>>,
+    thread: Background,
 }
 
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        let (flag, cv) = &*self.stop;
-        *lock(flag) = true;
-        cv.notify_all();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+impl Watcher {
+    /// True once the refresher has ended by itself: the run is complete, or the view is gone.
+    pub fn is_finished(&self) -> bool {
+        self.thread.is_finished()
     }
 }
 

@@ -10,11 +10,10 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 use std::time::Duration;
 
-use smdfs::sync::{lock, wait_while};
+use crate::background::Background;
 
 /// Kinds of request the daemon counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -198,8 +197,7 @@ impl StatsSnapshot {
 /// once more when dropped.
 #[derive(Debug)]
 pub struct StatsWriter {
-    stop: Arc<(Mutex<bool>, Condvar)>,
-    thread: Option<JoinHandle<()>>,
+    _thread: Background,
 }
 
 /// Replaces `path` with `text` atomically (a reader never sees half a file).
@@ -217,11 +215,8 @@ impl StatsWriter {
         let path = path.to_path_buf();
         let mut last = stats.snapshot();
         write_atomic(&path, &last.render())?;
-        let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let flag = Arc::clone(&stop);
-        let thread = std::thread::Builder::new().name("smdfs-stats".into()).spawn(move || loop {
-            let (flag_lock, cv) = &*flag;
-            let stopped = *wait_while(cv, lock(flag_lock), every, |s| !*s);
+        let thread = Background::spawn("smdfs-stats", move |stop| loop {
+            let stopped = stop.sleep(every);
             let now = stats.snapshot();
             if now != last || stopped {
                 // Best effort: the counters are diagnostics, never a reason to stop serving.
@@ -232,18 +227,7 @@ impl StatsWriter {
                 return;
             }
         })?;
-        Ok(StatsWriter { stop, thread: Some(thread) })
-    }
-}
-
-impl Drop for StatsWriter {
-    fn drop(&mut self) {
-        let (flag, cv) = &*self.stop;
-        *lock(flag) = true;
-        cv.notify_all();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        Ok(StatsWriter { _thread: thread })
     }
 }
 

@@ -153,7 +153,7 @@ fn a_complete_run_opens_final_and_its_watcher_stops() {
         })
         .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while !w.thread.as_ref().unwrap().is_finished() {
+    while !w.is_finished() {
         assert!(std::time::Instant::now() < deadline, "the watcher of a complete run never stopped");
         std::thread::sleep(Duration::from_millis(10));
     }
