@@ -319,7 +319,8 @@ impl ShardWriter {
             self.groups.get_mut(&g.group).expect("group exists").rows += n as u64;
         }
 
-        // 3. One positioned write per column, then the commit record.
+        // 3. Each column written at its end in pieces of WRITE_CHUNK (each checksummed and its
+        //    statistics taken while in cache), then the commit record.
         let mut merged: FxHashMap<u32, Vec<u8>> = FxHashMap::default();
         let mut order: Vec<u32> = Vec::new();
         let mut single: FxHashMap<u32, usize> = FxHashMap::default();
