@@ -11,12 +11,14 @@
 //!
 //! Pages are dropped in whole aligned blocks (`RELEASE_BLOCK`, the largest page-cache
 //! folio: a folio only partly inside a range is not dropped, and splitting it would cost
-//! more than the copy). A sequential reader — told apart by inode; a request within `SLACK`
-//! of where the last one ended continues its stream — drops each block once it is `LAG`
-//! bytes behind the request (requests in flight on other threads may still be copying from
-//! just behind it), and the rest of a column when a request reaches its end. A request that
-//! continues no stream drops only whole blocks inside what it read. Dropping never changes
-//! the bytes a read returns: a dropped page is read again on its next touch.
+//! more than the copy), each once every byte of it was copied into a reply: the daemon
+//! counts the bytes replies took from each block of each shard column ([`View::shard_ranges`]
+//! names them exactly), so a block is not dropped while a reader still needs part of it,
+//! whatever order the reads come in (event-id order reads a shard's column in several
+//! interleaved stretches when its clients' batches interleave). Bytes read twice count
+//! twice (the block may go a little early: a page is then read again, never wrong). Blocks
+//! partly read are forgotten beyond `MAX_BLOCKS` (they then stay cached). Dropping never
+//! changes the bytes a read returns: a dropped page is read again on its next touch.
 //!
 //! Dropping costs the kernel about as much per page as the copy did (each page leaves the
 //! cache under its lock), so one background thread does it, fed through a bounded queue:
@@ -44,12 +46,8 @@ pub enum DropBehind {
     Never,
 }
 
-/// How far from the end of the last request a request still continues a stream.
-const SLACK: u64 = 16 << 20;
-/// How far behind a sequential request (in a shard column's bytes) blocks are dropped.
-const LAG: u64 = 8 << 20;
-/// Streams remembered before the table is emptied (a stream then starts again).
-const MAX_STREAMS: usize = 4096;
+/// Partly read blocks remembered before the table is emptied.
+const MAX_BLOCKS: usize = 1 << 16;
 /// Blocks waiting for the dropping thread before more are left cached.
 const QUEUE: usize = 256;
 
@@ -63,8 +61,8 @@ pub(super) struct ShardCache {
     drop_behind: DropBehind,
     /// Committed bytes above which `DropBehind::Auto` drops (a quarter of the memory).
     auto_above: u64,
-    /// Per mount inode: the furthest end of a request of its sequential stream.
-    streams: Mutex<HashMap<u64, u64>>,
+    /// Per (shard, column, block): the bytes replies have taken from it so far.
+    taken: Mutex<HashMap<(usize, u32, u64), u64>>,
     /// The dropping thread's queue (`None`: it could not start; nothing is dropped). The
     /// thread ends when this sender is dropped with the mount's file system.
     queue: Option<Mutex<SyncSender<Job>>>,
@@ -78,18 +76,28 @@ fn mem_total() -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// The column bytes to drop after a request read `read` of a column of `len` committed
-/// bytes: whole blocks only; a sequential request's blocks `LAG` behind it.
-fn to_drop(read: Range<u64>, len: u64, sequential: bool) -> Range<u64> {
-    let down = |x: u64| x / RELEASE_BLOCK * RELEASE_BLOCK;
-    let (start, end) = if sequential {
-        (down(read.start.saturating_sub(LAG)), down(read.end.saturating_sub(LAG)))
-    } else {
-        (read.start.div_ceil(RELEASE_BLOCK) * RELEASE_BLOCK, down(read.end))
-    };
-    // The column's last block is whole once the request reaches the column's end.
-    let end = if read.end >= len { len } else { end };
-    start..end.max(start)
+/// Adds the bytes `read` of a column of `len` committed bytes to `taken` (per block) and
+/// calls `full(block)` for each block all of whose bytes have now been taken.
+fn take(
+    taken: &mut HashMap<(usize, u32, u64), u64>,
+    key: (usize, u32),
+    read: Range<u64>,
+    len: u64,
+    mut full: impl FnMut(u64),
+) {
+    let mut at = read.start;
+    while at < read.end.min(len) {
+        let block = at / RELEASE_BLOCK;
+        let (bstart, bend) = (block * RELEASE_BLOCK, ((block + 1) * RELEASE_BLOCK).min(len));
+        let upto = read.end.min(bend);
+        let n = taken.entry((key.0, key.1, block)).or_insert(0);
+        *n += upto - at;
+        if *n >= bend - bstart {
+            taken.remove(&(key.0, key.1, block));
+            full(block);
+        }
+        at = upto;
+    }
 }
 
 impl ShardCache {
@@ -111,7 +119,7 @@ impl ShardCache {
         ShardCache {
             drop_behind,
             auto_above: mem_total().map_or(u64::MAX, |m| m / 4),
-            streams: Mutex::new(HashMap::new()),
+            taken: Mutex::new(HashMap::new()),
             queue: queue.flatten(),
         }
     }
@@ -128,37 +136,29 @@ impl ShardCache {
         }
     }
 
-    /// Whether a request for `offset..end` of mount inode `ino` continues its sequential
-    /// stream (a request that does not starts a new one).
-    fn continues(&self, ino: u64, offset: u64, end: u64) -> bool {
-        let mut streams = smdfs::sync::lock(&self.streams);
-        if streams.len() >= MAX_STREAMS && !streams.contains_key(&ino) {
-            streams.clear();
-        }
-        let next = streams.entry(ino).or_insert(0);
-        let sequential = offset <= next.saturating_add(SLACK) && end.saturating_add(SLACK) >= *next;
-        *next = if sequential { (*next).max(end) } else { end };
-        sequential
-    }
-
     /// Called once `n` bytes at `offset` of mount inode `ino` (view file `vino`) were
     /// replied, so they are in the view file's page cache: drops the shard pages they came
     /// from, when the policy says so.
-    pub(super) fn after_read(&self, view: &Arc<View>, ino: u64, vino: Ino, offset: u64, n: u64) {
+    pub(super) fn after_read(&self, view: &Arc<View>, vino: Ino, offset: u64, n: u64) {
         let Some(queue) = &self.queue else { return };
         if n == 0 || !self.drops(view) {
             return;
         }
-        let sequential = self.continues(ino, offset, offset + n);
         let shards = view.run().shards();
         let mut jobs = Vec::new();
-        view.shard_ranges(vino, offset, n, |s, col, read| {
-            let len = shards.get(s).and_then(|sh| sh.lens.get(col as usize)).copied().unwrap_or(0);
-            let r = to_drop(read, len, sequential);
-            if r.start < r.end {
-                jobs.push((Arc::clone(view), s, col, r));
+        {
+            let mut taken = smdfs::sync::lock(&self.taken);
+            if taken.len() >= MAX_BLOCKS {
+                taken.clear();
             }
-        });
+            view.shard_ranges(vino, offset, n, |s, col, read| {
+                let len = shards.get(s).and_then(|sh| sh.lens.get(col as usize)).copied().unwrap_or(0);
+                take(&mut taken, (s, col), read, len, |block| {
+                    let start = block * RELEASE_BLOCK;
+                    jobs.push((Arc::clone(view), s, col, start..(start + RELEASE_BLOCK).min(len)));
+                });
+            });
+        }
         if jobs.is_empty() {
             return;
         }
@@ -177,16 +177,27 @@ mod tests {
     const B: u64 = RELEASE_BLOCK;
 
     #[test]
-    fn only_whole_blocks_are_dropped_and_a_stream_drops_them_lag_behind() {
-        // A random request inside one block drops nothing; one spanning blocks drops those inside.
-        assert!(to_drop(B + 5..B + 1000, 100 * B, false).is_empty());
-        assert_eq!(to_drop(B / 2..3 * B + 1, 100 * B, false), B..3 * B);
-        // A sequential request drops the blocks that end LAG before it.
-        assert!(to_drop(0..B, 100 * B, true).is_empty());
-        assert_eq!(to_drop(LAG + B - 10..LAG + B + 10, 100 * B, true), 0..B);
-        assert_eq!(to_drop(LAG + 2 * B..LAG + 3 * B, 100 * B, true), 2 * B..3 * B);
-        // Reaching the column's end drops its tail too.
-        assert_eq!(to_drop(10 * B..10 * B + 7, 10 * B + 7, true), (10 * B - LAG)..10 * B + 7);
-        assert_eq!(to_drop(10 * B - 5..10 * B + 7, 10 * B + 7, false), 10 * B..10 * B + 7);
+    fn a_block_is_full_once_every_byte_of_it_was_taken_in_any_order() {
+        let mut taken = HashMap::new();
+        let mut full = Vec::new();
+        let len = 3 * B + 100;
+        // Two interleaved stretches of one column, read backwards and forwards.
+        take(&mut taken, (0, 7), B + B / 2..2 * B, len, |b| full.push(b));
+        take(&mut taken, (0, 7), 10..B / 2, len, |b| full.push(b));
+        assert!(full.is_empty());
+        take(&mut taken, (0, 7), B..B + B / 2, len, |b| full.push(b));
+        assert_eq!(full, [1]);
+        take(&mut taken, (0, 7), B / 2..B + 5, len, |b| full.push(b));
+        assert_eq!(full, [1], "block 0 misses its first 10 bytes");
+        take(&mut taken, (0, 7), 0..10, len, |b| full.push(b));
+        assert_eq!(full, [1, 0]);
+        // Another column's blocks are its own; the column's short last block fills at its end.
+        take(&mut taken, (1, 7), 3 * B..3 * B + 100, len, |b| full.push(b));
+        assert_eq!(full, [1, 0, 3]);
+        // Bytes past the committed length are not counted.
+        take(&mut taken, (0, 7), 2 * B..4 * B, len, |b| full.push(b));
+        assert_eq!(full, [1, 0, 3, 2, 3]);
+        // Block 1 was read again after it was full: those 5 bytes count towards its next drop.
+        assert_eq!(taken.into_iter().collect::<Vec<_>>(), [((0, 7, 1), 5)]);
     }
 }

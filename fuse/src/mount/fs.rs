@@ -205,7 +205,7 @@ impl Filesystem for Fs {
             })
         };
         // The reply's bytes are in the view's page cache now.
-        self.cache.after_read(&view, ino.0, vino, offset, n as u64);
+        self.cache.after_read(&view, vino, offset, n as u64);
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {

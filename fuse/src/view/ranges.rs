@@ -1,13 +1,12 @@
-//! Which shard bytes a view range reads: [`View::shard_ranges`] names, per shard column (by
-//! its shard's position in `Run::shards`), the
-//! smallest byte range of its committed bytes that a read of `offset..offset + len` of a
-//! view file copies from. The mount uses it to steer the page cache behind the shards' maps
-//! (read ahead of a sequential reader, drop what was already copied into the view's own
-//! cache); it never changes what a read returns.
+//! Which shard bytes a view range reads: [`View::shard_ranges`] names the stretches of
+//! shard column bytes (by the shard's position in `Run::shards`) that a read of
+//! `offset..offset + len` of a view file copies from. The mount uses it to drop shard pages
+//! once they were copied into the view's own page cache; it never changes what a read
+//! returns.
 //!
 //! Covered: fixed-width datasets in event-id order (walked through the index like the
-//! gather, one callback per shard per dataset) and every column segment of the arrival
-//! order. Skeleton and literal bytes have no shard behind them; ragged values in event-id
+//! gather, consecutive stretches of one shard merged) and every column segment of the
+//! arrival order. Skeleton and literal bytes have no shard behind them; ragged values in event-id
 //! order, ragged offsets and fill are not named (their bytes are small or computed).
 
 use std::ops::Range;
@@ -17,10 +16,10 @@ use smdfs::h5::layout::Source;
 use super::{arrival, Ino, Node, Piece, View};
 
 impl View {
-    /// Calls `f(shard, column, bytes)` (`shard` a position in `Run::shards`) for the shard column bytes that reading bytes
-    /// `offset..offset + len` of file `ino` copies: per dataset the range reads, one call per
-    /// shard column with the hull of the bytes taken from it (exact where the rows it takes
-    /// are consecutive in that shard, as in any run whose clients write ids in order).
+    /// Calls `f(shard, column, bytes)` (`shard` a position in `Run::shards`) for the shard
+    /// column bytes that reading bytes `offset..offset + len` of file `ino` copies, exactly:
+    /// one call per stretch of consecutive bytes of one column (rows a shard holds in order
+    /// come out as one call).
     pub fn shard_ranges(&self, ino: Ino, offset: u64, len: u64, mut f: impl FnMut(usize, u32, Range<u64>)) {
         let Ok(Node::File { size, extents }) = self.node(ino) else { return };
         let end = offset.saturating_add(len).min(*size);
@@ -50,20 +49,27 @@ impl View {
             return;
         }
         let end = at + len;
-        // Per shard: the hull of the column bytes taken from it.
-        let mut hull: Vec<Option<(u64, u64)>> = vec![None; shards.len()];
+        // Per shard: the stretch of column bytes being extended, emitted when a segment
+        // does not continue it (consecutive rows of one shard come out as one range).
+        let mut open: Vec<Option<(u64, u64)>> = vec![None; shards.len()];
         let mut row = at / rb;
         g.index.for_each_segment(at / rb, end.div_ceil(rb), |loc, n| {
             // Dataset bytes of these rows, clipped to the range read.
             let (a, b) = ((row * rb).max(at), ((row + n) * rb).min(end));
             let (ca, cb) = (loc.row * rb + (a - row * rb), loc.row * rb + (b - row * rb));
-            if let Some(h) = hull.get_mut(loc.shard) {
-                *h = Some(h.map_or((ca, cb), |(x, y)| (x.min(ca), y.max(cb))));
-            }
             row += n;
+            let (Some(o), Some(Some(col))) = (open.get_mut(loc.shard), columns.get(loc.shard)) else { return };
+            match o {
+                Some((_, e)) if *e == ca => *e = cb,
+                _ => {
+                    if let Some((x, y)) = o.replace((ca, cb)) {
+                        f(loc.shard, *col, x..y);
+                    }
+                }
+            }
         });
-        for (s, h) in hull.into_iter().enumerate() {
-            if let (Some((a, b)), Some(Some(col))) = (h, columns.get(s)) {
+        for (s, o) in open.into_iter().enumerate() {
+            if let (Some((a, b)), Some(Some(col))) = (o, columns.get(s)) {
                 f(s, *col, a..b);
             }
         }
