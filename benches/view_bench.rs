@@ -318,15 +318,23 @@ fn resident(paths: &[PathBuf]) -> Result<u64, String> {
 }
 
 /// Reads `path` with `dd` and prints MB/s and what is resident after it.
-fn big_pass(what: &str, path: &Path, shards: &[PathBuf], view: Option<&Path>) -> Result<f64, String> {
+/// With a mount: the view file and the mount (its counters give requests per MiB).
+fn big_pass(what: &str, path: &Path, shards: &[PathBuf], view: Option<(&Path, &Mounted)>) -> Result<f64, String> {
+    let before = view.map(|(_, m)| m.stats());
     let rate = dd(&[path.to_path_buf()])?;
     let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
     let shard_res = gib(resident(shards)?);
-    let view_res = match view {
-        Some(v) => format!("{:.2}", gib(resident(&[v.to_path_buf()])?)),
-        None => "-".into(),
+    let (view_res, req) = match (view, before) {
+        (Some((v, m)), Some(b)) => {
+            let size = std::fs::metadata(v).map_err(err)?.len();
+            (
+                format!("{:.2}", gib(resident(&[v.to_path_buf()])?)),
+                format!("{:.2}", per_mib(&m.stats().since(&b), size)),
+            )
+        }
+        _ => ("-".into(), "-".into()),
     };
-    println!("{what:<40} {rate:>9.0} {shard_res:>12.2} {view_res:>12}");
+    println!("{what:<44} {rate:>9.0} {shard_res:>12.2} {view_res:>12} {req:>9}");
     Ok(rate)
 }
 
@@ -340,7 +348,7 @@ fn big_case(base: &Path, mib: u64) -> Result<(), String> {
             .arg(format!("of={}", plain.display()))
             .arg(format!("count={}", mib / 4)),
     )?;
-    println!("{:<40} {:>9} {:>12} {:>12}", "", "MB/s", "shards GiB", "view GiB");
+    println!("{:<44} {:>9} {:>12} {:>12} {:>9}", "", "MB/s", "shards GiB", "view GiB", "req/MiB");
     drop_caches()?;
     let p1 = big_pass("plain file, pass 1 (cold)", &plain, std::slice::from_ref(&plain), None)?;
     let p2 = big_pass("plain file, pass 2", &plain, std::slice::from_ref(&plain), None)?;
@@ -358,8 +366,8 @@ fn big_case(base: &Path, mib: u64) -> Result<(), String> {
         let live = Live::open(&run, &ViewOptions::default()).map_err(err)?;
         let m = mount_live(live, &mnt, &MountOptions { drop_behind, ..Default::default() }).map_err(err)?;
         let npy = mnt.join("arrays/img.npy");
-        big_pass(&format!("{label}, pass 1 (cold)"), &npy, &cols, Some(&npy))?;
-        second.push(big_pass(&format!("{label}, pass 2"), &npy, &cols, Some(&npy))?);
+        big_pass(&format!("{label}, pass 1 (cold)"), &npy, &cols, Some((&npy, &m)))?;
+        second.push(big_pass(&format!("{label}, pass 2"), &npy, &cols, Some((&npy, &m)))?);
         m.unmount().map_err(err)?;
     }
     println!(
