@@ -16,13 +16,21 @@
 //!    the refreshes that pick up 100k more events at N events (time per refresh, refreshes,
 //!    commits they picked up, total time per commit, index rows merged, shard log bytes
 //!    read), and the lag it implies (refresh period 0.25 s + the time of one refresh).
+//! 5. No double caching (opt-in, `--only big`, minutes): a run of `--big-mib` MiB of 64 KiB
+//!    images — sized above half the machine's memory — read through the mount twice with
+//!    `dd bs=1M` from a cold cache, beside a plain file of the same size read twice. Per pass:
+//!    MB/s and the resident bytes (`fincore`) of the shard column files and of the view
+//!    file, for the default mount (drop-behind: shard pages copied into a reply are dropped)
+//!    and for `DropBehind::Never` (every byte cached twice). The plain file is written and
+//!    removed before the run, so the disk holds one copy at a time.
 //! 4. Many readers: 16 reader processes (8 h5py random slices, 8 sequential `cat` of `.npy`
 //!    files) on one mount for a bounded time while another mount is mounted and unmounted
 //!    over and over; errors (must be 0) and aggregate throughput.
 //!
 //! Run: `cargo run --release -p smdfs-benches --bin view_bench -- [--mount-events N,N]
 //! [--read-mib 2048] [--demo-events 1000000] [--live-events 10000000,30000000]
-//! [--load-secs 30] [--only mount,read,live,load] [--dir DIR]`.
+//! [--load-secs 30] [--big-mib 14336] [--only mount,read,live,load,big] [--dir DIR]` (default
+//! `--only mount,read,live,load`).
 //! Needs root (/dev/fuse, `drop_caches`) and `.venv` with h5py (scripts/setup.sh).
 
 use std::path::{Path, PathBuf};
@@ -35,7 +43,7 @@ use smdfs::format::manifest::Manifest;
 use smdfs::format::{column_file_name, shard_dir_name, Role, LOG_FILE};
 use smdfs::{SmallData, Value};
 use smdfs_fuse::live::Live;
-use smdfs_fuse::mount::{mount, mount_live, MountOptions, Mounted};
+use smdfs_fuse::mount::{mount, mount_live, DropBehind, MountOptions, Mounted};
 use smdfs_fuse::stats::StatsSnapshot;
 use smdfs_fuse::{View, ViewOptions};
 
@@ -45,6 +53,7 @@ struct Args {
     demo_events: u64,
     live_events: Vec<u64>,
     load_secs: u64,
+    big_mib: u64,
     only: Vec<String>,
     dir: PathBuf,
 }
@@ -60,6 +69,7 @@ fn parse_args() -> Result<Args, String> {
         demo_events: 1_000_000,
         live_events: vec![10_000_000, 30_000_000],
         load_secs: 30,
+        big_mib: 14 * 1024,
         only: vec!["mount".into(), "read".into(), "live".into(), "load".into()],
         dir: std::env::temp_dir(),
     };
@@ -72,11 +82,12 @@ fn parse_args() -> Result<Args, String> {
             "--demo-events" => a.demo_events = val()?.parse().map_err(|e| format!("--demo-events: {e}"))?,
             "--live-events" => a.live_events = list(&val()?, "--live-events")?,
             "--load-secs" => a.load_secs = val()?.parse().map_err(|e| format!("--load-secs: {e}"))?,
+            "--big-mib" => a.big_mib = val()?.parse().map_err(|e| format!("--big-mib: {e}"))?,
             "--only" => a.only = val()?.split(',').map(str::to_string).collect(),
             "--dir" => a.dir = PathBuf::from(val()?),
             "-h" | "--help" => {
                 return Err("usage: view_bench [--mount-events N,N] [--read-mib MIB] [--demo-events N] \
-                            [--live-events N,N] [--load-secs S] [--only mount,read,live,load] [--dir DIR]"
+                            [--live-events N,N] [--load-secs S] [--big-mib MIB] [--only mount,read,live,load,big] [--dir DIR]"
                     .into());
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
@@ -297,6 +308,74 @@ fn read_case(base: &Path, label: &str, run: &Path, name: &str, npy: &str) -> Res
     row("cold h5py read_direct run.h5 (plain: cp)", cold_h5_m, cold_h5_p, None);
     std::fs::remove_file(&plain_h5).map_err(err)?;
     std::fs::remove_file(&plain_npy).map_err(err)?;
+    Ok(())
+}
+
+/// Bytes of `paths` resident in the page cache (`fincore`, util-linux).
+fn resident(paths: &[PathBuf]) -> Result<u64, String> {
+    let out = run_cmd(Command::new("fincore").args(["--bytes", "--noheadings", "--output", "RES"]).args(paths))?;
+    out.lines().map(|l| l.trim().parse::<u64>().map_err(|e| format!("fincore output {l:?}: {e}"))).sum()
+}
+
+/// Reads `path` with `dd` and prints MB/s and what is resident after it.
+/// With a mount: the view file and the mount (its counters give requests per MiB).
+fn big_pass(what: &str, path: &Path, shards: &[PathBuf], view: Option<(&Path, &Mounted)>) -> Result<f64, String> {
+    let before = view.map(|(_, m)| m.stats());
+    let rate = dd(&[path.to_path_buf()])?;
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    let shard_res = gib(resident(shards)?);
+    let (view_res, req) = match (view, before) {
+        (Some((v, m)), Some(b)) => {
+            let size = std::fs::metadata(v).map_err(err)?.len();
+            (
+                format!("{:.2}", gib(resident(&[v.to_path_buf()])?)),
+                format!("{:.2}", per_mib(&m.stats().since(&b), size)),
+            )
+        }
+        _ => ("-".into(), "-".into()),
+    };
+    println!("{what:<44} {rate:>9.0} {shard_res:>12.2} {view_res:>12} {req:>9}");
+    Ok(rate)
+}
+
+/// Case 5: a run above half the memory read through the mount twice, with and without
+/// drop-behind, beside a plain file of the same size read twice.
+fn big_case(base: &Path, mib: u64) -> Result<(), String> {
+    let plain = base.join("big-plain.bin");
+    run_cmd(
+        Command::new("dd")
+            .args(["if=/dev/zero", "bs=4M", "conv=fsync"])
+            .arg(format!("of={}", plain.display()))
+            .arg(format!("count={}", mib / 4)),
+    )?;
+    println!("{:<44} {:>9} {:>12} {:>12} {:>9}", "", "MB/s", "shards GiB", "view GiB", "req/MiB");
+    drop_caches()?;
+    let p1 = big_pass("plain file, pass 1 (cold)", &plain, std::slice::from_ref(&plain), None)?;
+    let p2 = big_pass("plain file, pass 2", &plain, std::slice::from_ref(&plain), None)?;
+    std::fs::remove_file(&plain).map_err(err)?;
+    let run = base.join("big");
+    write_images(&run, mib)?;
+    let cols = shard_column_files(&run, "img")?;
+    let mnt = base.join("mnt-big");
+    std::fs::create_dir_all(&mnt).map_err(err)?;
+    let mut second = Vec::new();
+    for (label, drop_behind) in
+        [("mount (default: drop-behind)", DropBehind::Auto), ("mount, DropBehind::Never", DropBehind::Never)]
+    {
+        drop_caches()?;
+        let live = Live::open(&run, &ViewOptions::default()).map_err(err)?;
+        let m = mount_live(live, &mnt, &MountOptions { drop_behind, ..Default::default() }).map_err(err)?;
+        let npy = mnt.join("arrays/img.npy");
+        big_pass(&format!("{label}, pass 1 (cold)"), &npy, &cols, Some((&npy, &m)))?;
+        second.push(big_pass(&format!("{label}, pass 2"), &npy, &cols, Some((&npy, &m)))?);
+        m.unmount().map_err(err)?;
+    }
+    println!(
+        "pass 2 / plain pass 2: drop-behind {:.2}, never {:.2} (plain pass 1 {p1:.0} MB/s, pass 2 {p2:.0})",
+        second[0] / p2,
+        second[1] / p2
+    );
+    std::fs::remove_dir_all(&run).map_err(err)?;
     Ok(())
 }
 
@@ -525,6 +604,10 @@ fn run() -> Result<(), String> {
         for &n in &args.live_events {
             live_case(base.path(), n)?;
         }
+    }
+    if on("big") {
+        println!("\n== no double caching: {} MiB of images (memory: see `free`), dd bs=1M twice", args.big_mib);
+        big_case(base.path(), args.big_mib)?;
     }
     if on("load") {
         println!("\n== many readers (2M-event demo)");

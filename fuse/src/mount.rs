@@ -5,7 +5,8 @@
 //! fuser's notifier) and, if asked, the counters file.
 //!
 //! The rest is one concept per submodule: `fs` is the thin `fuser::Filesystem` adapter
-//! (every op asks the view and replies; caching policy and TTLs), `dir` lists a directory
+//! (every op asks the view and replies; caching policy and TTLs), `cache` drops the shard
+//! pages a reply was copied from (drop-behind), `dir` lists a directory
 //! from an offset, `mounted` owns a running mount and its unmounting, `point` checks mount
 //! points and unmounts by path, `owner` tells whether the mount at a path is still ours.
 
@@ -22,12 +23,17 @@ use crate::live::{Changed, Live};
 use crate::stats::StatsWriter;
 use crate::view::View;
 
+mod cache;
 mod dir;
 mod fs;
 mod mounted;
 mod owner;
 mod point;
+#[cfg(test)]
+mod tests;
 
+pub use cache::DropBehind;
+use cache::ShardCache;
 use fs::Fs;
 pub use mounted::{Mounted, Unmounter};
 use point::check_mountpoint;
@@ -35,6 +41,9 @@ pub use point::{detach, unmount};
 
 /// Largest read request and read-ahead we ask for (DESIGN "Platform facts": 1 MiB requests).
 const MAX_READ: u32 = 1 << 20;
+/// Read-ahead of the mount (the bdi's `read_ahead_kb`): how far ahead of a sequential
+/// reader the kernel asks, in requests of up to [`MAX_READ`] — several requests in flight.
+const READ_AHEAD: u32 = 8 << 20;
 /// Block size reported by `stat`, so `cp` and friends copy in 1 MiB chunks.
 const BLKSIZE: u32 = 1 << 20;
 /// Longest TTL of names and directory attributes while the run may still change: the
@@ -57,6 +66,9 @@ pub struct MountOptions {
     pub refresh: Duration,
     /// Where to keep the request counters (see [`crate::stats`]); rewritten when they change.
     pub stats_file: Option<PathBuf>,
+    /// When shard pages copied into a reply are dropped from the page cache (the reply's
+    /// bytes stay in the view file's cache): see [`DropBehind`].
+    pub drop_behind: DropBehind,
 }
 
 impl Default for MountOptions {
@@ -67,6 +79,7 @@ impl Default for MountOptions {
             ttl: Duration::from_secs(10),
             refresh: Duration::from_millis(250),
             stats_file: None,
+            drop_behind: DropBehind::Auto,
         }
     }
 }
@@ -95,7 +108,8 @@ pub fn mount_live(live: Live, mountpoint: &Path, opts: &MountOptions) -> Result<
     // SAFETY: getuid/getgid cannot fail.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     let live = Arc::new(live);
-    let fs = Fs { live: Arc::clone(&live), ttl: opts.ttl, uid, gid };
+    let cache = ShardCache::new(opts.drop_behind);
+    let fs = Fs { live: Arc::clone(&live), ttl: opts.ttl, uid, gid, cache };
     let mut config = Config::default();
     config.mount_options = vec![
         MountOption::RO,
@@ -148,8 +162,9 @@ pub fn mount_foreground(view: View, mountpoint: &Path, opts: &MountOptions) -> R
 }
 
 /// Best effort: the kernel's FUSE read-ahead is capped at 128 KiB unless the mount's bdi says
-/// more (DESIGN "Platform facts"); 1 MiB read-ahead turns sequential reads into 1 MiB requests.
+/// more (DESIGN "Platform facts"); a larger read-ahead turns sequential reads into
+/// [`MAX_READ`] requests, several in flight.
 fn raise_read_ahead(dev: u64) {
     let path = format!("/sys/class/bdi/{}:{}/read_ahead_kb", libc::major(dev), libc::minor(dev));
-    let _ = std::fs::write(path, format!("{}", MAX_READ / 1024));
+    let _ = std::fs::write(path, format!("{}", READ_AHEAD / 1024));
 }

@@ -14,7 +14,7 @@
 //!
 //! This file holds the snapshot's data (nodes, extents, datasets) and its public vocabulary;
 //! the work is split by concept: `build` (a run into a view), `tree` (nodes and names),
-//! `read` (bytes of a file), `options` (how to build), `arrival` and `zarr`.
+//! `read` (bytes of a file), `ranges` (which shard bytes a read copies), `options` (how to build), `arrival` and `zarr`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -29,6 +29,7 @@ use crate::error::ViewError;
 mod arrival;
 mod build;
 mod options;
+mod ranges;
 mod read;
 #[cfg(test)]
 mod tests;

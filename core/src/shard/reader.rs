@@ -4,6 +4,12 @@
 //! A complete run names each shard's close record, so loading reads one frame; otherwise the
 //! log is replayed from the start and stops at the first torn or corrupt frame — or, given an
 //! earlier load of the shard ([`Shard::load_after`]), continued from where that replay ended.
+//!
+//! A reader that streams through a column may drop what it has read from the page cache:
+//! [`Shard::release`] drops the clean pages of a committed range that only this process
+//! maps (a server that copied them elsewhere — the mount's own page cache — need not keep
+//! them twice). It never changes a byte the map shows: a released page is read again on its
+//! next touch.
 
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -194,6 +200,21 @@ fn read_close(path: &Path, offset: u64) -> Result<Option<CloseRecord>> {
         return Ok(None);
     }
     Ok(serde_json::from_slice(&fr.payload[1..]).ok())
+}
+
+/// The largest page-cache folio a column file's pages are held in (a huge page on x86-64):
+/// [`Shard::release`] of ranges aligned to it drops every page inside them.
+pub const RELEASE_BLOCK: u64 = 2 << 20;
+
+/// The page size (4 KiB where it cannot be read).
+fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if p > 0 {
+        p as u64
+    } else {
+        4096
+    }
 }
 
 /// A log file's identity: (device, inode).
@@ -413,6 +434,47 @@ impl Shard {
     /// The committed bytes of a column.
     pub fn bytes(&self, column: u32) -> &[u8] {
         self.maps.get(column as usize).and_then(|m| m.as_deref()).unwrap_or(&[])
+    }
+
+    /// Drops from the page cache the pages of a column that lie wholly inside bytes `range`
+    /// of its committed bytes (the last page of the column counts as whole): this process's
+    /// map lets go of them (`MADV_DONTNEED`, which on a shared file map keeps the file's
+    /// bytes) and the kernel drops those no process maps and the writer has written back
+    /// (`POSIX_FADV_DONTNEED`); a page another process maps, or a dirty one, stays. The map
+    /// still shows the same bytes: a dropped page is read from the file again on its next
+    /// touch. The page cache holds files in folios of up to [`RELEASE_BLOCK`] bytes (aligned
+    /// to their size) and a folio only partly inside the range stays: release whole,
+    /// aligned blocks of that size. Best effort: errors are ignored.
+    pub fn release(&self, column: u32, range: std::ops::Range<u64>) {
+        let Some(map) = self.maps.get(column as usize).and_then(|m| m.as_ref()) else { return };
+        let page = page_size();
+        let len = map.len() as u64;
+        let start = range.start.div_ceil(page) * page;
+        let end = if range.end >= len { len.div_ceil(page) * page } else { range.end / page * page };
+        if start >= end || start >= len {
+            return;
+        }
+        // SAFETY: `start` is page aligned inside the map (maps start on a page) and `end` at
+        // most the map's length rounded up to a page, which the mapping covers. On a shared
+        // file mapping MADV_DONTNEED only unmaps: the next touch maps the file's page again,
+        // with the same (committed, never rewritten) bytes, so slices borrowed from the map
+        // stay valid and unchanged.
+        unsafe {
+            libc::madvise(
+                map.as_ptr().add(start as usize) as *mut libc::c_void,
+                (end - start) as usize,
+                libc::MADV_DONTNEED,
+            );
+        }
+        // The map's descriptor was closed after mapping; opening the file again costs a few
+        // microseconds per released block.
+        if let Ok(f) = open_regular(&self.dir.join(column_file_name(column))) {
+            use std::os::fd::AsRawFd;
+            // SAFETY: a valid descriptor; fadvise only advises.
+            unsafe {
+                libc::posix_fadvise(f.as_raw_fd(), start as i64, (end - start) as i64, libc::POSIX_FADV_DONTNEED)
+            };
+        }
     }
 
     /// A u64 column (event ids, lengths, offsets) as a slice.

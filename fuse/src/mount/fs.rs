@@ -20,6 +20,7 @@ use fuser::{
     ReplyWrite, Request,
 };
 
+use super::cache::ShardCache;
 use super::dir::{fill_dir, DirReplier};
 use super::{BLKSIZE, LIVE_TTL, MAX_READ};
 use crate::error::ViewError;
@@ -33,6 +34,8 @@ pub(super) struct Fs {
     pub(super) ttl: Duration,
     pub(super) uid: u32,
     pub(super) gid: u32,
+    /// The page cache behind the shards.
+    pub(super) cache: ShardCache,
 }
 
 fn errno(e: &ViewError) -> Errno {
@@ -178,22 +181,31 @@ impl Filesystem for Fs {
         };
         // Zero-copy: a request one piece holds (one stretch of a shard column, the skeleton)
         // is sent straight from the map.
-        if let Some(bytes) = view.slice(vino, offset, size as usize) {
+        let n = if let Some(bytes) = view.slice(vino, offset, size as usize) {
             self.live.stats().read(bytes.len() as u64);
-            return reply.data(bytes);
-        }
-        READ_BUF.with_borrow_mut(|buf| {
-            if buf.len() < size as usize {
-                buf.resize(size as usize, 0);
-            }
-            match view.read_into(vino, offset, &mut buf[..size as usize]) {
-                Ok(n) => {
-                    self.live.stats().read(n as u64);
-                    reply.data(&buf[..n])
+            let n = bytes.len();
+            reply.data(bytes);
+            n
+        } else {
+            READ_BUF.with_borrow_mut(|buf| {
+                if buf.len() < size as usize {
+                    buf.resize(size as usize, 0);
                 }
-                Err(e) => reply.error(errno(&e)),
-            }
-        })
+                match view.read_into(vino, offset, &mut buf[..size as usize]) {
+                    Ok(n) => {
+                        self.live.stats().read(n as u64);
+                        reply.data(&buf[..n]);
+                        n
+                    }
+                    Err(e) => {
+                        reply.error(errno(&e));
+                        0
+                    }
+                }
+            })
+        };
+        // The reply's bytes are in the view's page cache now.
+        self.cache.after_read(&view, vino, offset, n as u64);
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {

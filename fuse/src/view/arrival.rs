@@ -160,6 +160,20 @@ pub(super) fn slice<'r>(run: &'r Run, segs: &[Seg], at: u64, len: usize) -> Opti
     run.shards()[*shard].bytes(*col).get(a..a + len)
 }
 
+/// Calls `f(shard, column, bytes)` for each column segment that bytes `at..at + len` of the
+/// dataset whose segments are `segs` read, with the column bytes read from it.
+pub(super) fn column_ranges(segs: &[Seg], at: u64, len: u64, mut f: impl FnMut(usize, u32, std::ops::Range<u64>)) {
+    let end = at + len;
+    let mut k = segs.partition_point(|s| s.start + s.len <= at);
+    while let Some(seg) = segs.get(k).filter(|s| s.start < end) {
+        k += 1;
+        if let Src::Column { shard, col, at: base } = &seg.from {
+            let (a, b) = (at.max(seg.start), end.min(seg.start + seg.len));
+            f(*shard, *col, base + (a - seg.start)..base + (b - seg.start));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::view::{Order, View, ViewOptions};
