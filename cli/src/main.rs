@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use smdfs_fuse::mount::DropBehind;
 
 mod daemon;
 
@@ -102,6 +103,11 @@ enum Cmd {
         /// `timestamp` not sorted).
         #[arg(long, default_value = "event-id", value_parser = ["event-id", "arrival"])]
         order: String,
+        /// When the daemon drops the shard pages it copied into a reply (they then sit in
+        /// the view file's page cache, and memory holds each byte once): `auto` for runs
+        /// whose committed bytes exceed a quarter of the machine's memory, `always`, `never`.
+        #[arg(long, default_value = "auto", value_parser = ["auto", "always", "never"])]
+        drop_behind: String,
     },
     /// Write one standalone HDF5 file with the layout of the view's `run.h5` (chunked,
     /// optionally gzip-compressed), for users who must ship a single file; or, with
@@ -280,11 +286,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Mount { run, mountpoint, foreground, allow_other, name, threads, stats, order } => {
+        Cmd::Mount { run, mountpoint, foreground, allow_other, name, threads, stats, order, drop_behind } => {
             existing_dir(&run)?;
             // The daemon leaves the working directory: a relative FILE must not move with it.
             let stats_file = stats.map(std::path::absolute).transpose().context("resolving --stats")?;
-            let mount = smdfs_fuse::mount::MountOptions { allow_other, threads, stats_file, ..Default::default() };
+            let drop_behind = match drop_behind.as_str() {
+                "always" => DropBehind::Always,
+                "never" => DropBehind::Never,
+                _ => DropBehind::Auto,
+            };
+            let mount =
+                smdfs_fuse::mount::MountOptions { allow_other, threads, stats_file, drop_behind, ..Default::default() };
             let order = order.parse().map_err(Usage)?;
             let view = smdfs_fuse::ViewOptions { h5_name: name, order, ..Default::default() };
             daemon::mount(daemon::MountArgs { run, mountpoint, foreground, view, mount })

@@ -81,6 +81,34 @@ fn mount_failures_exit_1_with_the_reason_and_usage_errors_exit_2() {
 }
 
 #[test]
+fn drop_behind_always_serves_the_same_bytes_and_a_bad_value_is_a_usage_error() {
+    if !fuse_available() {
+        return;
+    }
+    let (dir, run, mnt) = setup("3000");
+    let plain = dir.path().join("plain");
+    std::fs::create_dir(&plain).unwrap();
+    let (_c, _p) = (Cleanup(mnt.clone()), Cleanup(plain.clone()));
+    let bad = smdfs(&["mount", "--drop-behind", "sometimes", &run, mnt.to_str().unwrap()]);
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+    assert!(stderr(&bad).contains("sometimes"), "{}", stderr(&bad));
+    let o = smdfs(&["mount", "--drop-behind", "always", &run, mnt.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = smdfs(&["mount", "--drop-behind", "never", &run, plain.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for f in ["run.h5", "arrays/energy.npy", "arrays/det/image.npy", "arrays/tag.npy"] {
+        // Twice: the second read of the dropping mount meets shard pages it dropped.
+        for _ in 0..2 {
+            let (a, b) = (std::fs::read(mnt.join(f)).unwrap(), std::fs::read(plain.join(f)).unwrap());
+            assert!(a.len() > 1000 && a == b, "{f} differs between --drop-behind always and never");
+        }
+    }
+    for m in [&mnt, &plain] {
+        assert!(smdfs(&["umount", m.to_str().unwrap()]).status.success());
+    }
+}
+
+#[test]
 fn foreground_mount_serves_until_sigterm_then_unmounts() {
     if !fuse_available() {
         return;
