@@ -32,13 +32,59 @@ pub fn load_offsets(path: &Path, rows: u64) -> Result<OffsetsMap> {
     let file = crate::format::file::open_regular(path).at(path)?;
     // SAFETY: offsets files are written once at done() and never modified.
     let map = unsafe { Mmap::map(&file) }.at(path)?;
+    check_header(path, &map, rows)?;
+    Ok(OffsetsMap::Mapped(map))
+}
+
+/// Loads a ragged offsets file whose chunk checksums the manifest records (`sums`; without
+/// them it is [`load_offsets`]): header and size are checked now, the offsets the first time
+/// they are served (all of them for [`OffsetsMap::get`], the last chunk for
+/// [`OffsetsMap::elements`]). If a chunk fails, the map serves what `rebuild` computes from
+/// the shards instead, after telling `warn` why. `Err` for a wrong header, size or checksum
+/// list: damage found at open.
+pub fn load_offsets_checked(
+    path: &Path,
+    rows: u64,
+    sums: &crate::format::manifest::ChunkCrcs,
+    rebuild: impl Fn() -> Vec<u64> + Send + Sync + 'static,
+    warn: impl Fn(String) + Send + Sync + 'static,
+) -> Result<OffsetsMap> {
+    let file = crate::format::file::open_regular(path).at(path)?;
+    // SAFETY: offsets files are written once at done() and never modified.
+    let map = unsafe { Mmap::map(&file) }.at(path)?;
+    check_header(path, &map, rows)?;
+    match super::checked::Checked::new(path, map, sums) {
+        Err(why) => Err(Error::Corrupt { path: path.into(), offset: 0, why }),
+        Ok(None) => load_offsets(path, rows),
+        Ok(Some(file)) => {
+            let lazy = super::checked::Lazy { file, fallback: super::checked::Fallback::new(rebuild, warn) };
+            Ok(OffsetsMap::Checked(CheckedOffsets(Box::new(lazy))))
+        }
+    }
+}
+
+fn check_header(path: &Path, map: &[u8], rows: u64) -> Result<()> {
     let header_ok = map.len() >= INDEX_HEADER_LEN
         && &map[..8] == OFFSETS_MAGIC
         && map[8..INDEX_HEADER_LEN] == index_header(OFFSETS_MAGIC, KIND_DENSE, rows, rows + 1)[8..];
     if !header_ok || map.len() as u64 != INDEX_HEADER_LEN as u64 + 8 * (rows + 1) {
         return Err(Error::Corrupt { path: path.into(), offset: 0, why: format!("expected offsets for {rows} rows") });
     }
-    Ok(OffsetsMap::Mapped(map))
+    Ok(())
+}
+
+/// A mapped offsets file served through its chunk checksums (see [`load_offsets_checked`]).
+#[derive(Debug)]
+pub struct CheckedOffsets(Box<super::checked::Lazy<Vec<u64>>>);
+
+impl CheckedOffsets {
+    /// Offsets of bytes `a..b` of the file, or the recomputed ones when a chunk failed.
+    fn serve(&self, a: u64, b: u64) -> &[u64] {
+        match self.0.instead(a, b) {
+            Some(v) => v,
+            None => bytemuck::try_cast_slice(&self.0.file.bytes()[INDEX_HEADER_LEN..]).unwrap_or(&[]),
+        }
+    }
 }
 
 /// Global offsets of a ragged field, owned or mapped.
@@ -48,6 +94,8 @@ pub enum OffsetsMap {
     Owned(Vec<u64>),
     /// Mapped from `index/`.
     Mapped(Mmap),
+    /// Mapped from `index/` and checked chunk by chunk as served (document revision 5).
+    Checked(CheckedOffsets),
 }
 
 impl OffsetsMap {
@@ -56,6 +104,19 @@ impl OffsetsMap {
         match self {
             OffsetsMap::Owned(v) => v,
             OffsetsMap::Mapped(m) => bytemuck::try_cast_slice(&m[INDEX_HEADER_LEN..]).unwrap_or(&[]),
+            OffsetsMap::Checked(c) => c.serve(0, u64::MAX),
+        }
+    }
+
+    /// The last offset: the field's total elements. Checks only the last chunk of a checked
+    /// file, so the view's plan never reads a whole offsets file at open.
+    pub fn elements(&self) -> u64 {
+        match self {
+            OffsetsMap::Checked(c) => {
+                let len = c.0.file.bytes().len() as u64;
+                c.serve(len.saturating_sub(8), len).last().copied().unwrap_or(0)
+            }
+            o => o.get().last().copied().unwrap_or(0),
         }
     }
 }
