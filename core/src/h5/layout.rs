@@ -221,7 +221,7 @@ pub fn plan(run: &Run) -> Vec<DatasetLayout> {
             d.dims[0] = axis(f.group);
             ds.push(d);
         } else {
-            let elems = f.offsets.as_ref().map_or(0, |o| o.get().last().copied().unwrap_or(0));
+            let elems = f.offsets.as_ref().map_or(0, |o| o.elements());
             attrs.push((
                 "ragged".into(),
                 AttrValue::Str(format!("row i is {base}[{base}_offsets[i]:{base}_offsets[i+1]]")),
