@@ -12,9 +12,7 @@ use std::path::Path;
 use rayon::prelude::*;
 
 use super::*;
-use crate::format::manifest::{
-    ChunkCrcs, GroupIndexInfo, IndexManifest, Manifest, RaggedIndexInfo, INDEX_DIR,
-};
+use crate::format::manifest::{ChunkCrcs, GroupIndexInfo, IndexManifest, Manifest, RaggedIndexInfo, INDEX_DIR};
 use crate::format::Role;
 use crate::shard::reader::Shard;
 

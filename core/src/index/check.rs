@@ -1,7 +1,9 @@
 //! Checking a loaded group index against the shards it maps into: every location names an
 //! existing shard row, every shard row appears exactly once, and (runs encoding) run starts
 //! are cumulative and the runs cover exactly `rows`. O(index words); a reader runs it when it
-//! opens a stored index, so a damaged index is never served (it is rebuilt from the shards).
+//! opens a stored index that has no chunk checksums (manifests before revision 5; with them,
+//! `checked.rs` guards every served word instead), and `verify` on every stored index, so a
+//! damaged index is never served (it is rebuilt from the shards).
 
 use super::{unpack, GroupIndex, Loc};
 

@@ -74,10 +74,7 @@ impl Checked {
         let i = k as usize;
         let (a, b) = (k * self.chunk, ((k + 1) * self.chunk).min(self.map.len() as u64));
         let bad = || {
-            format!(
-                "{}: chunk {k} (bytes {a}..{b}) fails the crc32c the manifest records for it",
-                self.path.display()
-            )
+            format!("{}: chunk {k} (bytes {a}..{b}) fails the crc32c the manifest records for it", self.path.display())
         };
         match self.state[i].load(Ordering::Acquire) {
             GOOD => return Ok(()),
@@ -195,10 +192,7 @@ mod tests {
         let (w, b) = (warnings.clone(), builds.clone());
         let lazy = Lazy {
             file,
-            fallback: Fallback::new(
-                move || b.fetch_add(1, Ordering::SeqCst),
-                move |why| w.lock().unwrap().push(why),
-            ),
+            fallback: Fallback::new(move || b.fetch_add(1, Ordering::SeqCst), move |why| w.lock().unwrap().push(why)),
         };
         assert!(lazy.instead(0, 16_384).is_none(), "chunks 0..4 are intact");
         assert!(lazy.instead(24_576, 40_000).is_none(), "chunks 6.. are intact");

@@ -325,8 +325,11 @@ impl GroupIndex {
         let Some(header) = map.get(..INDEX_HEADER_LEN).map(<[u8]>::to_vec) else {
             return Err(Error::Corrupt { path: path.into(), offset: 0, why: "not an smdfs index file".into() });
         };
-        let checked = checked::Checked::new(path, map, sums)
-            .map_err(|why| Error::Corrupt { path: path.into(), offset: 0, why })?;
+        let checked = checked::Checked::new(path, map, sums).map_err(|why| Error::Corrupt {
+            path: path.into(),
+            offset: 0,
+            why,
+        })?;
         let Some(checked) = checked else { return GroupIndex::load(path) };
         // The header decides how the words read; it is served (checked) before any word.
         let plain = GroupIndex::from_header(path, &header, checked.bytes().len())?;

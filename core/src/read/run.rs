@@ -2,10 +2,13 @@
 //! row access in event-id order, event-id lookup, zero-copy shard slices, shard-wise
 //! (optionally shuffled) iteration, and per-field readers.
 //!
-//! Opening a complete run maps its index files and reads one close record per shard, checks
-//! the manifest against the shards and each stored index against the shards' rows (read once,
-//! O(index words); `read/complete.rs`): O(shards + datasets + runs). A run without a usable
-//! global index (crashed, writing, or a damaged index) is indexed at open.
+//! Opening a complete run maps its index files and reads one close record per shard and
+//! checks the manifest against the shards (`read/complete.rs`); each stored index or offsets
+//! file is checked chunk by chunk against the manifest's checksums as it is served
+//! (`index/checked.rs`), or, for a manifest without them (revision ≤ 4), against the shards'
+//! rows at open (O(index words)): O(shards + datasets + chunks). A run without a usable
+//! global index (crashed, writing, or a damaged index) is indexed at open; a chunk found
+//! damaged later switches its group to an index built from the shards (`warnings` says so).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
