@@ -32,7 +32,9 @@ pub(crate) use build::shard_ids;
 pub use build::{build_group, count_missing, IndexReport};
 pub use checked::check_file_chunks;
 pub use extend::{extend_group, Extended};
-pub use offsets::{load_offsets, load_offsets_checked, ragged_offsets, CheckedOffsets, OffsetsMap};
+pub use offsets::{
+    extend_offsets, load_offsets, load_offsets_checked, ragged_offsets, CheckedOffsets, ChunkedOffsets, OffsetsMap,
+};
 
 /// Magic of a group index file.
 pub const INDEX_MAGIC: &[u8; 8] = b"SMDFSIDX";

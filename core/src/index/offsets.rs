@@ -1,7 +1,13 @@
 //! Ragged fields' global offsets: element offsets (`rows + 1`) in index order, computed
 //! from the shards' per-row lengths, or memory-mapped from `index/` where `done()` stored them.
+//! A live refresh extends the previous snapshot's offsets ([`extend_offsets`]) in chunks of
+//! the group index's chunk size shared between snapshots, as `extend.rs` does for the index:
+//! the kept full chunks are the old snapshot's (no copy), so a refresh costs O(new rows +
+//! interleaved tail + one chunk), not O(rows). A flat copy is made only if a reader asks for
+//! the whole table as one slice ([`OffsetsMap::get`]).
 
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
 
 use memmap2::Mmap;
 
@@ -96,6 +102,67 @@ pub enum OffsetsMap {
     Mapped(Mmap),
     /// Mapped from `index/` and checked chunk by chunk as served (document revision 5).
     Checked(CheckedOffsets),
+    /// Extended by a live refresh: chunks shared with earlier snapshots.
+    Chunked(ChunkedOffsets),
+}
+
+/// Offsets in chunks of the group index's chunk size (the last may be shorter), shared
+/// between the snapshots of a growing run; flattened once, on first need of one slice.
+#[derive(Debug)]
+pub struct ChunkedOffsets {
+    chunks: Vec<Arc<Vec<u64>>>,
+    flat: OnceLock<Vec<u64>>,
+}
+
+impl ChunkedOffsets {
+    /// The shared chunks (for tests that check what snapshots share).
+    pub fn chunks(&self) -> &[Arc<Vec<u64>>] {
+        &self.chunks
+    }
+
+    fn at(&self, i: usize) -> Option<u64> {
+        self.chunks.get(i / CHUNK_WORDS).and_then(|c| c.get(i % CHUNK_WORDS)).copied()
+    }
+}
+
+/// The offsets of a ragged field over `index`, whose first `kept` rows are those `old` (the
+/// previous snapshot's offsets) covers in the same order: `old`'s entries `0..=kept` kept —
+/// its full chunks shared, not copied —, the rest summed from the shards' lengths. `None`
+/// when `old` is too short for `kept`.
+pub fn extend_offsets(
+    old: &OffsetsMap,
+    kept: u64,
+    shards: &[Shard],
+    index: &GroupIndex,
+    group: &str,
+    field: &str,
+) -> Option<OffsetsMap> {
+    let k = usize::try_from(kept).ok()?;
+    let mut acc = old.at(k)?;
+    let mut out = super::extend::Chunks::new();
+    match old {
+        OffsetsMap::Chunked(c) => {
+            // Chunks that end at or before entry k are full and unchanged.
+            let full = (k + 1) / CHUNK_WORDS;
+            for ch in &c.chunks[..full] {
+                out.share(ch);
+            }
+            if let Some(ch) = c.chunks.get(full) {
+                out.extend_from_slice(&ch[..(k + 1) % CHUNK_WORDS]);
+            }
+        }
+        o => out.extend_from_slice(o.get().get(..=k)?),
+    }
+    let lens: Vec<&[u64]> =
+        shards.iter().map(|s| s.column(group, Some(field), Role::Len).map_or(&[][..], |c| s.u64s(c))).collect();
+    index.for_each_segment(kept, index.len(), |loc, n| {
+        let l = lens.get(loc.shard).copied().unwrap_or(&[]);
+        for r in loc.row..loc.row + n {
+            acc = acc.saturating_add(l.get(r as usize).copied().unwrap_or(0));
+            out.push(acc);
+        }
+    });
+    Some(OffsetsMap::Chunked(ChunkedOffsets { chunks: out.finish(), flat: OnceLock::new() }))
 }
 
 impl OffsetsMap {
@@ -105,6 +172,17 @@ impl OffsetsMap {
             OffsetsMap::Owned(v) => v,
             OffsetsMap::Mapped(m) => bytemuck::try_cast_slice(&m[INDEX_HEADER_LEN..]).unwrap_or(&[]),
             OffsetsMap::Checked(c) => c.serve(0, u64::MAX),
+            OffsetsMap::Chunked(c) => {
+                c.flat.get_or_init(|| c.chunks.iter().flat_map(|ch| ch.iter().copied()).collect())
+            }
+        }
+    }
+
+    /// Entry `i`, without flattening chunked offsets.
+    fn at(&self, i: usize) -> Option<u64> {
+        match self {
+            OffsetsMap::Chunked(c) => c.at(i),
+            o => o.get().get(i).copied(),
         }
     }
 
@@ -116,6 +194,7 @@ impl OffsetsMap {
                 let len = c.0.file.bytes().len() as u64;
                 c.serve(len.saturating_sub(8), len).last().copied().unwrap_or(0)
             }
+            OffsetsMap::Chunked(c) => c.chunks.last().and_then(|ch| ch.last()).copied().unwrap_or(0),
             o => o.get().last().copied().unwrap_or(0),
         }
     }

@@ -232,7 +232,7 @@ impl Run {
                 if complete && loaded.is_none() {
                     warnings.push(format!("field {:?}: stored offsets unusable; recomputed from the shards", f.path));
                 }
-                Some(loaded.unwrap_or_else(|| OffsetsMap::Owned(reuse.offsets(&shards, &g.index, &f.group, &f.path))))
+                Some(loaded.unwrap_or_else(|| reuse.offsets(&shards, &g.index, &f.group, &f.path)))
             } else {
                 None
             };
