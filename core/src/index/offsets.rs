@@ -178,12 +178,95 @@ impl OffsetsMap {
         }
     }
 
-    /// Entry `i`, without flattening chunked offsets.
-    fn at(&self, i: usize) -> Option<u64> {
+    /// Number of offsets (`rows + 1`).
+    pub fn len(&self) -> usize {
+        match self {
+            OffsetsMap::Chunked(c) => c.chunks.iter().map(|ch| ch.len()).sum(),
+            OffsetsMap::Checked(c) => match c.0.fallback.built() {
+                Some(v) => v.len(),
+                None => (c.0.file.bytes().len() - INDEX_HEADER_LEN) / 8,
+            },
+            o => o.get().len(),
+        }
+    }
+
+    /// True if there are no offsets (never for a loaded field: a group of 0 rows has one).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Offsets `a..b` (clamped) as contiguous pieces, in order. Checks only the chunks of a
+    /// checked file that hold them and never flattens chunked offsets, so a read costs what
+    /// it reads, not the table.
+    pub fn pieces(&self, a: usize, b: usize) -> Vec<&[u64]> {
+        let clamp = |s: &'_ [u64]| -> usize { b.min(s.len()) };
+        match self {
+            OffsetsMap::Chunked(c) => {
+                let mut out = Vec::new();
+                let mut i = a;
+                while i < b {
+                    let Some(ch) = c.chunks.get(i / CHUNK_WORDS) else { break };
+                    let (x, y) = (i % CHUNK_WORDS, ch.len().min(i % CHUNK_WORDS + (b - i)));
+                    if x >= y {
+                        break;
+                    }
+                    out.push(&ch[x..y]);
+                    i += y - x;
+                }
+                out
+            }
+            OffsetsMap::Checked(c) => {
+                let at = |e: usize| (INDEX_HEADER_LEN as u64).saturating_add((e as u64).saturating_mul(8));
+                let s = c.serve(at(a), at(b));
+                let e = clamp(s);
+                vec![&s[a.min(e)..e]]
+            }
+            o => {
+                let s = o.get();
+                let e = clamp(s);
+                vec![&s[a.min(e)..e]]
+            }
+        }
+    }
+
+    /// Offset `i` (see [`OffsetsMap::pieces`]).
+    pub fn at(&self, i: usize) -> Option<u64> {
         match self {
             OffsetsMap::Chunked(c) => c.at(i),
-            o => o.get().get(i).copied(),
+            o => o.pieces(i, i + 1).first().and_then(|p| p.first()).copied(),
         }
+    }
+
+    /// The first `i` for which `below(offset i)` is false, the offsets ascending (binary
+    /// search through [`OffsetsMap::at`]: a checked file checks only the chunks it probes).
+    pub fn partition_point(&self, below: impl Fn(u64) -> bool) -> usize {
+        let (mut lo, mut hi) = (0usize, self.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.at(mid).is_some_and(&below) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+
+    /// Copies the table's little-endian bytes from byte `at` into `out` (the view's
+    /// `x_offsets` dataset); false if they end before `out` is full.
+    pub fn read_bytes(&self, at: u64, out: &mut [u8]) -> bool {
+        let Ok(at) = usize::try_from(at) else { return false };
+        let (first, end) = (at / 8, (at + out.len()).div_ceil(8));
+        let mut skip = at % 8;
+        let mut pos = 0;
+        for p in self.pieces(first, end) {
+            let bytes: &[u8] = bytemuck::cast_slice(p);
+            let take = (bytes.len() - skip).min(out.len() - pos);
+            out[pos..pos + take].copy_from_slice(&bytes[skip..skip + take]);
+            pos += take;
+            skip = 0;
+        }
+        pos == out.len()
     }
 
     /// The last offset: the field's total elements. Checks only the last chunk of a checked
@@ -197,5 +280,45 @@ impl OffsetsMap {
             OffsetsMap::Chunked(c) => c.chunks.last().and_then(|ch| ch.last()).copied().unwrap_or(0),
             o => o.get().last().copied().unwrap_or(0),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The same table owned and in shared chunks (small in unit tests, so reads cross them).
+    fn both(v: &[u64]) -> (OffsetsMap, OffsetsMap) {
+        let mut c = super::super::extend::Chunks::new();
+        c.extend_from_slice(v);
+        let chunked = OffsetsMap::Chunked(ChunkedOffsets { chunks: c.finish(), flat: OnceLock::new() });
+        (OffsetsMap::Owned(v.to_vec()), chunked)
+    }
+
+    #[test]
+    fn chunked_offsets_read_like_one_table_without_flattening() {
+        let v: Vec<u64> = (0..1000u64).map(|i| i * 3 + i / 7).collect();
+        let (flat, chunked) = both(&v);
+        let OffsetsMap::Chunked(c) = &chunked else { unreachable!() };
+        assert!(c.chunks.len() > 10);
+        for m in [&flat, &chunked] {
+            assert_eq!((m.len(), m.elements()), (1000, *v.last().unwrap()));
+            for (a, b) in [(0, 1000), (60, 70), (64, 128), (999, 1000), (990, 1200), (5, 5)] {
+                let got: Vec<u64> = m.pieces(a, b).concat();
+                assert_eq!(got, v[a..b.min(1000)], "{a}..{b}");
+            }
+            for x in [0, 1, 500, 2000, 3427, u64::MAX] {
+                assert_eq!(m.partition_point(|o| o <= x), v.partition_point(|&o| o <= x), "{x}");
+            }
+            let bytes: &[u8] = bytemuck::cast_slice(&v);
+            for (at, n) in [(0, 8000), (3, 17), (509, 1030), (7990, 10)] {
+                let mut out = vec![0u8; n];
+                assert!(m.read_bytes(at as u64, &mut out));
+                assert_eq!(out, bytes[at..at + n], "bytes {at}+{n}");
+            }
+            assert!(!m.read_bytes(7995, &mut [0u8; 6]), "past the end");
+        }
+        assert!(c.flat.get().is_none(), "nothing above flattened the chunks");
+        assert_eq!(chunked.get(), &v[..]);
     }
 }
