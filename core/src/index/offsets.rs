@@ -233,7 +233,11 @@ impl OffsetsMap {
     pub fn at(&self, i: usize) -> Option<u64> {
         match self {
             OffsetsMap::Chunked(c) => c.at(i),
-            o => o.pieces(i, i + 1).first().and_then(|p| p.first()).copied(),
+            OffsetsMap::Checked(c) => {
+                let at = (INDEX_HEADER_LEN as u64).saturating_add((i as u64).saturating_mul(8));
+                c.serve(at, at.saturating_add(8)).get(i).copied()
+            }
+            o => o.get().get(i).copied(),
         }
     }
 
