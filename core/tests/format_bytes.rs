@@ -324,6 +324,71 @@ const TINY_MANIFEST: &str = r#"{
           2
         ],
         "duplicates": 0,
+        "duplicate_ids": [],
+        "chunk_bytes": 1048576,
+        "chunk_crc32c": [
+          2316971448
+        ]
+      }
+    ],
+    "ragged": [],
+    "close_offsets": [
+      372
+    ],
+    "missing": {
+      "x": 0
+    }
+  },
+  "crc32c": "f9ae3d42"
+}
+"#;
+
+/// The same manifest as a revision-4 writer sealed it: no chunk checksums (the reader checks
+/// the whole index at open).
+const TINY_MANIFEST_REV4: &str = r#"{
+  "format": "smdfs-run",
+  "version": 1,
+  "state": "complete",
+  "shards": 1,
+  "schema": {
+    "groups": [
+      {
+        "name": "",
+        "aligned": true
+      }
+    ],
+    "fields": [
+      {
+        "path": "x",
+        "kind": "fixed",
+        "dtype": "u8",
+        "shape": [],
+        "group": "",
+        "fill": [
+          255
+        ]
+      }
+    ]
+  },
+  "summary": [],
+  "stats": {
+    "x": {
+      "count": 2,
+      "min": 5.0,
+      "max": 6.0,
+      "sum": 11.0
+    }
+  },
+  "index": {
+    "groups": [
+      {
+        "group": "",
+        "file": "index/g00000.idx",
+        "rows": 2,
+        "shard_rows": [
+          2
+        ],
+        "duplicates": 0,
         "duplicate_ids": []
       }
     ],
@@ -363,6 +428,7 @@ fn a_tiny_run_is_written_byte_for_byte_as_specified() {
             assert_eq!(read(&shard.join(name)), hex(bytes), "{name}");
         }
         assert_eq!(read(&dir.path().join("index/g00000.idx")), hex(TINY_INDEX), "index");
+        assert_eq!(crc32c::crc32c(&hex(TINY_INDEX)), 2316971448, "chunk 0 of the index is the whole 48-byte file");
         assert_eq!(String::from_utf8(read(&dir.path().join("manifest.json"))).expect("utf-8"), TINY_MANIFEST);
     }
 }
@@ -635,4 +701,20 @@ fn npy_header_bytes() {
     assert_eq!(&h[..10], &hex("93 4E 55 4D 50 59 | 01 00 | 76 00")[..]);
     // A 55-byte dict, 62 spaces and '\n' make hlen 118.
     assert_eq!(&h[10..], format!("{:<117}\n", "{'descr': '|b1', 'fortran_order': False, 'shape': (), }").as_bytes());
+}
+
+#[test]
+fn a_revision_4_manifest_without_chunk_checksums_still_opens_with_its_index_checked_whole() {
+    let dir = literal_tiny_run(&tiny_log());
+    std::fs::write(dir.path().join("manifest.json"), TINY_MANIFEST_REV4).expect("write");
+    let run = Run::open(dir.path()).expect("a revision-4 run opens");
+    assert!(run.warnings().is_empty(), "{:?}", run.warnings());
+    assert_eq!(x_values(dir.path()), (RunState::Complete, vec![5, 6]));
+    // Without checksums, damage is found at open by the whole-index check, as before.
+    let mut idx = hex(TINY_INDEX);
+    idx.copy_within(32..40, 40); // both words name row 0
+    std::fs::write(dir.path().join("index/g00000.idx"), &idx).expect("write");
+    let run = Run::open(dir.path()).expect("re-indexed from the shards");
+    assert!(run.warnings().iter().any(|w| w.contains("appears twice")), "{:?}", run.warnings());
+    assert_eq!(run.field("x").expect("x").read_all::<u8>().expect("reads"), vec![5, 6]);
 }

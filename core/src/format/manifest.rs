@@ -149,6 +149,9 @@ pub struct GroupIndexInfo {
     pub duplicates: u64,
     /// Up to 16 of the duplicated event ids.
     pub duplicate_ids: Vec<u64>,
+    /// The index file's chunk checksums (document revision 5; absent before).
+    #[serde(flatten)]
+    pub chunks: ChunkCrcs,
 }
 
 /// Global offsets of a ragged field (`x_offsets`), precomputed at `done()`.
@@ -158,7 +161,69 @@ pub struct RaggedIndexInfo {
     pub field: String,
     /// Offsets file, relative to the run directory.
     pub file: String,
+    /// The offsets file's chunk checksums (document revision 5; absent before).
+    #[serde(flatten)]
+    pub chunks: ChunkCrcs,
 }
+
+/// Chunk size of the index files' checksums that `done()` writes: 1 MiB (a first read of a
+/// chunk checks at most 1 MiB, ~0.1 ms).
+pub const CHUNK_BYTES: u64 = 1 << 20;
+
+/// The crc32c of each fixed-size chunk of an index or offsets file (document revision 5):
+/// chunk `k` is the file's bytes `[k·chunk_bytes, min((k+1)·chunk_bytes, len))`, header
+/// included. Both members are absent in manifests written before revision 5 (the reader then
+/// checks the whole index at open); a reader checks a chunk the first time it serves a word of
+/// it, so opening a run costs O(chunks), not O(rows).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChunkCrcs {
+    /// Bytes per chunk (the last chunk may be shorter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk_bytes: Option<u64>,
+    /// crc32c of each chunk, in file order: `ceil(file length / chunk_bytes)` entries.
+    #[serde(default, rename = "chunk_crc32c", skip_serializing_if = "Option::is_none")]
+    pub crc32c: Option<Vec<u32>>,
+}
+
+impl ChunkCrcs {
+    /// The checksums of the file at `path`, in chunks of [`CHUNK_BYTES`].
+    pub fn of_file(path: &Path) -> Result<ChunkCrcs> {
+        let bytes = fs::read(path).at(path)?;
+        Ok(ChunkCrcs::of_bytes(&bytes, CHUNK_BYTES))
+    }
+
+    /// The checksums of `bytes` in chunks of `chunk_bytes`.
+    pub fn of_bytes(bytes: &[u8], chunk_bytes: u64) -> ChunkCrcs {
+        let crcs = bytes.chunks(chunk_bytes.max(1) as usize).map(crc32c::crc32c).collect();
+        ChunkCrcs { chunk_bytes: Some(chunk_bytes), crc32c: Some(crcs) }
+    }
+
+    /// `None` when the manifest has no checksums (written before revision 5), else the chunk
+    /// size and the list if they fit a file of `len` bytes, or why not (damage: the reader
+    /// treats the file as it treats an index that fails its checks).
+    pub fn for_len(&self, len: u64) -> Option<std::result::Result<(u64, &[u32]), String>> {
+        match (self.chunk_bytes, self.crc32c.as_deref()) {
+            (None, None) => None,
+            (Some(b), Some(c)) => Some(if !(MIN_CHUNK_BYTES..=MAX_CHUNK_BYTES).contains(&b) || b % 8 != 0 {
+                Err(format!("chunk_bytes {b} is not a multiple of 8 in {MIN_CHUNK_BYTES}..={MAX_CHUNK_BYTES}"))
+            } else if c.len() as u64 != len.div_ceil(b) {
+                Err(format!(
+                    "{} chunk checksums for a file of {len} bytes in chunks of {b} (expected {})",
+                    c.len(),
+                    len.div_ceil(b)
+                ))
+            } else {
+                Ok((b, c))
+            }),
+            _ => Some(Err("chunk_bytes and chunk_crc32c must both be present or both absent".into())),
+        }
+    }
+}
+
+/// Smallest chunk size a reader accepts.
+pub const MIN_CHUNK_BYTES: u64 = 4096;
+/// Largest chunk size a reader accepts.
+pub const MAX_CHUNK_BYTES: u64 = 1 << 30;
 
 /// The global index written at `done()`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -221,7 +221,7 @@ pub fn plan(run: &Run) -> Vec<DatasetLayout> {
             d.dims[0] = axis(f.group);
             ds.push(d);
         } else {
-            let elems = f.offsets.as_ref().map_or(0, |o| o.get().last().copied().unwrap_or(0));
+            let elems = f.offsets.as_ref().map_or(0, |o| o.elements());
             attrs.push((
                 "ragged".into(),
                 AttrValue::Str(format!("row i is {base}[{base}_offsets[i]:{base}_offsets[i+1]]")),
@@ -324,27 +324,32 @@ impl DatasetLayout {
                 Ok(())
             }
             Source::Offsets { field } => {
-                let offs = run.fields()[*field].offsets.as_ref().map_or(&[][..], |o| o.get());
-                let bytes: &[u8] = bytemuck::cast_slice(offs);
-                let a = at as usize;
-                out.copy_from_slice(bytes.get(a..a + out.len()).ok_or_else(short)?);
+                // Only the entries the read covers (the table may be in shared chunks, or
+                // checked chunk by chunk as served).
+                let offs = run.fields()[*field].offsets.as_ref();
+                if !offs.is_some_and(|o| o.read_bytes(at, out)) {
+                    return Err(short());
+                }
                 Ok(())
             }
             Source::RaggedValues { field, elem } => {
                 let f = &run.fields()[*field];
-                let offs = f.offsets.as_ref().map_or(&[][..], |o| o.get());
+                let Some(map) = f.offsets.as_ref() else { return Err(short()) };
+                // Offsets by binary search and by row, never the whole table (it may be in
+                // shared chunks, or checked chunk by chunk as served).
+                let off = |row: usize| map.at(row).unwrap_or(0);
                 let reader = run.field(&f.spec.path)?;
                 let es = *elem as u64;
                 let (a, b) = (at, at + out.len() as u64);
-                if offs.last().is_none_or(|&o| o.saturating_mul(es) < b) {
+                if map.is_empty() || map.elements().saturating_mul(es) < b {
                     return Err(short());
                 }
                 // The row whose values start last at or before byte `x`.
-                let row_at = |x: u64| offs.partition_point(|&o| o.saturating_mul(es) <= x).saturating_sub(1);
+                let row_at = |x: u64| map.partition_point(|o| o.saturating_mul(es) <= x).saturating_sub(1);
                 // A row cut by the read's start or end, checked against the offsets.
                 let cut_row = |row: usize| -> Result<&[u8]> {
                     let vals = reader.ragged_row(row as u64)?;
-                    let want = offs.get(row + 1).map(|&e| e.saturating_sub(offs[row]).saturating_mul(es));
+                    let want = map.at(row + 1).map(|e| e.saturating_sub(off(row)).saturating_mul(es));
                     if want != Some(vals.len() as u64) {
                         return Err(Error::Usage(format!(
                             "dataset /{}: row {row} disagrees with its offsets",
@@ -354,8 +359,8 @@ impl DatasetLayout {
                     Ok(vals)
                 };
                 let (mut row, mut pos) = (row_at(a), 0usize);
-                if offs[row] * es < a {
-                    let from = (a - offs[row] * es) as usize;
+                if off(row) * es < a {
+                    let from = (a - off(row) * es) as usize;
                     let vals = cut_row(row)?;
                     let take = (vals.len() - from).min(out.len());
                     out[..take].copy_from_slice(&vals[from..from + take]);
@@ -365,7 +370,7 @@ impl DatasetLayout {
                 if pos < out.len() {
                     // Whole rows in one batched read, then the head of a row cut by the end.
                     let last = row_at(b);
-                    let whole = ((offs[last] - offs[row]) * es) as usize;
+                    let whole = ((off(last) - off(row)) * es) as usize;
                     reader.read_ragged(row as u64, last as u64, &mut out[pos..pos + whole])?;
                     pos += whole;
                     if pos < out.len() {

@@ -12,7 +12,7 @@ use std::path::Path;
 use rayon::prelude::*;
 
 use super::*;
-use crate::format::manifest::{GroupIndexInfo, IndexManifest, Manifest, RaggedIndexInfo, INDEX_DIR};
+use crate::format::manifest::{ChunkCrcs, GroupIndexInfo, IndexManifest, Manifest, RaggedIndexInfo, INDEX_DIR};
 use crate::format::Role;
 use crate::shard::reader::Shard;
 
@@ -248,6 +248,7 @@ pub(crate) fn build_global_index(
         loaded.push(GroupIndex::load(&dir.join(&file))?);
         groups.push(GroupIndexInfo {
             group: g.name.clone(),
+            chunks: ChunkCrcs::of_file(&dir.join(&file))?,
             file,
             rows,
             shard_rows: shards.iter().map(|s| s.group_rows(&g.name)).collect(),
@@ -262,7 +263,8 @@ pub(crate) fn build_global_index(
         let offs = ragged_offsets(&shards, &loaded[gi], &f.group, &f.path);
         let file = format!("{INDEX_DIR}/f{fi:05}.off");
         write_words(&dir.join(&file), OFFSETS_MAGIC, KIND_DENSE, loaded[gi].rows, &offs)?;
-        ragged.push(RaggedIndexInfo { field: f.path.clone(), file });
+        let chunks = ChunkCrcs::of_file(&dir.join(&file))?;
+        ragged.push(RaggedIndexInfo { field: f.path.clone(), file, chunks });
     }
     let mut missing = std::collections::BTreeMap::new();
     for f in &m.schema.fields {

@@ -1,7 +1,9 @@
 //! Checking a loaded group index against the shards it maps into: every location names an
 //! existing shard row, every shard row appears exactly once, and (runs encoding) run starts
 //! are cumulative and the runs cover exactly `rows`. O(index words); a reader runs it when it
-//! opens a stored index, so a damaged index is never served (it is rebuilt from the shards).
+//! opens a stored index that has no chunk checksums (manifests before revision 5; with them,
+//! `checked.rs` guards every served word instead), and `verify` on every stored index, so a
+//! damaged index is never served (it is rebuilt from the shards).
 
 use super::{unpack, GroupIndex, Loc};
 
@@ -9,6 +11,10 @@ impl GroupIndex {
     /// Checks that this index is a permutation of the shards' rows (`shard_rows[s]` rows in
     /// shard `s`), returning what is wrong with the first bad entry: its global row and why.
     pub fn check_covers(&self, shard_rows: &[u64]) -> Result<(), (u64, String)> {
+        let me = self.serve(0, self.rows);
+        if !std::ptr::eq(me, self) {
+            return me.check_covers(shard_rows);
+        }
         let total: u64 = shard_rows.iter().sum();
         if self.rows != total {
             return Err((0, format!("index has {} rows, the shards hold {total}", self.rows)));

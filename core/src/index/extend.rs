@@ -155,13 +155,13 @@ fn huge_pages(v: &Vec<u64>) {
 
 /// Dense words collected in chunks of [`CHUNK_WORDS`]; full chunks of an older index are
 /// shared as they are.
-struct Chunks {
+pub(super) struct Chunks {
     done: Vec<Arc<Vec<u64>>>,
     cur: Vec<u64>,
 }
 
 impl Chunks {
-    fn new() -> Chunks {
+    pub(super) fn new() -> Chunks {
         Chunks { done: Vec::new(), cur: Chunks::fresh() }
     }
 
@@ -172,12 +172,18 @@ impl Chunks {
     }
 
     /// Appends a full chunk of an older index (words so far must fill whole chunks).
-    fn share(&mut self, chunk: &Arc<Vec<u64>>) {
+    pub(super) fn share(&mut self, chunk: &Arc<Vec<u64>>) {
         debug_assert!(self.cur.is_empty() && chunk.len() == CHUNK_WORDS);
         self.done.push(Arc::clone(chunk));
     }
 
-    fn extend_from_slice(&mut self, mut words: &[u64]) {
+    /// Appends one word.
+    pub(super) fn push(&mut self, w: u64) {
+        self.cur.push(w);
+        self.seal_if_full();
+    }
+
+    pub(super) fn extend_from_slice(&mut self, mut words: &[u64]) {
         while !words.is_empty() {
             let take = (CHUNK_WORDS - self.cur.len()).min(words.len());
             self.cur.extend_from_slice(&words[..take]);
@@ -202,7 +208,7 @@ impl Chunks {
         }
     }
 
-    fn finish(mut self) -> Vec<Arc<Vec<u64>>> {
+    pub(super) fn finish(mut self) -> Vec<Arc<Vec<u64>>> {
         if !self.cur.is_empty() {
             self.done.push(Arc::new(self.cur));
         }

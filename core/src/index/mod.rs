@@ -19,6 +19,7 @@ use crate::format::FORMAT_VERSION;
 
 mod build;
 mod check;
+mod checked;
 mod extend;
 mod offsets;
 // Used by MPI mode's `done()` (every rank builds a slice).
@@ -29,8 +30,11 @@ pub(crate) use build::build_global_index;
 #[cfg(feature = "mpi")]
 pub(crate) use build::shard_ids;
 pub use build::{build_group, count_missing, IndexReport};
+pub use checked::check_file_chunks;
 pub use extend::{extend_group, Extended};
-pub use offsets::{load_offsets, ragged_offsets, OffsetsMap};
+pub use offsets::{
+    extend_offsets, load_offsets, load_offsets_checked, ragged_offsets, CheckedOffsets, ChunkedOffsets, OffsetsMap,
+};
 
 /// Magic of a group index file.
 pub const INDEX_MAGIC: &[u8; 8] = b"SMDFSIDX";
@@ -69,6 +73,9 @@ enum Words {
     /// snapshots of a growing run: an extended index reuses every full chunk below the rows
     /// it keeps (`extend.rs`), so a refresh copies at most one chunk of the old index.
     Chunked(Vec<Arc<Vec<u64>>>),
+    /// Mapped from an index file whose chunks are checked as they are served
+    /// (`checked.rs`): use only through [`GroupIndex::serve`].
+    Checked(Box<checked::Lazy<GroupIndex>>),
 }
 
 impl Words {
@@ -77,6 +84,7 @@ impl Words {
         match self {
             Words::Owned(v) => v,
             Words::Mapped(m) => bytemuck::try_cast_slice(&m[INDEX_HEADER_LEN..]).unwrap_or(&[]),
+            Words::Checked(l) => bytemuck::try_cast_slice(&l.file.bytes()[INDEX_HEADER_LEN..]).unwrap_or(&[]),
             Words::Chunked(_) => &[],
         }
     }
@@ -135,8 +143,26 @@ impl GroupIndex {
         self.rows == 0
     }
 
+    /// The index that serves words for rows `start..end`: this one, once the chunks of its
+    /// file that hold them check (every chunk for the runs encoding, whose lookups search
+    /// the whole file), or the one rebuilt from the shards when a chunk failed.
+    fn serve(&self, start: u64, end: u64) -> &GroupIndex {
+        let Words::Checked(l) = &self.words else { return self };
+        let (a, b) = if self.runs {
+            (0, u64::MAX)
+        } else {
+            let at = |r: u64| (INDEX_HEADER_LEN as u64).saturating_add(r.saturating_mul(8));
+            (at(start), at(end))
+        };
+        l.instead(a, b).unwrap_or(self)
+    }
+
     /// Number of runs (rows for the dense encoding).
     pub fn entries(&self) -> u64 {
+        let me = self.serve(0, 0);
+        if !std::ptr::eq(me, self) {
+            return me.entries();
+        }
         if self.runs {
             self.words.get().len() as u64 / 3
         } else {
@@ -146,13 +172,17 @@ impl GroupIndex {
 
     /// True for the runs encoding.
     pub fn is_runs(&self) -> bool {
-        self.runs
+        self.serve(0, 0).runs
     }
 
     /// The dense encoding's words (one per row, `shard << 48 | row`; decode with
     /// [`GroupIndex::unpack`]), for gathers that walk rows in a tight loop; `None` for runs
     /// and for an index extended by a live refresh (its words are in shared chunks).
     pub fn dense_words(&self) -> Option<&[u64]> {
+        let me = self.serve(0, self.rows);
+        if !std::ptr::eq(me, self) {
+            return me.dense_words();
+        }
         (!self.runs && !matches!(self.words, Words::Chunked(_))).then(|| self.words.get())
     }
 
@@ -160,7 +190,14 @@ impl GroupIndex {
     /// in one piece (always for a built or mapped index; within one chunk for an extended
     /// one); `None` for runs, a range past the end, or one that crosses chunks.
     pub fn dense_range(&self, start: u64, end: u64) -> Option<&[u64]> {
-        if self.runs || start > end || end > self.rows {
+        if start > end || end > self.rows {
+            return None;
+        }
+        let me = self.serve(start, end);
+        if !std::ptr::eq(me, self) {
+            return me.dense_range(start, end);
+        }
+        if self.runs {
             return None;
         }
         match self.words.pieces(start as usize, end as usize).as_slice() {
@@ -180,6 +217,10 @@ impl GroupIndex {
     pub fn locate(&self, i: u64) -> Option<Loc> {
         if i >= self.rows {
             return None;
+        }
+        let me = self.serve(i, i + 1);
+        if !std::ptr::eq(me, self) {
+            return me.locate(i);
         }
         if !self.runs {
             return self.words.word(i as usize).map(unpack);
@@ -212,6 +253,10 @@ impl GroupIndex {
         let end = end.min(self.rows);
         if start >= end {
             return;
+        }
+        let me = self.serve(start, end);
+        if !std::ptr::eq(me, self) {
+            return me.for_each_segment(start, end, f);
         }
         let w = self.words.get();
         if self.runs {
@@ -262,6 +307,46 @@ impl GroupIndex {
         let file = crate::format::file::open_regular(path).at(path)?;
         // SAFETY: index files are written once at done() and never modified.
         let map = unsafe { Mmap::map(&file) }.at(path)?;
+        GroupIndex::from_map(path, map)
+    }
+
+    /// Loads an index file whose chunk checksums the manifest records (`sums`; without them
+    /// it is [`GroupIndex::load`]): its header and size are checked now, its words chunk by
+    /// chunk as they are served. From the first chunk that fails, the index serves what
+    /// `rebuild` builds from the shards instead, after telling `warn` why. `Err` when the
+    /// header, the size or the checksum list is wrong: damage found at open.
+    pub fn load_checked(
+        path: &Path,
+        sums: &crate::format::manifest::ChunkCrcs,
+        rebuild: impl Fn() -> GroupIndex + Send + Sync + 'static,
+        warn: impl Fn(String) + Send + Sync + 'static,
+    ) -> Result<GroupIndex> {
+        let file = crate::format::file::open_regular(path).at(path)?;
+        // SAFETY: index files are written once at done() and never modified.
+        let map = unsafe { Mmap::map(&file) }.at(path)?;
+        let Some(header) = map.get(..INDEX_HEADER_LEN).map(<[u8]>::to_vec) else {
+            return Err(Error::Corrupt { path: path.into(), offset: 0, why: "not an smdfs index file".into() });
+        };
+        let checked = checked::Checked::new(path, map, sums).map_err(|why| Error::Corrupt {
+            path: path.into(),
+            offset: 0,
+            why,
+        })?;
+        let Some(checked) = checked else { return GroupIndex::load(path) };
+        // The header decides how the words read; it is served (checked) before any word.
+        let plain = GroupIndex::from_header(path, &header, checked.bytes().len())?;
+        let lazy = checked::Lazy { file: checked, fallback: checked::Fallback::new(rebuild, warn) };
+        Ok(GroupIndex { words: Words::Checked(Box::new(lazy)), ..plain })
+    }
+
+    fn from_map(path: &Path, map: Mmap) -> Result<GroupIndex> {
+        let idx = GroupIndex::from_header(path, map.get(..INDEX_HEADER_LEN).unwrap_or(&map), map.len())?;
+        Ok(GroupIndex { words: Words::Mapped(map), ..idx })
+    }
+
+    /// An index of the kind and rows a file's header gives (its words empty), checking the
+    /// header against the file's length.
+    fn from_header(path: &Path, map: &[u8], file_len: usize) -> Result<GroupIndex> {
         let bad = |why: String| Error::Corrupt { path: path.into(), offset: 0, why };
         if map.len() < INDEX_HEADER_LEN || &map[..8] != INDEX_MAGIC {
             return Err(bad("not an smdfs index file".into()));
@@ -277,10 +362,10 @@ impl GroupIndex {
             KIND_RUNS if words % 3 == 0 => words,
             _ => return Err(bad(format!("unknown index kind {kind}"))),
         };
-        if words != want_words || Some((map.len() - INDEX_HEADER_LEN) as u64) != words.checked_mul(8) {
-            return Err(bad(format!("header says {words} words, file has {} bytes", map.len())));
+        if words != want_words || Some((file_len - INDEX_HEADER_LEN) as u64) != words.checked_mul(8) {
+            return Err(bad(format!("header says {words} words, file has {file_len} bytes")));
         }
-        Ok(GroupIndex { rows, runs: kind == KIND_RUNS, words: Words::Mapped(map) })
+        Ok(GroupIndex { rows, runs: kind == KIND_RUNS, words: Words::Owned(Vec::new()) })
     }
 }
 

@@ -12,11 +12,12 @@
 //! as damage. A complete run is never served smaller than its shards.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
-use crate::format::manifest::{GroupIndexInfo, Manifest, MANIFEST_FILE};
+use crate::format::manifest::{ChunkCrcs, GroupIndexInfo, Manifest, MANIFEST_FILE};
 use crate::format::{shard_dir_name, LOG_FILE};
-use crate::index::GroupIndex;
+use crate::index::{build_group, GroupIndex};
 use crate::model::schema::FieldSpec;
 use crate::shard::reader::Shard;
 
@@ -120,12 +121,16 @@ pub(crate) fn check_schema(dir: &Path, m: &Manifest, shards: &[Shard]) -> Result
 }
 
 /// The stored index of one group if it covers exactly the shards' rows, else why not (the
-/// reader then rebuilds it from the shards and warns).
+/// reader then rebuilds it from the shards and warns). With chunk checksums (document
+/// revision 5) the words are checked chunk by chunk as they are served, and a chunk that
+/// fails switches the index to one rebuilt from the shards, with a warning in `late`; without
+/// them (revision ≤ 4) the whole index is checked now, O(index words).
 pub(crate) fn stored_index(
     dir: &Path,
     entry: Option<&GroupIndexInfo>,
     group: &str,
-    shards: &[Shard],
+    shards: &Arc<Vec<Shard>>,
+    late: &Arc<Mutex<Vec<String>>>,
 ) -> std::result::Result<GroupIndex, String> {
     let Some(e) = entry else { return Err(format!("the manifest has no index entry for group {group:?}")) };
     let rows: Vec<u64> = shards.iter().map(|s| s.group_rows(group)).collect();
@@ -141,6 +146,24 @@ pub(crate) fn stored_index(
             e.rows,
             rows.iter().sum::<u64>()
         ));
+    }
+    if e.chunks != ChunkCrcs::default() {
+        let (sh, g, sink) = (Arc::clone(shards), group.to_string(), Arc::clone(late));
+        let name = group.to_string();
+        let idx = GroupIndex::load_checked(
+            &dir.join(&e.file),
+            &e.chunks,
+            move || build_group(&sh, &g).0,
+            move |why| {
+                crate::sync::lock(&sink)
+                    .push(format!("group {name:?}: {why}; indexed from the shards instead (run `smdfs verify`)"))
+            },
+        )
+        .map_err(|x| format!("group {group:?}: {x}"))?;
+        if idx.len() != e.rows {
+            return Err(format!("group {group:?}: {} has {} rows, the manifest says {}", e.file, idx.len(), e.rows));
+        }
+        return Ok(idx);
     }
     let idx = GroupIndex::load(&dir.join(&e.file)).map_err(|x| format!("group {group:?}: {x}"))?;
     idx.check_covers(&rows).map_err(|(_, why)| format!("group {group:?}: {}: {why}", e.file))?;

@@ -116,7 +116,7 @@ impl RunInfo {
                     aligned: g.spec.aligned,
                     missing: f.missing,
                     shards: f.columns.iter().filter(|c| c.data.is_some()).count(),
-                    elements: f.offsets.as_ref().map(|o| o.get().last().copied().unwrap_or(0)),
+                    elements: f.offsets.as_ref().map(|o| o.elements()),
                 }
             })
             .collect();

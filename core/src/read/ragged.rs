@@ -16,13 +16,17 @@ impl FieldReader<'_> {
     /// consecutive values there, so each stretch of the index is one copy.
     pub fn read_ragged(&self, start: u64, end: u64, out: &mut [u8]) -> Result<()> {
         let (f, run, field) = (self, self.run, &self.f.spec.path);
-        let offs = f.offsets().ok_or_else(|| Error::Usage(format!("field {field:?} is not ragged")))?;
+        let map = f.f.offsets.as_ref().ok_or_else(|| Error::Usage(format!("field {field:?} is not ragged")))?;
         let es = f.spec().dtype.size() as u64;
-        if end < start || end > f.rows() || offs.len() as u64 != f.rows() + 1 {
+        if end < start || end > f.rows() || map.len() as u64 != f.rows() + 1 {
             return Err(Error::OutOfRange { what: "row", index: end, len: f.rows() });
         }
+        // Only the offsets of rows `start..=end` (the table may be in shared chunks, or
+        // checked chunk by chunk as served: a read costs its rows, not the table).
+        let window: Vec<u64> = map.pieces(start as usize, end as usize + 1).concat();
+        let off = |row: u64| window[(row - start) as usize];
         // Offsets never decrease, so every one up to `end` times `es` fits when the last does.
-        let (Some(base), Some(top)) = (offs[start as usize].checked_mul(es), offs[end as usize].checked_mul(es)) else {
+        let (Some(base), Some(top)) = (off(start).checked_mul(es), off(end).checked_mul(es)) else {
             return Err(Error::Corrupt {
                 path: run.dir().to_path_buf(),
                 offset: end,
@@ -52,7 +56,7 @@ impl FieldReader<'_> {
             let mut pos = 0usize;
             for (k, w) in words.iter().enumerate() {
                 let l = GroupIndex::unpack(*w);
-                let want = ((offs[start as usize + k + 1] - offs[start as usize + k]) * es) as usize;
+                let want = ((window[k + 1] - window[k]) * es) as usize;
                 if want == 0 {
                     continue;
                 }
@@ -75,7 +79,7 @@ impl FieldReader<'_> {
             if err.is_some() {
                 return;
             }
-            let (a, b) = ((offs[row as usize] * es - base) as usize, (offs[(row + k) as usize] * es - base) as usize);
+            let (a, b) = ((off(row) * es - base) as usize, (off(row + k) * es - base) as usize);
             let src = (|| {
                 let c = data.columns.get(loc.shard)?;
                 let s = run.shards().get(loc.shard)?;

@@ -4,7 +4,9 @@
 //! time ∝ the whole run. [`Run::reopen`] opens the run as [`Run::open`] does, but for a group
 //! the previous snapshot indexed it keeps the index rows below the smallest new key and
 //! merges only the rest (`index::extend_group`), keeps the ragged offsets of those rows, and
-//! counts missing values only in new rows. The result equals a fresh open (the index is the
+//! counts missing values only in new rows. Extended group indexes and ragged offsets keep
+//! their words in chunks shared with the snapshot they extend (`index/extend.rs`,
+//! `index/offsets.rs`), so a refresh copies at most one chunk of either. The result equals a fresh open (the index is the
 //! rows sorted by event id, shard, row either way); snapshots stay independent (the previous
 //! one is only read). The shards' logs are read only from where the previous snapshot's
 //! replay ended (`Shard::load_after`). [`Run::merged_rows`] and [`Run::log_bytes_read`] say
@@ -14,7 +16,7 @@ use std::collections::HashMap;
 
 use super::{FieldColumns, Run};
 use crate::error::Result;
-use crate::index::{build_group, extend_group, ragged_offsets, GroupIndex};
+use crate::index::{build_group, extend_group, extend_offsets, ragged_offsets, GroupIndex, OffsetsMap};
 use crate::model::schema::FieldSpec;
 use crate::shard::reader::Shard;
 
@@ -72,31 +74,16 @@ impl<'p> Reuse<'p> {
     }
 
     /// Ragged `field`'s global offsets over `index`: the previous snapshot's for the rows its
-    /// index kept, the rest summed from the shards' lengths.
-    pub(super) fn offsets(&self, shards: &[Shard], index: &GroupIndex, group: &str, field: &str) -> Vec<u64> {
+    /// index kept (their full chunks shared, not copied: `index::extend_offsets`), the rest
+    /// summed from the shards' lengths.
+    pub(super) fn offsets(&self, shards: &[Shard], index: &GroupIndex, group: &str, field: &str) -> OffsetsMap {
         let old = self.prev.and_then(|p| p.fields.iter().find(|f| f.spec.path == field && f.spec.group == group));
-        let (Some(old), Some(&kept)) = (old.and_then(|f| f.offsets.as_ref()), self.kept.get(group)) else {
-            return ragged_offsets(shards, index, group, field);
-        };
-        let old = old.get();
-        if old.len() as u64 <= kept {
-            return ragged_offsets(shards, index, group, field);
-        }
-        let lens: Vec<&[u64]> = shards
-            .iter()
-            .map(|s| s.column(group, Some(field), crate::format::Role::Len).map_or(&[][..], |c| s.u64s(c)))
-            .collect();
-        let mut out = Vec::with_capacity(index.len() as usize + 1);
-        out.extend_from_slice(&old[..=kept as usize]);
-        let mut acc = old[kept as usize];
-        index.for_each_segment(kept, index.len(), |loc, n| {
-            let l = lens.get(loc.shard).copied().unwrap_or(&[]);
-            for r in loc.row..loc.row + n {
-                acc += l.get(r as usize).copied().unwrap_or(0);
-                out.push(acc);
+        if let (Some(old), Some(&kept)) = (old.and_then(|f| f.offsets.as_ref()), self.kept.get(group)) {
+            if let Some(o) = extend_offsets(old, kept, shards, index, group, field) {
+                return o;
             }
-        });
-        out
+        }
+        OffsetsMap::Owned(ragged_offsets(shards, index, group, field))
     }
 
     /// Rows of aligned field `f` that lack it: the previous snapshot's count plus the new
@@ -124,6 +111,8 @@ impl<'p> Reuse<'p> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use crate::read::run::Run;
     use crate::{Client, SmallData, Value};
 
@@ -245,6 +234,77 @@ mod tests {
         assert!(prev.unwrap().groups()[0].duplicates >= 1);
         assert!(chunked >= 4, "the reopened indexes were chunked {chunked} times");
         drop(clients);
+        smd.done().unwrap();
+    }
+
+    /// Every row's `tag` read through `r` (one by one, and as one ragged range) is `t{id}`.
+    fn tags_right(r: &Run) {
+        let mut ids = vec![0u64; r.len() as usize];
+        r.read_ids("", 0, &mut ids).unwrap();
+        let tag = r.field("tag").unwrap();
+        let want: Vec<String> = ids.iter().map(|id| format!("t{id}")).collect();
+        for (i, w) in want.iter().enumerate() {
+            assert_eq!(tag.ragged_row(i as u64).unwrap(), w.as_bytes(), "row {i}");
+        }
+        let mut out = vec![0u8; want.iter().map(String::len).sum()];
+        tag.read_ragged(0, r.len(), &mut out).unwrap();
+        assert_eq!(out, want.concat().as_bytes());
+    }
+
+    #[test]
+    fn reopened_snapshots_share_the_ragged_offsets_chunks_of_the_kept_rows_and_read_right() {
+        use crate::index::OffsetsMap;
+        let dir = tempfile::tempdir().unwrap();
+        let smd = SmallData::builder(dir.path()).servers(2).batch_events(40).build().unwrap();
+        let mut c = smd.client();
+        let mut snaps: Vec<Run> = Vec::new();
+        for round in 0..5u64 {
+            for j in 0..300u64 {
+                event(&mut c, round * 1000 + j);
+            }
+            c.flush().unwrap();
+            let rows = 300 * (round + 1);
+            let next = match snaps.last() {
+                None => open_with(dir.path(), rows),
+                Some(p) => (0..2000)
+                    .find_map(|_| {
+                        let r = p.reopen().unwrap();
+                        (r.len() == rows).then_some(r).or_else(|| {
+                            std::thread::sleep(std::time::Duration::from_millis(5));
+                            None
+                        })
+                    })
+                    .expect("the run reaches its rows"),
+            };
+            snaps.push(next);
+        }
+        fn tag(r: &Run) -> Option<&OffsetsMap> {
+            r.fields().iter().find(|f| f.spec.path == "tag").and_then(|f| f.offsets.as_ref())
+        }
+        let mut shared_total = 0;
+        for w in snaps.windows(2).skip(1) {
+            let (Some(OffsetsMap::Chunked(old)), Some(OffsetsMap::Chunked(new))) = (tag(&w[0]), tag(&w[1])) else {
+                panic!("reopened snapshots keep ragged offsets in chunks");
+            };
+            let shared = old.chunks().iter().zip(new.chunks()).take_while(|(a, b)| Arc::ptr_eq(a, b)).count();
+            // Only the chunks the interleaved tail (a lagging server's batch) reaches are new.
+            assert!(
+                shared + 3 >= old.chunks().len() && shared >= 1,
+                "{shared} of {} chunks shared",
+                old.chunks().len()
+            );
+            assert!(
+                new.chunks()[shared..].iter().all(|c| !old.chunks().iter().any(|o| Arc::ptr_eq(o, c))),
+                "the rest is new"
+            );
+            shared_total += shared;
+        }
+        assert!(shared_total >= 10, "{shared_total}");
+        // Every snapshot, old ones included, reads right after newer ones were made.
+        for r in &snaps {
+            tags_right(r);
+        }
+        drop(c);
         smd.done().unwrap();
     }
 }

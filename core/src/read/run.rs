@@ -2,12 +2,16 @@
 //! row access in event-id order, event-id lookup, zero-copy shard slices, shard-wise
 //! (optionally shuffled) iteration, and per-field readers.
 //!
-//! Opening a complete run maps its index files and reads one close record per shard, checks
-//! the manifest against the shards and each stored index against the shards' rows (read once,
-//! O(index words); `read/complete.rs`): O(shards + datasets + runs). A run without a usable
-//! global index (crashed, writing, or a damaged index) is indexed at open.
+//! Opening a complete run maps its index files and reads one close record per shard and
+//! checks the manifest against the shards (`read/complete.rs`); each stored index or offsets
+//! file is checked chunk by chunk against the manifest's checksums as it is served
+//! (`index/checked.rs`), or, for a manifest without them (revision ≤ 4), against the shards'
+//! rows at open (O(index words)): O(shards + datasets + chunks). A run without a usable
+//! global index (crashed, writing, or a damaged index) is indexed at open; a chunk found
+//! damaged later switches its group to an index built from the shards (`warnings` says so).
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 
@@ -15,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::format::lock::writer_alive;
 use crate::format::manifest::{Manifest, RunState, SummaryValue};
 use crate::format::Role;
-use crate::index::{load_offsets, GroupIndex, Loc, OffsetsMap};
+use crate::index::{build_group, load_offsets, load_offsets_checked, ragged_offsets, GroupIndex, Loc, OffsetsMap};
 use crate::model::schema::{FieldSpec, GroupSpec, Schema, StatsMap};
 use crate::read::shuffle::ShardwiseIter;
 use crate::shard::reader::Shard;
@@ -80,11 +84,15 @@ pub struct Run {
     state: RunState,
     manifest: Manifest,
     schema: Schema,
-    shards: Vec<Shard>,
+    /// Shared with the stored index's fallbacks, which rebuild from them (`index/checked.rs`).
+    shards: Arc<Vec<Shard>>,
     groups: Vec<GroupData>,
     fields: Vec<FieldData>,
     stats: StatsMap,
     warnings: Vec<String>,
+    /// Damage found after open: a stored index or offsets chunk that failed its checksum
+    /// when first served.
+    late_warnings: Arc<Mutex<Vec<String>>>,
     /// Rows the group indexes merged at open (fewer than all after `reopen`).
     merged: u64,
 }
@@ -106,17 +114,20 @@ impl Run {
             _ => RunState::Crashed,
         };
         let index = manifest.index.as_ref().filter(|_| state == RunState::Complete);
-        let shards: Vec<Shard> = (0..manifest.shards)
-            .into_par_iter()
-            .map(|i| {
-                let close = index.and_then(|x| x.close_offsets.get(i).copied());
-                Shard::load_after(&dir, i, close, prev.and_then(|p| p.shards.get(i)))
-            })
-            .collect::<Result<_>>()?;
+        let shards: Arc<Vec<Shard>> = Arc::new(
+            (0..manifest.shards)
+                .into_par_iter()
+                .map(|i| {
+                    let close = index.and_then(|x| x.close_offsets.get(i).copied());
+                    Shard::load_after(&dir, i, close, prev.and_then(|p| p.shards.get(i)))
+                })
+                .collect::<Result<_>>()?,
+        );
+        let late_warnings = Arc::new(Mutex::new(Vec::new()));
 
         let mut warnings = Vec::new();
         let complete = state == RunState::Complete;
-        for s in &shards {
+        for s in shards.iter() {
             if let Some(bad) = s.fields.iter().find_map(|f| f.validate().err()) {
                 return Err(Error::Corrupt { path: s.dir.join(crate::format::LOG_FILE), offset: 0, why: bad });
             }
@@ -132,7 +143,7 @@ impl Run {
         // failed) lose nothing else: the first definition wins, the other shards' rows of that
         // field read as missing, and the conflict is reported in `warnings()`.
         let mut excluded: std::collections::HashSet<(usize, String)> = std::collections::HashSet::new();
-        for s in &shards {
+        for s in shards.iter() {
             schema.merge_from(&s.fields, &s.groups, |f, e| {
                 warnings.push(format!("shard {}: {e}; its rows of {:?} read as missing", s.index, f.path));
                 excluded.insert((s.index, f.path.clone()));
@@ -147,7 +158,8 @@ impl Run {
         let mut groups = Vec::with_capacity(schema.groups.len());
         for g in &schema.groups {
             let entry = index.and_then(|x| x.groups.iter().find(|i| i.group == g.name));
-            let stored = index.map(|_| crate::read::complete::stored_index(&dir, entry, &g.name, &shards));
+            let stored =
+                index.map(|_| crate::read::complete::stored_index(&dir, entry, &g.name, &shards, &late_warnings));
             rebuilt.push(false);
             let (idx, duplicates, duplicate_ids) = match (stored, entry) {
                 (Some(Ok(idx)), Some(e)) => (idx, e.duplicates, e.duplicate_ids.clone()),
@@ -198,7 +210,21 @@ impl Run {
                     .map(|(s, c)| c.data.map_or(0, |d| s.bytes(d).len() as u64 / f.dtype.size() as u64))
                     .sum();
                 let loaded = stored.and_then(|r| {
-                    let o = load_offsets(&dir.join(&r.file), g.index.len()).ok()?;
+                    let path = dir.join(&r.file);
+                    if r.chunks != Default::default() {
+                        // Revision 5: checked chunk by chunk as served, recomputed from the
+                        // shards if one fails (index/checked.rs).
+                        let (sh, group, field, sink) =
+                            (shards.clone(), f.group.clone(), f.path.clone(), late_warnings.clone());
+                        let rebuild = move || ragged_offsets(&sh, &build_group(&sh, &group).0, &group, &field);
+                        let path_s = f.path.clone();
+                        let warn = move |why: String| {
+                            crate::sync::lock(&sink)
+                                .push(format!("field {path_s:?}: {why}; offsets recomputed from the shards"))
+                        };
+                        return load_offsets_checked(&path, g.index.len(), &r.chunks, rebuild, warn).ok();
+                    }
+                    let o = load_offsets(&path, g.index.len()).ok()?;
                     let v = o.get();
                     (v.first() == Some(&0) && v.last() == Some(&total) && v.windows(2).all(|w| w[0] <= w[1]))
                         .then_some(o)
@@ -206,7 +232,7 @@ impl Run {
                 if complete && loaded.is_none() {
                     warnings.push(format!("field {:?}: stored offsets unusable; recomputed from the shards", f.path));
                 }
-                Some(loaded.unwrap_or_else(|| OffsetsMap::Owned(reuse.offsets(&shards, &g.index, &f.group, &f.path))))
+                Some(loaded.unwrap_or_else(|| reuse.offsets(&shards, &g.index, &f.group, &f.path)))
             } else {
                 None
             };
@@ -220,12 +246,16 @@ impl Run {
         }
         let stats = if complete { manifest.stats.clone() } else { StatsMap::new() };
         let merged = reuse.merged;
-        Ok(Run { dir, state, manifest, schema, shards, groups, fields, stats, warnings, merged })
+        Ok(Run { dir, state, manifest, schema, shards, groups, fields, stats, warnings, late_warnings, merged })
     }
 
-    /// Problems the reader worked around (shards disagreeing on a field), for `info`.
-    pub fn warnings(&self) -> &[String] {
-        &self.warnings
+    /// Problems the reader worked around (shards disagreeing on a field, a damaged stored
+    /// index), for `info`: those found at open, then those found since, when a stored index
+    /// or offsets chunk failed its checksum as it was first served.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = self.warnings.clone();
+        w.extend(crate::sync::lock(&self.late_warnings).iter().cloned());
+        w
     }
 
     /// The run directory.

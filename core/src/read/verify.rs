@@ -230,12 +230,18 @@ pub fn verify(dir: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<VerifyRe
                     ),
                 });
             }
+            if let Err(what) = crate::index::check_file_chunks(&path, &gi.chunks) {
+                rep.problems.push(Problem { file: path.clone(), offset: 0, what });
+            }
             match GroupIndex::load(&path) {
                 Ok(idx) => check_index(&run, &gi.group, &idx, &path, &mut rep.problems),
                 Err(e) => rep.problems.push(Problem { file: path, offset: 0, what: e.to_string() }),
             }
         }
         for r in &ix.ragged {
+            if let Err(what) = crate::index::check_file_chunks(&dir.join(&r.file), &r.chunks) {
+                rep.problems.push(Problem { file: dir.join(&r.file), offset: 0, what });
+            }
             check_offsets(&run, &r.field, &dir.join(&r.file), &mut rep.problems);
         }
     }

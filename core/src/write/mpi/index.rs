@@ -18,7 +18,7 @@ use std::path::Path;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::format::manifest::{GroupIndexInfo, IndexManifest, RaggedIndexInfo, INDEX_DIR};
+use crate::format::manifest::{ChunkCrcs, GroupIndexInfo, IndexManifest, RaggedIndexInfo, INDEX_DIR};
 use crate::format::Role;
 use crate::index::shard_ids;
 use crate::index::slice::{
@@ -247,11 +247,22 @@ pub(crate) fn build(
     let mut out_groups = Vec::new();
     let mut reports = Vec::new();
     let mut ragged = Vec::new();
+    // Rank 0 stores the manifest, so only it reads the written files back for their chunk
+    // checksums (every rank's slices are on disk once `agree` returned).
+    let chunks = |file: &str| -> Result<ChunkCrcs> {
+        if rank == 0 {
+            ChunkCrcs::of_file(&dir.join(file))
+        } else {
+            Ok(ChunkCrcs::default())
+        }
+    };
     for (gi, g) in groups.iter().enumerate() {
         let (d, ids) = dups[gi].clone();
+        let file = format!("{INDEX_DIR}/g{gi:05}.idx");
         out_groups.push(GroupIndexInfo {
             group: g.to_string(),
-            file: format!("{INDEX_DIR}/g{gi:05}.idx"),
+            chunks: chunks(&file)?,
+            file,
             rows: places[gi].rows,
             shard_rows: shards.iter().map(|s| s.group_rows(g)).collect(),
             duplicates: d,
@@ -261,7 +272,8 @@ pub(crate) fn build(
     }
     for (fi, f) in schema.fields.iter().enumerate().filter(|(_, f)| f.kind.is_ragged()) {
         if groups.contains(&f.group.as_str()) {
-            ragged.push(RaggedIndexInfo { field: f.path.clone(), file: format!("{INDEX_DIR}/f{fi:05}.off") });
+            let file = format!("{INDEX_DIR}/f{fi:05}.off");
+            ragged.push(RaggedIndexInfo { field: f.path.clone(), chunks: chunks(&file)?, file });
         }
     }
     if rank == 0 {
