@@ -1,7 +1,8 @@
 //! View benchmark, in one run (every figure a side-by-side ratio from the same run):
 //! 1. Mount time against event count: demo runs of 10^5 … 10^7 events in 4 shards, timed
-//!    from `View::open` to the first `stat` of `run.h5` through a FUSE mount; the figure is
-//!    time(largest) / time(smallest), which should stay near 1.
+//!    from `View::open` to the first `stat` of `run.h5` through a FUSE mount (the median of
+//!    5 fresh mounts of each run, synced after writing); the figure is time(largest) /
+//!    time(smallest), which should stay near 1.
 //! 2. Reads through the mount beside the same bytes in a plain local file (a `cp` of the
 //!    mounted file), for a 2 GiB dataset of 64 KiB u16 images and for a 1M-event demo's
 //!    `det/image`: `dd bs=1M` of the `.npy` and h5py `read_direct` of the `run.h5` dataset
@@ -176,20 +177,34 @@ fn best(reps: u32, mut f: impl FnMut() -> Result<f64, String>) -> Result<f64, St
     (0..reps).try_fold(0f64, |b, _| Ok(b.max(f()?)))
 }
 
+/// Mount cycles timed per run size; the figures are their medians.
+const MOUNT_REPS: usize = 5;
+
+/// Median `View::open` and open+mount+stat seconds of `MOUNT_REPS` fresh mounts of a demo
+/// run of `events` events. The run is synced first, so the mounts do not share the machine
+/// with the writeback of the run just written.
 fn mount_time(base: &Path, events: u64) -> Result<(f64, f64), String> {
     let run = base.join(format!("mount-{events}"));
     smdfs::demo::write_demo(&run, events, 4, 4, true).map_err(err)?;
+    Command::new("sync").status().map_err(err)?;
     let mnt = base.join(format!("mnt-{events}"));
     std::fs::create_dir_all(&mnt).map_err(err)?;
-    let t = Instant::now();
-    let view = View::open(&run, &ViewOptions::default()).map_err(err)?;
-    let open = t.elapsed().as_secs_f64();
-    let m = mount(view, &mnt, &MountOptions::default()).map_err(err)?;
-    std::fs::metadata(mnt.join("run.h5")).map_err(err)?;
-    let total = t.elapsed().as_secs_f64();
-    m.unmount().map_err(err)?;
+    let (mut opens, mut totals) = (Vec::new(), Vec::new());
+    for _ in 0..MOUNT_REPS {
+        let t = Instant::now();
+        let view = View::open(&run, &ViewOptions::default()).map_err(err)?;
+        opens.push(t.elapsed().as_secs_f64());
+        let m = mount(view, &mnt, &MountOptions::default()).map_err(err)?;
+        std::fs::metadata(mnt.join("run.h5")).map_err(err)?;
+        totals.push(t.elapsed().as_secs_f64());
+        m.unmount().map_err(err)?;
+    }
     std::fs::remove_dir_all(&run).map_err(err)?;
-    Ok((open, total))
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    Ok((median(opens), median(totals)))
 }
 
 fn write_images(run: &Path, mib: u64) -> Result<u64, String> {
