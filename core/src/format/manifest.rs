@@ -188,8 +188,30 @@ pub struct ChunkCrcs {
 impl ChunkCrcs {
     /// The checksums of the file at `path`, in chunks of [`CHUNK_BYTES`].
     pub fn of_file(path: &Path) -> Result<ChunkCrcs> {
-        let bytes = fs::read(path).at(path)?;
-        Ok(ChunkCrcs::of_bytes(&bytes, CHUNK_BYTES))
+        use std::io::Read;
+        // One chunk in memory at a time: an index file is 8 bytes per row.
+        let mut f = fs::File::open(path).at(path)?;
+        let mut buf = vec![0u8; CHUNK_BYTES as usize];
+        let mut crcs = Vec::new();
+        loop {
+            let mut n = 0;
+            while n < buf.len() {
+                match f.read(&mut buf[n..]) {
+                    Ok(0) => break,
+                    Ok(k) => n += k,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e).at(path),
+                }
+            }
+            if n == 0 {
+                break;
+            }
+            crcs.push(crc32c::crc32c(&buf[..n]));
+            if n < buf.len() {
+                break;
+            }
+        }
+        Ok(ChunkCrcs { chunk_bytes: Some(CHUNK_BYTES), crc32c: Some(crcs) })
     }
 
     /// The checksums of `bytes` in chunks of `chunk_bytes`.
