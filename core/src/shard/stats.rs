@@ -44,9 +44,14 @@ unsafe fn row_stats_avx2(dtype: Dtype, row: &[u8]) -> Stats {
 #[inline(always)]
 fn row_stats_portable(dtype: Dtype, row: &[u8]) -> Stats {
     // Integer sums accumulate in a wide integer (exact), not f64. On a little-endian host an
-    // aligned column is read as typed elements in place, in passes the compiler vectorizes.
+    // aligned column is read as typed elements in place, in one pass of `LANES` independent
+    // lanes of min, max and sum (branch-free, so the compiler vectorizes them: sixteen u16
+    // lanes fill an AVX2 register). Each block is short enough for its lane type (`$lane`,
+    // 32-bit for 1- and 2-byte elements) not to overflow; blocks then widen into `$acc`.
     macro_rules! ints {
-        ($t:ty, $acc:ty) => {{
+        ($t:ty, $lane:ty, $acc:ty) => {{
+            const LANES: usize = 16;
+            const BLOCK: usize = LANES << 11;
             let size = std::mem::size_of::<$t>();
             let n = (row.len() / size) as u64;
             if n == 0 {
@@ -56,15 +61,27 @@ fn row_stats_portable(dtype: Dtype, row: &[u8]) -> Stats {
                 if cfg!(target_endian = "little") { bytemuck::try_cast_slice(row).ok() } else { None };
             let (lo, hi, sum) = match typed {
                 Some(v) => {
-                    let lo = v.iter().copied().min().unwrap_or(<$t>::MAX);
-                    let hi = v.iter().copied().max().unwrap_or(<$t>::MIN);
-                    // Narrow types sum in blocks small enough for a 32-bit accumulator
-                    // (twice the lanes of a 64-bit one), then widen.
-                    let sum: $acc = if size <= 2 {
-                        v.chunks(1 << 15).map(|b| b.iter().map(|&x| x as i32).sum::<i32>() as $acc).sum()
-                    } else {
-                        v.iter().map(|&x| x as $acc).sum()
-                    };
+                    let (mut lo, mut hi) = ([<$t>::MAX; LANES], [<$t>::MIN; LANES]);
+                    let mut sum: $acc = 0;
+                    for block in v.chunks(BLOCK) {
+                        let mut s: [$lane; LANES] = [0; LANES];
+                        let mut it = block.chunks_exact(LANES);
+                        for c in &mut it {
+                            for k in 0..LANES {
+                                lo[k] = lo[k].min(c[k]);
+                                hi[k] = hi[k].max(c[k]);
+                                s[k] += c[k] as $lane;
+                            }
+                        }
+                        for &x in it.remainder() {
+                            lo[0] = lo[0].min(x);
+                            hi[0] = hi[0].max(x);
+                            s[0] += x as $lane;
+                        }
+                        sum += s.iter().map(|&q| q as $acc).sum::<$acc>();
+                    }
+                    let lo = lo.iter().copied().min().unwrap_or(<$t>::MAX);
+                    let hi = hi.iter().copied().max().unwrap_or(<$t>::MIN);
                     (lo, hi, sum)
                 }
                 None => {
@@ -132,14 +149,14 @@ fn row_stats_portable(dtype: Dtype, row: &[u8]) -> Stats {
                 sum: ones as f64,
             }
         }
-        Dtype::I8 => ints!(i8, i64),
-        Dtype::I16 => ints!(i16, i64),
-        Dtype::I32 => ints!(i32, i64),
-        Dtype::I64 => ints!(i64, i128),
-        Dtype::U8 => ints!(u8, u64),
-        Dtype::U16 => ints!(u16, u64),
-        Dtype::U32 => ints!(u32, u64),
-        Dtype::U64 => ints!(u64, u128),
+        Dtype::I8 => ints!(i8, i32, i64),
+        Dtype::I16 => ints!(i16, i32, i64),
+        Dtype::I32 => ints!(i32, i64, i64),
+        Dtype::I64 => ints!(i64, i128, i128),
+        Dtype::U8 => ints!(u8, i32, u64),
+        Dtype::U16 => ints!(u16, i32, u64),
+        Dtype::U32 => ints!(u32, i64, u64),
+        Dtype::U64 => ints!(u64, u128, u128),
         Dtype::F32 => floats!(f32),
         Dtype::F64 => floats!(f64),
     }
@@ -181,5 +198,51 @@ mod tests {
         assert_eq!((st.count, st.min, st.max, st.sum), (0, f64::INFINITY, f64::NEG_INFINITY, 0.0));
         let inf: Vec<u8> = [1.0f64, f64::INFINITY, 2.0].iter().flat_map(|v| v.to_le_bytes()).collect();
         assert_eq!(row_stats(Dtype::F64, &inf).max, f64::INFINITY);
+    }
+
+    /// The plain definition for integers: exact sums in i128, element by element.
+    fn int_reference<T: Copy + Into<i128>>(vals: &[T]) -> (u64, f64, f64, f64) {
+        let w: Vec<i128> = vals.iter().map(|&v| v.into()).collect();
+        let lo = w.iter().copied().min().unwrap_or(0);
+        let hi = w.iter().copied().max().unwrap_or(0);
+        (vals.len() as u64, lo as f64, hi as f64, w.iter().sum::<i128>() as f64)
+    }
+
+    #[test]
+    fn integer_statistics_match_the_plain_definition_at_extremes_and_every_length() {
+        // Lengths around the lane count and the block size, values at the types' extremes
+        // (the narrow lanes' sums must not overflow on a block of maxima).
+        for n in [1usize, 15, 16, 17, 1000, 32_767, 32_768, 32_769, 70_001] {
+            let pick = |i: usize| i.wrapping_mul(2_654_435_761) % 7;
+            let u16s: Vec<u16> = (0..n).map(|i| if pick(i) < 5 { u16::MAX } else { (i % 65_536) as u16 }).collect();
+            let i16s: Vec<i16> = (0..n)
+                .map(|i| match pick(i) {
+                    0..=2 => i16::MIN,
+                    3..=4 => i16::MAX,
+                    _ => i as i16,
+                })
+                .collect();
+            let u8s: Vec<u8> = (0..n).map(|i| if pick(i) < 6 { u8::MAX } else { i as u8 }).collect();
+            let i8s: Vec<i8> = (0..n).map(|i| if pick(i) < 4 { i8::MIN } else { i as i8 }).collect();
+            let u32s: Vec<u32> = (0..n).map(|i| if pick(i) < 5 { u32::MAX } else { i as u32 }).collect();
+            let i32s: Vec<i32> = (0..n).map(|i| if pick(i) < 3 { i32::MIN } else { i32::MAX - i as i32 }).collect();
+            let i64s: Vec<i64> = (0..n).map(|i| if pick(i) < 3 { -(1 << 40) } else { (i as i64) << 20 }).collect();
+            let u64s: Vec<u64> = (0..n).map(|i| if pick(i) < 2 { u64::MAX } else { i as u64 }).collect();
+            macro_rules! check {
+                ($v:expr, $d:expr) => {{
+                    let bytes: Vec<u8> = $v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                    let got = row_stats($d, &bytes);
+                    assert_eq!((got.count, got.min, got.max, got.sum), int_reference(&$v), "{:?} n={n}", $d);
+                }};
+            }
+            check!(u16s, Dtype::U16);
+            check!(i16s, Dtype::I16);
+            check!(u8s, Dtype::U8);
+            check!(i8s, Dtype::I8);
+            check!(u32s, Dtype::U32);
+            check!(i32s, Dtype::I32);
+            check!(i64s, Dtype::I64);
+            check!(u64s, Dtype::U64);
+        }
     }
 }
