@@ -465,7 +465,9 @@ impl Message {
         let mut req = Request::null();
         // SAFETY: buf is valid for n bytes, the message's size, and outlives the request
         // (the caller's contract).
-        let rc = unsafe { ffi::MPI_Imrecv(buf.as_mut_ptr().cast::<c_void>(), n, ffi::RSMPI_UINT8_T, &mut self.0, &mut req.0) };
+        let rc = unsafe {
+            ffi::MPI_Imrecv(buf.as_mut_ptr().cast::<c_void>(), n, ffi::RSMPI_UINT8_T, &mut self.0, &mut req.0)
+        };
         check(rc, "MPI_Imrecv")?;
         Ok(req)
     }
