@@ -44,14 +44,9 @@ unsafe fn row_stats_avx2(dtype: Dtype, row: &[u8]) -> Stats {
 #[inline(always)]
 fn row_stats_portable(dtype: Dtype, row: &[u8]) -> Stats {
     // Integer sums accumulate in a wide integer (exact), not f64. On a little-endian host an
-    // aligned column is read as typed elements in place, in one pass of `LANES` independent
-    // lanes of min, max and sum (branch-free, so the compiler vectorizes them: sixteen u16
-    // lanes fill an AVX2 register). Each block is short enough for its lane type (`$lane`,
-    // 32-bit for 1- and 2-byte elements) not to overflow; blocks then widen into `$acc`.
+    // aligned column is read as typed elements in place, in passes the compiler vectorizes.
     macro_rules! ints {
-        ($t:ty, $lane:ty, $acc:ty) => {{
-            const LANES: usize = 16;
-            const BLOCK: usize = LANES << 11;
+        ($t:ty, $acc:ty) => {{
             let size = std::mem::size_of::<$t>();
             let n = (row.len() / size) as u64;
             if n == 0 {
@@ -61,27 +56,15 @@ fn row_stats_portable(dtype: Dtype, row: &[u8]) -> Stats {
                 if cfg!(target_endian = "little") { bytemuck::try_cast_slice(row).ok() } else { None };
             let (lo, hi, sum) = match typed {
                 Some(v) => {
-                    let (mut lo, mut hi) = ([<$t>::MAX; LANES], [<$t>::MIN; LANES]);
-                    let mut sum: $acc = 0;
-                    for block in v.chunks(BLOCK) {
-                        let mut s: [$lane; LANES] = [0; LANES];
-                        let mut it = block.chunks_exact(LANES);
-                        for c in &mut it {
-                            for k in 0..LANES {
-                                lo[k] = lo[k].min(c[k]);
-                                hi[k] = hi[k].max(c[k]);
-                                s[k] += c[k] as $lane;
-                            }
-                        }
-                        for &x in it.remainder() {
-                            lo[0] = lo[0].min(x);
-                            hi[0] = hi[0].max(x);
-                            s[0] += x as $lane;
-                        }
-                        sum += s.iter().map(|&q| q as $acc).sum::<$acc>();
-                    }
-                    let lo = lo.iter().copied().min().unwrap_or(<$t>::MAX);
-                    let hi = hi.iter().copied().max().unwrap_or(<$t>::MIN);
+                    let lo = v.iter().copied().min().unwrap_or(<$t>::MAX);
+                    let hi = v.iter().copied().max().unwrap_or(<$t>::MIN);
+                    // Narrow types sum in blocks small enough for a 32-bit accumulator
+                    // (twice the lanes of a 64-bit one), then widen.
+                    let sum: $acc = if size <= 2 {
+                        v.chunks(1 << 15).map(|b| b.iter().map(|&x| x as i32).sum::<i32>() as $acc).sum()
+                    } else {
+                        v.iter().map(|&x| x as $acc).sum()
+                    };
                     (lo, hi, sum)
                 }
                 None => {
@@ -149,14 +132,14 @@ fn row_stats_portable(dtype: Dtype, row: &[u8]) -> Stats {
                 sum: ones as f64,
             }
         }
-        Dtype::I8 => ints!(i8, i32, i64),
-        Dtype::I16 => ints!(i16, i32, i64),
-        Dtype::I32 => ints!(i32, i64, i64),
-        Dtype::I64 => ints!(i64, i128, i128),
-        Dtype::U8 => ints!(u8, i32, u64),
-        Dtype::U16 => ints!(u16, i32, u64),
-        Dtype::U32 => ints!(u32, i64, u64),
-        Dtype::U64 => ints!(u64, u128, u128),
+        Dtype::I8 => ints!(i8, i64),
+        Dtype::I16 => ints!(i16, i64),
+        Dtype::I32 => ints!(i32, i64),
+        Dtype::I64 => ints!(i64, i128),
+        Dtype::U8 => ints!(u8, u64),
+        Dtype::U16 => ints!(u16, u64),
+        Dtype::U32 => ints!(u32, u64),
+        Dtype::U64 => ints!(u64, u128),
         Dtype::F32 => floats!(f32),
         Dtype::F64 => floats!(f64),
     }
