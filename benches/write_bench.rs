@@ -695,13 +695,15 @@ impl Row {
     }
 }
 
-fn ratio_line(rows: &[Row], what: &str, pick: impl Fn(&Row) -> bool, base: &'static str) {
+fn ratio_line(rows: &[Row], only: bool, what: &str, pick: impl Fn(&Row) -> bool, base: &'static str) {
     let r = rows.iter().find(|r| pick(r));
     let b = rows.iter().find(|b| b.case_key() == base);
     match (r, b) {
         (Some(r), Some(b)) => {
             println!("ratio {what} / {base}: {:.2}  ({:.0} / {:.0} MB/s)", r.mb_s() / b.mb_s(), r.mb_s(), b.mb_s())
         }
+        // A case left out with --only has no line.
+        _ if only => {}
         _ => println!("ratio {what} / {base}: - (a case was not run)"),
     }
 }
@@ -818,15 +820,51 @@ fn run(a: Args) -> Result<(), BoxErr> {
     println!();
     let is_img = |sync: bool| move |r: &Row| r.case.contains("image") && r.case.contains("sync_commits") == sync;
     if a.demo_events > 0 {
-        ratio_line(&rows, "smdfs demo mix", |r| r.case.contains("demo") && !r.case.contains("handles"), "plain write");
-        ratio_line(&rows, "smdfs demo mix, field handles", |r| r.case.contains("handles"), "plain write");
+        ratio_line(
+            &rows,
+            !a.only.is_empty(),
+            "smdfs demo mix",
+            |r| r.case.contains("demo") && !r.case.contains("handles"),
+            "plain write",
+        );
+        ratio_line(
+            &rows,
+            !a.only.is_empty(),
+            "smdfs demo mix, field handles",
+            |r| r.case.contains("handles"),
+            "plain write",
+        );
     }
     if a.image_events > 0 {
-        ratio_line(&rows, "smdfs image mix", |r| is_img(false)(r) && !r.case.contains("batch API"), "plain write");
-        ratio_line(&rows, "smdfs image mix, batch API", |r| r.case.contains("batch API"), "plain write");
-        ratio_line(&rows, "smdfs image mix, batch API", |r| r.case.contains("batch API"), "durable write");
-        ratio_line(&rows, "smdfs image mix", |r| is_img(false)(r) && !r.case.contains("batch API"), "durable write");
-        ratio_line(&rows, "smdfs image mix sync_commits", is_img(true), "dd conv=fdatasync");
+        ratio_line(
+            &rows,
+            !a.only.is_empty(),
+            "smdfs image mix",
+            |r| is_img(false)(r) && !r.case.contains("batch API"),
+            "plain write",
+        );
+        ratio_line(
+            &rows,
+            !a.only.is_empty(),
+            "smdfs image mix, batch API",
+            |r| r.case.contains("batch API"),
+            "plain write",
+        );
+        ratio_line(
+            &rows,
+            !a.only.is_empty(),
+            "smdfs image mix, batch API",
+            |r| r.case.contains("batch API"),
+            "durable write",
+        );
+        ratio_line(
+            &rows,
+            !a.only.is_empty(),
+            "smdfs image mix",
+            |r| is_img(false)(r) && !r.case.contains("batch API"),
+            "durable write",
+        );
+        ratio_line(&rows, !a.only.is_empty(), "smdfs image mix sync_commits", is_img(true), "dd conv=fdatasync");
     }
     if let Some(s) = dd_summary {
         println!("dd's own report: {s}");
