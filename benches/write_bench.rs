@@ -9,9 +9,11 @@
 //! call, the arrays built before the clock starts), and per event with `sync_commits(true)`
 //! (every commit durable before it is written). Baselines, sized to the
 //! image mix's bytes: a plain Rust loop of 1 MiB `write()` calls with no fsync (page-cache
-//! speed), and the real `dd if=/dev/zero of=FILE bs=1M count=N conv=fdatasync` (one
-//! fdatasync at the end). The no-fsync cases are compared with the plain write, the sync case
-//! with dd. Bytes of an smdfs case are the sizes of the files under `shard-*/` and `index/`;
+//! speed), the same loop made durable (writeback started every 8 MiB, one fdatasync at the
+//! end: what `done()` must also do, since closing a shard fsyncs its columns), and the real
+//! `dd if=/dev/zero of=FILE bs=1M count=N conv=fdatasync` (one fdatasync at the end). The
+//! no-fsync cases are compared with the plain write (and, in the closing ratios, with the
+//! durable write), the sync case with dd. Bytes of an smdfs case are the sizes of the files under `shard-*/` and `index/`;
 //! seconds run from `build()` to the return of `done()`. Page cache is not dropped: before
 //! each case an untimed write of the largest case's size goes into the page cache and is
 //! deleted before writeback (in this VM the first write into never-touched memory runs at a
@@ -20,12 +22,14 @@
 //! their data still dirty in memory. Prints figures and ratios; never asserts a timing.
 //!
 //! Run: `cargo run --release -p smdfs-benches --bin write_bench -- [--demo-events N]
-//! [--image-events N] [--servers S] [--clients C] [--dir PATH] [--cold] [--repeat R]`
+//! [--image-events N] [--servers S] [--clients C] [--dir PATH] [--cold] [--repeat R] [--only CASES]`
 //! (environment variables `WRITE_BENCH_DEMO_EVENTS`, `WRITE_BENCH_IMAGE_EVENTS`,
 //! `WRITE_BENCH_SERVERS`, `WRITE_BENCH_CLIENTS`, `WRITE_BENCH_DIR`, `WRITE_BENCH_COLD=1` and
 //! `WRITE_BENCH_REPEAT` set the same; command-line arguments win). Page-cache speed in this
 //! VM varies by 2x from one write to the next: `--repeat 3` runs every case three times in
 //! rounds and reports each case's median and range. For CI: `-- --demo-events 20000 --image-events 512`.
+//! `--only batch,plain` runs just those cases (names: demo, handles, image, batch, plain, durable,
+//! sync, dd).
 //! Files go to a temporary directory on the filesystem of `--dir` (default: the system temp
 //! dir, or the directory of this executable if that is tmpfs) and are deleted after each case.
 
@@ -40,12 +44,14 @@ use smdfs::{SmallData, Value};
 const MIB: u64 = 1 << 20;
 const IMG_SHAPE: [usize; 2] = [128, 256];
 const USAGE: &str = "usage: write_bench [--demo-events N] [--image-events N] [--servers S] \
-                     [--clients C] [--dir PATH] [--cold] [--repeat R]\n\
+                     [--clients C] [--dir PATH] [--cold] [--repeat R] [--only CASES]\n\
                      defaults: 1000000 demo events, 32768 image events (~2 GiB), 2 servers, \
                      4 clients, the system temp dir; 0 events skips a case.\n\
                      --cold: skip the untimed page-cache warm-up write before each case.\n\
                      --repeat R: run all cases R times (rounds), report each case's median \
                      and MB/s range (default 1).\n\
+                     --only CASES: comma-separated subset of demo,handles,image,batch,plain,durable,sync,dd \
+                     (default: all; a baseline is sized to the image mix's expected bytes).\n\
                      env: WRITE_BENCH_DEMO_EVENTS, WRITE_BENCH_IMAGE_EVENTS, WRITE_BENCH_SERVERS, \
                      WRITE_BENCH_CLIENTS, WRITE_BENCH_DIR, WRITE_BENCH_COLD=1, WRITE_BENCH_REPEAT";
 
@@ -59,6 +65,18 @@ struct Args {
     dir: Option<PathBuf>,
     cold: bool,
     repeat: usize,
+    /// `--only`: the cases to run (all when empty).
+    only: Vec<String>,
+}
+
+/// The names `--only` takes, one per case.
+const CASES: [&str; 8] = ["demo", "handles", "image", "batch", "plain", "durable", "sync", "dd"];
+
+impl Args {
+    /// Whether case `name` (one of [`CASES`]) runs.
+    fn runs(&self, name: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|o| o == name)
+    }
 }
 
 fn parse_num<T: std::str::FromStr>(what: &str, s: &str) -> Result<T, String>
@@ -78,6 +96,7 @@ fn parse_args() -> Result<Option<Args>, String> {
         dir: None,
         cold: false,
         repeat: 1,
+        only: vec![],
     };
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     if let Some(v) = env("WRITE_BENCH_DEMO_EVENTS") {
@@ -116,7 +135,7 @@ fn parse_args() -> Result<Option<Args>, String> {
         }
         if !matches!(
             name.as_str(),
-            "--demo-events" | "--image-events" | "--servers" | "--clients" | "--dir" | "--repeat"
+            "--demo-events" | "--image-events" | "--servers" | "--clients" | "--dir" | "--repeat" | "--only"
         ) {
             return Err(format!("unknown argument {flag:?}"));
         }
@@ -130,6 +149,14 @@ fn parse_args() -> Result<Option<Args>, String> {
             "--servers" => a.servers = parse_num(&name, &val)?,
             "--clients" => a.clients = parse_num(&name, &val)?,
             "--repeat" => a.repeat = parse_num(&name, &val)?,
+            "--only" => {
+                for c in val.split(',').filter(|c| !c.is_empty()) {
+                    if !CASES.contains(&c) {
+                        return Err(format!("--only: unknown case {c:?}; cases: {}", CASES.join(",")));
+                    }
+                    a.only.push(c.to_string());
+                }
+            }
             _ => a.dir = Some(val.into()),
         }
     }
@@ -501,6 +528,49 @@ fn plain_write_case(base: &Path, mib: u64) -> Result<Row, BoxErr> {
     })
 }
 
+/// The same 1 MiB `write()` loop made durable the fastest way this machine allows:
+/// writeback started (`sync_file_range(WRITE)`) after every 8 MiB so the device works while
+/// the loop copies, and one fdatasync at the end. smdfs' `done()` makes every column durable
+/// (close fsyncs them, FORMAT.md) even without `sync_commits`, so this is the bound a
+/// no-fsync smdfs case can reach; the plain write above leaves its bytes dirty in memory.
+fn durable_write_case(base: &Path, mib: u64) -> Result<Row, BoxErr> {
+    use std::os::fd::AsRawFd;
+    const STEP: u64 = 8;
+    let t = case_dir(base)?;
+    let path = t.path().join("durable.bin");
+    let mut buf = vec![0u8; MIB as usize];
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    for b in buf.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = (x >> 56) as u8;
+    }
+    let t0 = Instant::now();
+    let mut f = File::create(&path)?;
+    for k in 0..mib {
+        buf[0] = k as u8;
+        f.write_all(&buf)?;
+        if (k + 1) % STEP == 0 {
+            let from = ((k + 1 - STEP) * MIB) as i64;
+            // SAFETY: a plain syscall on an open descriptor; no memory is passed.
+            unsafe { libc::sync_file_range(f.as_raw_fd(), from, (STEP * MIB) as i64, libc::SYNC_FILE_RANGE_WRITE) };
+        }
+    }
+    f.sync_data()?;
+    drop(f);
+    let secs = t0.elapsed().as_secs_f64();
+    let bytes = std::fs::metadata(&path)?.len();
+    finish_case(t)?;
+    Ok(Row {
+        case: "durable write, 1 MiB write() calls, writeback every 8 MiB, fdatasync".into(),
+        events: None,
+        bytes,
+        secs,
+        baseline: "durable write",
+    })
+}
+
 /// The real dd with one fdatasync at the end; returns the row and dd's own summary line.
 fn dd_case(base: &Path, mib: u64) -> Result<(Row, String), BoxErr> {
     let t = case_dir(base)?;
@@ -615,6 +685,8 @@ impl Row {
     fn case_key(&self) -> &'static str {
         if self.case.starts_with("plain write") {
             "plain write"
+        } else if self.case.starts_with("durable write") {
+            "durable write"
         } else if self.case.starts_with("dd ") {
             "dd conv=fdatasync"
         } else {
@@ -623,19 +695,21 @@ impl Row {
     }
 }
 
-fn ratio_line(rows: &[Row], what: &str, pick: impl Fn(&Row) -> bool, base: &'static str) {
+fn ratio_line(rows: &[Row], only: bool, what: &str, pick: impl Fn(&Row) -> bool, base: &'static str) {
     let r = rows.iter().find(|r| pick(r));
     let b = rows.iter().find(|b| b.case_key() == base);
     match (r, b) {
         (Some(r), Some(b)) => {
             println!("ratio {what} / {base}: {:.2}  ({:.0} / {:.0} MB/s)", r.mb_s() / b.mb_s(), r.mb_s(), b.mb_s())
         }
+        // A case left out with --only has no line.
+        _ if only => {}
         _ => println!("ratio {what} / {base}: - (a case was not run)"),
     }
 }
 
 fn run(a: Args) -> Result<(), BoxErr> {
-    let base = base_dir(a.dir)?;
+    let base = base_dir(a.dir.clone())?;
     // Warm-up size: the larger case's expected bytes (64 KiB + 8 per image event, ~140 per
     // demo event).
     let warm_mib = (a.image_events * 65_544).max(a.demo_events * 140).div_ceil(MIB).max(1);
@@ -678,28 +752,47 @@ fn run(a: Args) -> Result<(), BoxErr> {
         if a.repeat > 1 {
             eprintln!("round {} of {}", round + 1, a.repeat);
         }
-        if a.demo_events > 0 {
+        if a.demo_events > 0 && a.runs("demo") {
             prep(&format!("demo mix, {} events", a.demo_events))?;
             got.push(demo_case(&base, a.demo_events, a.servers, a.clients)?);
+        }
+        if a.demo_events > 0 && a.runs("handles") {
             prep(&format!("demo mix through field handles, {} events", a.demo_events))?;
             got.push(demo_handles_case(&base, a.demo_events, a.servers, a.clients)?);
         }
         if a.image_events > 0 {
-            prep(&format!("image mix, {} events", a.image_events))?;
-            let img = image_case(&base, a.image_events, a.servers, a.clients, false)?;
-            let mib = img.bytes.div_ceil(MIB).max(1);
-            got.push(img);
-            prep(&format!("image mix through the batch API, {} events", a.image_events))?;
-            got.push(image_batch_case(&base, a.image_events, a.servers, a.clients)?);
-            prep(&format!("plain write, {mib} MiB"))?;
-            got.push(plain_write_case(&base, mib)?);
-            prep("image mix with sync_commits")?;
-            got.push(image_case(&base, a.image_events, a.servers, a.clients, true)?);
-            prep(&format!("dd, {mib} MiB"))?;
-            let (row, s) = dd_case(&base, mib)?;
-            got.push(row);
-            dd_summary = Some(s);
-        } else if let Some(demo) = got.first() {
+            // The baselines' size: the image mix's bytes (or their expected size when the
+            // per-event case is left out by --only).
+            let mut mib = (a.image_events * 65_544).div_ceil(MIB).max(1);
+            if a.runs("image") {
+                prep(&format!("image mix, {} events", a.image_events))?;
+                let img = image_case(&base, a.image_events, a.servers, a.clients, false)?;
+                mib = img.bytes.div_ceil(MIB).max(1);
+                got.push(img);
+            }
+            if a.runs("batch") {
+                prep(&format!("image mix through the batch API, {} events", a.image_events))?;
+                got.push(image_batch_case(&base, a.image_events, a.servers, a.clients)?);
+            }
+            if a.runs("plain") {
+                prep(&format!("plain write, {mib} MiB"))?;
+                got.push(plain_write_case(&base, mib)?);
+            }
+            if a.runs("durable") {
+                prep(&format!("durable write, {mib} MiB"))?;
+                got.push(durable_write_case(&base, mib)?);
+            }
+            if a.runs("sync") {
+                prep("image mix with sync_commits")?;
+                got.push(image_case(&base, a.image_events, a.servers, a.clients, true)?);
+            }
+            if a.runs("dd") {
+                prep(&format!("dd, {mib} MiB"))?;
+                let (row, s) = dd_case(&base, mib)?;
+                got.push(row);
+                dd_summary = Some(s);
+            }
+        } else if let Some(demo) = got.first().filter(|_| a.runs("plain")) {
             let mib = demo.bytes.div_ceil(MIB).max(1);
             prep(&format!("plain write, {mib} MiB"))?;
             got.push(plain_write_case(&base, mib)?);
@@ -727,13 +820,51 @@ fn run(a: Args) -> Result<(), BoxErr> {
     println!();
     let is_img = |sync: bool| move |r: &Row| r.case.contains("image") && r.case.contains("sync_commits") == sync;
     if a.demo_events > 0 {
-        ratio_line(&rows, "smdfs demo mix", |r| r.case.contains("demo") && !r.case.contains("handles"), "plain write");
-        ratio_line(&rows, "smdfs demo mix, field handles", |r| r.case.contains("handles"), "plain write");
+        ratio_line(
+            &rows,
+            !a.only.is_empty(),
+            "smdfs demo mix",
+            |r| r.case.contains("demo") && !r.case.contains("handles"),
+            "plain write",
+        );
+        ratio_line(
+            &rows,
+            !a.only.is_empty(),
+            "smdfs demo mix, field handles",
+            |r| r.case.contains("handles"),
+            "plain write",
+        );
     }
     if a.image_events > 0 {
-        ratio_line(&rows, "smdfs image mix", |r| is_img(false)(r) && !r.case.contains("batch API"), "plain write");
-        ratio_line(&rows, "smdfs image mix, batch API", |r| r.case.contains("batch API"), "plain write");
-        ratio_line(&rows, "smdfs image mix sync_commits", is_img(true), "dd conv=fdatasync");
+        ratio_line(
+            &rows,
+            !a.only.is_empty(),
+            "smdfs image mix",
+            |r| is_img(false)(r) && !r.case.contains("batch API"),
+            "plain write",
+        );
+        ratio_line(
+            &rows,
+            !a.only.is_empty(),
+            "smdfs image mix, batch API",
+            |r| r.case.contains("batch API"),
+            "plain write",
+        );
+        ratio_line(
+            &rows,
+            !a.only.is_empty(),
+            "smdfs image mix, batch API",
+            |r| r.case.contains("batch API"),
+            "durable write",
+        );
+        ratio_line(
+            &rows,
+            !a.only.is_empty(),
+            "smdfs image mix",
+            |r| is_img(false)(r) && !r.case.contains("batch API"),
+            "durable write",
+        );
+        ratio_line(&rows, !a.only.is_empty(), "smdfs image mix sync_commits", is_img(true), "dd conv=fdatasync");
     }
     if let Some(s) = dd_summary {
         println!("dd's own report: {s}");

@@ -182,4 +182,50 @@ mod tests {
         let inf: Vec<u8> = [1.0f64, f64::INFINITY, 2.0].iter().flat_map(|v| v.to_le_bytes()).collect();
         assert_eq!(row_stats(Dtype::F64, &inf).max, f64::INFINITY);
     }
+
+    /// The plain definition for integers: exact sums in i128, element by element.
+    fn int_reference<T: Copy + Into<i128>>(vals: &[T]) -> (u64, f64, f64, f64) {
+        let w: Vec<i128> = vals.iter().map(|&v| v.into()).collect();
+        let lo = w.iter().copied().min().unwrap_or(0);
+        let hi = w.iter().copied().max().unwrap_or(0);
+        (vals.len() as u64, lo as f64, hi as f64, w.iter().sum::<i128>() as f64)
+    }
+
+    #[test]
+    fn integer_statistics_match_the_plain_definition_at_extremes_and_every_length() {
+        // Lengths around the lane count and the block size, values at the types' extremes
+        // (the narrow lanes' sums must not overflow on a block of maxima).
+        for n in [1usize, 15, 16, 17, 1000, 32_767, 32_768, 32_769, 70_001] {
+            let pick = |i: usize| i.wrapping_mul(2_654_435_761) % 7;
+            let u16s: Vec<u16> = (0..n).map(|i| if pick(i) < 5 { u16::MAX } else { (i % 65_536) as u16 }).collect();
+            let i16s: Vec<i16> = (0..n)
+                .map(|i| match pick(i) {
+                    0..=2 => i16::MIN,
+                    3..=4 => i16::MAX,
+                    _ => i as i16,
+                })
+                .collect();
+            let u8s: Vec<u8> = (0..n).map(|i| if pick(i) < 6 { u8::MAX } else { i as u8 }).collect();
+            let i8s: Vec<i8> = (0..n).map(|i| if pick(i) < 4 { i8::MIN } else { i as i8 }).collect();
+            let u32s: Vec<u32> = (0..n).map(|i| if pick(i) < 5 { u32::MAX } else { i as u32 }).collect();
+            let i32s: Vec<i32> = (0..n).map(|i| if pick(i) < 3 { i32::MIN } else { i32::MAX - i as i32 }).collect();
+            let i64s: Vec<i64> = (0..n).map(|i| if pick(i) < 3 { -(1 << 40) } else { (i as i64) << 20 }).collect();
+            let u64s: Vec<u64> = (0..n).map(|i| if pick(i) < 2 { u64::MAX } else { i as u64 }).collect();
+            macro_rules! check {
+                ($v:expr, $d:expr) => {{
+                    let bytes: Vec<u8> = $v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                    let got = row_stats($d, &bytes);
+                    assert_eq!((got.count, got.min, got.max, got.sum), int_reference(&$v), "{:?} n={n}", $d);
+                }};
+            }
+            check!(u16s, Dtype::U16);
+            check!(i16s, Dtype::I16);
+            check!(u8s, Dtype::U8);
+            check!(i8s, Dtype::I8);
+            check!(u32s, Dtype::U32);
+            check!(i32s, Dtype::I32);
+            check!(i64s, Dtype::I64);
+            check!(u64s, Dtype::U64);
+        }
+    }
 }

@@ -31,7 +31,16 @@ use crate::shard::syncer::{Job, Syncer};
 struct Column {
     file: Arc<ShardFile>,
     len: u64,
+    /// Bytes before this offset have been handed to writeback (a multiple of
+    /// [`WRITEBACK_UNIT`]).
+    written_back: u64,
 }
+
+/// Writeback is started in whole units of this size: a column's partial tail is left dirty
+/// until later batches complete the unit, so a small column (ids, a scalar, presence bytes)
+/// is not sent to the device again and again for the same partly filled page, and no write
+/// waits for a page that is under writeback. Close fsyncs the rest.
+const WRITEBACK_UNIT: u64 = 256 << 10;
 
 struct ShardGroup {
     spec: GroupSpec,
@@ -147,7 +156,7 @@ impl ShardWriter {
         let def = ColumnDef { id, group: group.into(), field: field.map(Into::into), role };
         rec.columns.push(def.clone());
         self.defs.push(def);
-        self.columns.push(Column { file, len: 0 });
+        self.columns.push(Column { file, len: 0, written_back: 0 });
         Ok(id)
     }
 
@@ -371,10 +380,15 @@ impl ShardWriter {
                 }
                 at += piece.len() as u64;
             }
-            // Start writeback now: the device works while the run goes on, so the fsyncs of
-            // commits (sync mode) or of close (always) find little left to do.
-            c.file.start_writeback(c.len, bytes.len() as u64);
+            // Start writeback of the column's whole units now: the device works while the run
+            // goes on, so the fsyncs of commits (sync mode) or of close (always) find little
+            // left to do. A hint only; durability still comes from those fsyncs.
             c.len += bytes.len() as u64;
+            let whole = c.len - c.len % WRITEBACK_UNIT;
+            if whole > c.written_back {
+                c.file.start_writeback(c.written_back, whole - c.written_back);
+                c.written_back = whole;
+            }
             entries.push(CommitEntry { column: col, len: c.len, crc });
         }
         if self.syncer.is_some() {

@@ -447,25 +447,29 @@ impl Request {
     }
 }
 
-/// A matched message, received with [`Message::receive`].
+/// A matched message, received with [`Message::receive_start`].
 #[derive(Debug)]
 pub(crate) struct Message(ffi::MPI_Message);
 
 impl Message {
-    /// Receives the message into `buf`, which must be exactly the message's size.
-    pub(crate) fn receive(mut self, buf: &mut [u8]) -> Result<()> {
+    /// Starts receiving the message into `buf` (`MPI_Imrecv`), which must be exactly the
+    /// message's size, and returns the request. Unlike a blocking `MPI_Mrecv`, which spins
+    /// in MPI until the sender has delivered every byte, the caller may test the request and
+    /// yield in between, leaving the core to the ranks that must progress the transfer.
+    ///
+    /// # Safety
+    /// `buf` must stay alive, unmoved and untouched until the request completes (a `Vec`'s
+    /// heap buffer does not move with the `Vec`).
+    pub(crate) unsafe fn receive_start(mut self, buf: &mut [u8]) -> Result<Request> {
         let n = count(buf.len(), "a received message")?;
-        // SAFETY: buf is valid for n bytes, the message's size.
+        let mut req = Request::null();
+        // SAFETY: buf is valid for n bytes, the message's size, and outlives the request
+        // (the caller's contract).
         let rc = unsafe {
-            ffi::MPI_Mrecv(
-                buf.as_mut_ptr().cast::<c_void>(),
-                n,
-                ffi::RSMPI_UINT8_T,
-                &mut self.0,
-                ffi::RSMPI_STATUS_IGNORE,
-            )
+            ffi::MPI_Imrecv(buf.as_mut_ptr().cast::<c_void>(), n, ffi::RSMPI_UINT8_T, &mut self.0, &mut req.0)
         };
-        check(rc, "MPI_Mrecv")
+        check(rc, "MPI_Imrecv")?;
+        Ok(req)
     }
 }
 

@@ -1,6 +1,7 @@
 //! A server rank's work: a receive thread takes batch messages from any client rank (matched
-//! probe, then a receive into a recycled buffer) and hands them over a bounded channel to a
-//! writer thread, which decodes each into a view of the message and appends and commits it
+//! probe, then a nonblocking receive into a recycled buffer, up to [`IN_FLIGHT`] at once,
+//! tested with back-off so a waiting server sleeps instead of spinning) and hands them, in
+//! the order they were matched, over a bounded channel to a writer thread, which decodes each into a view of the message and appends and commits it
 //! with the shard writer, exactly as a threads-mode server does. Receiving the next batch
 //! overlaps writing the last one.
 //!
@@ -9,6 +10,8 @@
 //! the server cannot write (a schema conflict between ranks, an I/O error) aborts the job with
 //! the message: clients would otherwise keep computing for nothing.
 
+use std::collections::VecDeque;
+use std::os::raw::c_int;
 use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -17,8 +20,14 @@ use crate::error::{Error, Result};
 use crate::model::schema::{Schema, StatsMap};
 use crate::shard::writer::ShardWriter;
 use crate::sync::lock;
-use crate::write::mpi::comm::{abort, Comm, Idle, TAG_BATCH, TAG_END};
+use crate::write::mpi::comm::{abort, Comm, Idle, Request, TAG_BATCH, TAG_END};
 use crate::write::mpi::wire::Decoder;
+
+/// Receives a server rank has in flight at once, each into its own buffer: matched
+/// messages from several clients progress together while the receive thread sleeps between
+/// tests (a blocking receive would spin in MPI until the sender delivered, taking a core
+/// from the client ranks that must make that progress).
+const IN_FLIGHT: usize = 4;
 
 /// What a server reports at the end: its shard's close-record offset and statistics, and
 /// the schema it merged from the clients' messages.
@@ -74,7 +83,7 @@ fn receive(
                         abort(&format!("{whom}: a batch from client rank {src}: {e}"));
                     }
                     let mut p = lock(&pool);
-                    if p.len() < depth + 2 {
+                    if p.len() < depth + IN_FLIGHT + 2 {
                         p.push(buf);
                     }
                 }
@@ -85,41 +94,68 @@ fn receive(
     };
     let mut received = vec![0u64; clients];
     let mut expected: Vec<Option<u64>> = vec![None; clients];
-    let mut ends = 0;
+    let (mut ends, mut ends_matched) = (0, 0);
+    let mut inflight: VecDeque<(usize, c_int, Vec<u8>, Request)> = VecDeque::new();
     let mut idle = Idle::new();
-    while ends < clients {
+    while ends_matched < clients || !inflight.is_empty() {
         // Until every client has ended, a server that stops would leave clients waiting on
         // their sends: any failure here aborts the job instead of returning.
-        let probed = comm.improbe().unwrap_or_else(|e| abort(&format!("{who}: {e}")));
-        let Some((msg, src, tag, n)) = probed else {
-            idle.pause();
-            continue;
-        };
-        idle = Idle::new();
-        let mut buf = lock(&pool).pop().unwrap_or_default();
-        buf.resize(n, 0);
-        msg.receive(&mut buf).unwrap_or_else(|e| abort(&format!("{who}: {e}")));
-        if src >= clients {
-            abort(&format!("{who}: a message from rank {src}, which is not a client"));
+        let mut progressed = false;
+        // Completed receives go to the writer in the order they were matched (for one
+        // client, the order it sent them).
+        while let Some((_, _, _, req)) = inflight.front_mut() {
+            if !req.test().unwrap_or_else(|e| abort(&format!("{who}: {e}"))) {
+                break;
+            }
+            let (src, tag, buf, _) = inflight.pop_front().expect("front exists");
+            progressed = true;
+            match tag {
+                TAG_BATCH => {
+                    received[src] += 1;
+                    if tx.send((src, buf)).is_err() {
+                        abort(&format!("{who}: the writer thread stopped (it panicked)"));
+                    }
+                }
+                _ => {
+                    let count = buf.get(..8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
+                    if count.is_none() || expected[src].is_some() {
+                        abort(&format!("{who}: a malformed or repeated end message from client rank {src}"));
+                    }
+                    expected[src] = count;
+                    ends += 1;
+                }
+            }
         }
-        match tag {
-            TAG_BATCH => {
-                received[src] += 1;
-                if tx.send((src, buf)).is_err() {
-                    abort(&format!("{who}: the writer thread stopped (it panicked)"));
+        if ends_matched < clients && inflight.len() < IN_FLIGHT {
+            if let Some((msg, src, tag, n)) = comm.improbe().unwrap_or_else(|e| abort(&format!("{who}: {e}"))) {
+                if src >= clients {
+                    abort(&format!("{who}: a message from rank {src}, which is not a client"));
                 }
-            }
-            TAG_END => {
-                let count = buf.get(..8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
-                if count.is_none() || expected[src].is_some() {
-                    abort(&format!("{who}: a malformed or repeated end message from client rank {src}"));
+                if tag != TAG_BATCH && tag != TAG_END {
+                    abort(&format!("{who}: a message with unknown tag {tag} from rank {src}"));
                 }
-                expected[src] = count;
-                ends += 1;
+                ends_matched += usize::from(tag == TAG_END);
+                let mut buf = lock(&pool).pop().unwrap_or_default();
+                buf.resize(n, 0);
+                // SAFETY: `buf` moves into `inflight` (its heap bytes stay put) and is neither
+                // read nor freed until the request has completed; on an MPI error the job
+                // aborts.
+                let req = unsafe { msg.receive_start(&mut buf) }.unwrap_or_else(|e| abort(&format!("{who}: {e}")));
+                inflight.push_back((src, tag, buf, req));
+                progressed = true;
             }
-            _ => abort(&format!("{who}: a message with unknown tag {tag} from rank {src}")),
+        }
+        if progressed {
+            idle = Idle::new();
+        } else if !inflight.is_empty() {
+            // A transfer moves only while this side is in MPI too: keep testing, but let the
+            // client ranks sharing the cores run in between.
+            std::thread::yield_now();
+        } else {
+            idle.pause();
         }
     }
+    debug_assert_eq!(ends, clients);
     drop(tx);
     let done =
         writer.join().map_err(|_| Error::ServerFailed { shard: index, why: "the writer thread panicked".into() })??;
