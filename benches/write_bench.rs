@@ -497,18 +497,24 @@ fn warm_up(base: &Path, mib: u64) -> Result<f64, BoxErr> {
     Ok((mib * MIB) as f64 / 1e6 / secs)
 }
 
+/// 1 MiB of xorshift bytes from `seed` (no page of it compresses or repeats).
+fn noise_mib(seed: u64) -> Vec<u8> {
+    let mut x = seed;
+    (0..MIB)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 56) as u8
+        })
+        .collect()
+}
+
 /// `mib` MiB of non-zero bytes in 1 MiB `write()` calls, no fsync.
 fn plain_write_case(base: &Path, mib: u64) -> Result<Row, BoxErr> {
     let t = case_dir(base)?;
     let path = t.path().join("plain.bin");
-    let mut buf = vec![0u8; MIB as usize];
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    for b in buf.iter_mut() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *b = (x >> 56) as u8;
-    }
+    let mut buf = noise_mib(0x9e37_79b9_7f4a_7c15);
     let t0 = Instant::now();
     let mut f = File::create(&path)?;
     for k in 0..mib {
@@ -538,14 +544,7 @@ fn durable_write_case(base: &Path, mib: u64) -> Result<Row, BoxErr> {
     const STEP: u64 = 8;
     let t = case_dir(base)?;
     let path = t.path().join("durable.bin");
-    let mut buf = vec![0u8; MIB as usize];
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    for b in buf.iter_mut() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *b = (x >> 56) as u8;
-    }
+    let mut buf = noise_mib(0x2545_f491_4f6c_dd1d);
     let t0 = Instant::now();
     let mut f = File::create(&path)?;
     for k in 0..mib {
