@@ -188,30 +188,26 @@ pub struct ChunkCrcs {
 impl ChunkCrcs {
     /// The checksums of the file at `path`, in chunks of [`CHUNK_BYTES`].
     pub fn of_file(path: &Path) -> Result<ChunkCrcs> {
-        use std::io::Read;
-        // One chunk in memory at a time: an index file is 8 bytes per row.
-        let mut f = fs::File::open(path).at(path)?;
+        Ok(ChunkCrcs { chunk_bytes: Some(CHUNK_BYTES), crc32c: Some(ChunkCrcs::of_chunks(path, 0, 1)?) })
+    }
+
+    /// The crc32c of chunks `first`, `first + step`, … (of [`CHUNK_BYTES`]) of the file at
+    /// `path`, to its end: one chunk in memory at a time (an index file is 8 bytes per row),
+    /// so ranks that split the chunks between them each read only their share.
+    pub fn of_chunks(path: &Path, first: u64, step: u64) -> Result<Vec<u32>> {
+        use std::os::unix::fs::FileExt;
+        let f = fs::File::open(path).at(path)?;
+        let len = f.metadata().at(path)?.len();
         let mut buf = vec![0u8; CHUNK_BYTES as usize];
         let mut crcs = Vec::new();
-        loop {
-            let mut n = 0;
-            while n < buf.len() {
-                match f.read(&mut buf[n..]) {
-                    Ok(0) => break,
-                    Ok(k) => n += k,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e).at(path),
-                }
-            }
-            if n == 0 {
-                break;
-            }
+        let mut k = first;
+        while k * CHUNK_BYTES < len {
+            let n = (len - k * CHUNK_BYTES).min(CHUNK_BYTES) as usize;
+            f.read_exact_at(&mut buf[..n], k * CHUNK_BYTES).at(path)?;
             crcs.push(crc32c::crc32c(&buf[..n]));
-            if n < buf.len() {
-                break;
-            }
+            k += step.max(1);
         }
-        Ok(ChunkCrcs { chunk_bytes: Some(CHUNK_BYTES), crc32c: Some(crcs) })
+        Ok(crcs)
     }
 
     /// The checksums of `bytes` in chunks of `chunk_bytes`.

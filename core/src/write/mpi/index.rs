@@ -18,7 +18,7 @@ use std::path::Path;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::format::manifest::{ChunkCrcs, GroupIndexInfo, IndexManifest, RaggedIndexInfo, INDEX_DIR};
+use crate::format::manifest::{ChunkCrcs, GroupIndexInfo, IndexManifest, RaggedIndexInfo, CHUNK_BYTES, INDEX_DIR};
 use crate::format::Role;
 use crate::index::shard_ids;
 use crate::index::slice::{
@@ -244,24 +244,37 @@ pub(crate) fn build(
     })();
     agree(comm, rank, written)?;
 
+    let group_files: Vec<String> = (0..groups.len()).map(|gi| format!("{INDEX_DIR}/g{gi:05}.idx")).collect();
+    let ragged_files: Vec<(String, String)> = schema
+        .fields
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.kind.is_ragged() && groups.contains(&f.group.as_str()))
+        .map(|(fi, f)| (f.path.clone(), format!("{INDEX_DIR}/f{fi:05}.off")))
+        .collect();
+    // Chunk checksums of the written files (every rank's slices are on disk once `agree`
+    // returned): rank r reads chunks r, r + P, … of every file and rank 0 interleaves them,
+    // so no rank reads more than its share of the index.
+    let files: Vec<&String> = group_files.iter().chain(ragged_files.iter().map(|(_, f)| f)).collect();
+    let mine = files.iter().try_fold(Vec::new(), |mut out, f| -> Result<Vec<u8>> {
+        let crcs = ChunkCrcs::of_chunks(&dir.join(f), rank as u64, size as u64)?;
+        out.extend_from_slice(&(crcs.len() as u64).to_le_bytes());
+        crcs.iter().for_each(|c| out.extend_from_slice(&c.to_le_bytes()));
+        Ok(out)
+    });
+    let mine = agree(comm, rank, mine)?;
+    let all = comm.gather_bytes(&mine)?.map(|all| interleave_chunk_crcs(&all, files.len())).transpose()?;
+    // Rank 0 stores the manifest; the other ranks' index parts carry no checksums.
+    let mut crcs = all.into_iter().flatten().map(|c| ChunkCrcs { chunk_bytes: Some(CHUNK_BYTES), crc32c: Some(c) });
+    let mut chunks = || crcs.next().unwrap_or_default();
+
     let mut out_groups = Vec::new();
     let mut reports = Vec::new();
-    let mut ragged = Vec::new();
-    // Rank 0 stores the manifest, so only it reads the written files back for their chunk
-    // checksums (every rank's slices are on disk once `agree` returned).
-    let chunks = |file: &str| -> Result<ChunkCrcs> {
-        if rank == 0 {
-            ChunkCrcs::of_file(&dir.join(file))
-        } else {
-            Ok(ChunkCrcs::default())
-        }
-    };
-    for (gi, g) in groups.iter().enumerate() {
+    for (gi, (g, file)) in groups.iter().zip(group_files).enumerate() {
         let (d, ids) = dups[gi].clone();
-        let file = format!("{INDEX_DIR}/g{gi:05}.idx");
         out_groups.push(GroupIndexInfo {
             group: g.to_string(),
-            chunks: chunks(&file)?,
+            chunks: chunks(),
             file,
             rows: places[gi].rows,
             shard_rows: shards.iter().map(|s| s.group_rows(g)).collect(),
@@ -270,16 +283,35 @@ pub(crate) fn build(
         });
         reports.push(IndexReport { group: g.to_string(), rows: places[gi].rows, duplicates: d, duplicate_ids: ids });
     }
-    for (fi, f) in schema.fields.iter().enumerate().filter(|(_, f)| f.kind.is_ragged()) {
-        if groups.contains(&f.group.as_str()) {
-            let file = format!("{INDEX_DIR}/f{fi:05}.off");
-            ragged.push(RaggedIndexInfo { field: f.path.clone(), chunks: chunks(&file)?, file });
-        }
-    }
+    let ragged =
+        ragged_files.into_iter().map(|(field, file)| RaggedIndexInfo { field, chunks: chunks(), file }).collect();
     if rank == 0 {
         crate::format::manifest::sync_dir(&idx_dir)?;
     }
     Ok(Some((IndexManifest { groups: out_groups, ragged, close_offsets: closes.to_vec(), missing }, reports)))
+}
+
+/// Every file's chunk checksums, in chunk order, from each rank's share (`all[r]`: per
+/// file, a u64 count and that many u32 crcs of chunks r, r + P, …).
+fn interleave_chunk_crcs(all: &[Vec<u8>], files: usize) -> Result<Vec<Vec<u32>>> {
+    let bad = || Error::Mpi { rank: None, why: "a malformed chunk checksum share".into() };
+    let mut shares: Vec<(&[u8], Vec<Vec<u32>>)> = all.iter().map(|b| (b.as_slice(), Vec::new())).collect();
+    for (rest, lists) in shares.iter_mut() {
+        for _ in 0..files {
+            let (n, tail) = rest.split_first_chunk::<8>().ok_or_else(bad)?;
+            let n = usize::try_from(u64::from_le_bytes(*n)).map_err(|_| bad())?;
+            let (body, tail) = tail.split_at_checked(n.checked_mul(4).ok_or_else(bad)?).ok_or_else(bad)?;
+            lists.push(body.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes"))).collect());
+            *rest = tail;
+        }
+    }
+    let p = shares.len();
+    Ok((0..files)
+        .map(|f| {
+            let total: usize = shares.iter().map(|(_, l)| l[f].len()).sum();
+            (0..total).map(|k| shares[k % p].1[f][k / p]).collect()
+        })
+        .collect())
 }
 
 /// A ragged field's element offsets at the end of each row of a slice (cumulative, from 0).
@@ -295,4 +327,45 @@ fn local_offsets(shards: &[Shard], dense: &[u64], group: &str, field: &str) -> V
             acc
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_checksums_read_in_shares_interleave_to_the_whole_files() {
+        let dir = tempfile::tempdir().unwrap();
+        // Files of 0.5, 3 and 7.2 chunks: fewer, as many and more chunks than ranks.
+        let sizes = [CHUNK_BYTES / 2, 3 * CHUNK_BYTES, 7 * CHUNK_BYTES + 12_345];
+        let files: Vec<_> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| {
+                let p = dir.path().join(format!("f{i}"));
+                std::fs::write(&p, (0..n).map(|b| (b * 31 + i as u64) as u8).collect::<Vec<u8>>()).unwrap();
+                p
+            })
+            .collect();
+        for ranks in [1u64, 2, 3, 5] {
+            let shares: Vec<Vec<u8>> = (0..ranks)
+                .map(|r| {
+                    let mut out = Vec::new();
+                    for f in &files {
+                        let crcs = ChunkCrcs::of_chunks(f, r, ranks).unwrap();
+                        out.extend_from_slice(&(crcs.len() as u64).to_le_bytes());
+                        crcs.iter().for_each(|c| out.extend_from_slice(&c.to_le_bytes()));
+                    }
+                    out
+                })
+                .collect();
+            let got = interleave_chunk_crcs(&shares, files.len()).unwrap();
+            for (f, crcs) in files.iter().zip(got) {
+                let whole = ChunkCrcs::of_bytes(&std::fs::read(f).unwrap(), CHUNK_BYTES);
+                assert_eq!(ChunkCrcs::of_file(f).unwrap(), whole);
+                assert_eq!(Some(crcs), whole.crc32c, "{} with {ranks} ranks", f.display());
+            }
+        }
+        assert!(interleave_chunk_crcs(&[vec![9, 0, 0, 0, 0, 0, 0, 0, 1]], 1).is_err(), "a short share is an error");
+    }
 }
