@@ -835,34 +835,12 @@ fn run(a: Args) -> Result<(), BoxErr> {
         );
     }
     if a.image_events > 0 {
-        ratio_line(
-            &rows,
-            !a.only.is_empty(),
-            "smdfs image mix",
-            |r| is_img(false)(r) && !r.case.contains("batch API"),
-            "plain write",
-        );
-        ratio_line(
-            &rows,
-            !a.only.is_empty(),
-            "smdfs image mix, batch API",
-            |r| r.case.contains("batch API"),
-            "plain write",
-        );
-        ratio_line(
-            &rows,
-            !a.only.is_empty(),
-            "smdfs image mix, batch API",
-            |r| r.case.contains("batch API"),
-            "durable write",
-        );
-        ratio_line(
-            &rows,
-            !a.only.is_empty(),
-            "smdfs image mix",
-            |r| is_img(false)(r) && !r.case.contains("batch API"),
-            "durable write",
-        );
+        let per_event = |r: &Row| is_img(false)(r) && !r.case.contains("batch API");
+        let batch = |r: &Row| r.case.contains("batch API");
+        for base in ["plain write", "durable write"] {
+            ratio_line(&rows, !a.only.is_empty(), "smdfs image mix", per_event, base);
+            ratio_line(&rows, !a.only.is_empty(), "smdfs image mix, batch API", batch, base);
+        }
         ratio_line(&rows, !a.only.is_empty(), "smdfs image mix sync_commits", is_img(true), "dd conv=fdatasync");
     }
     if let Some(s) = dd_summary {
