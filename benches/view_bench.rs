@@ -12,7 +12,9 @@
 //!    in the page cache, `dd` of the `.npy` beside `dd` of the shard column files behind it,
 //!    and beside `dd` of those files into a new tmpfs file — the cost of filling fresh
 //!    page-cache pages, which every read through the daemon pays too (the mount's cache).
-//!    Requests per MiB come from the mount's own counters (`smdfs_fuse::stats`).
+//!    Requests per MiB come from the mount's own counters (`smdfs_fuse::stats`). Last, the share
+//!    of the warm `.npy`'s page-cache pages in large folios, mount and plain copy
+//!    (`/proc/kpageflags`): the kernel walks and copies a cache of 4 KiB pages page by page.
 //! 3. The live view: a run of N light events written by 2 servers and kept open; the cost of
 //!    the refreshes that pick up 100k more events at N events (time per refresh, refreshes,
 //!    commits they picked up, total time per commit, index rows merged, shard log bytes
@@ -154,6 +156,67 @@ fn dd_into_tmpfs(paths: &[PathBuf]) -> Result<f64, String> {
     Ok(rate)
 }
 
+/// The share of `path`'s page-cache pages that sit in large folios (compound pages), for a
+/// file already in the page cache: maps it, touches every page, and reads each page's flags
+/// through `/proc/self/pagemap` and `/proc/kpageflags` (root). A page cache of 4 KiB pages is
+/// walked and copied page by page; large folios are what lets a warm `read` of a local file
+/// run at memory speed. `None` where the kernel hides page frames (not root).
+fn large_folio_share(path: &Path) -> Result<Option<f64>, String> {
+    use std::os::unix::fs::FileExt;
+    const PAGE: usize = 4096;
+    const KPF_COMPOUND_HEAD: u64 = 1 << 15;
+    const KPF_COMPOUND_TAIL: u64 = 1 << 16;
+    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let len = file.metadata().map_err(err)?.len() as usize;
+    if len == 0 {
+        return Ok(None);
+    }
+    // SAFETY: a read-only map of a file this function holds open, unmapped below;
+    // only read through volatile loads while mapped.
+    let map = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            std::os::fd::AsRawFd::as_raw_fd(&file),
+            0,
+        )
+    };
+    if map == libc::MAP_FAILED {
+        return Err(format!("mmap {}: {}", path.display(), std::io::Error::last_os_error()));
+    }
+    let pages = len.div_ceil(PAGE);
+    let result = (|| {
+        for i in 0..pages {
+            // SAFETY: inside the map.
+            unsafe { std::ptr::read_volatile((map as *const u8).add(i * PAGE)) };
+        }
+        let pagemap = std::fs::File::open("/proc/self/pagemap").map_err(err)?;
+        let kpageflags = std::fs::File::open("/proc/kpageflags").map_err(|e| format!("/proc/kpageflags: {e}"))?;
+        let mut entries = vec![0u8; pages * 8];
+        pagemap.read_exact_at(&mut entries, (map as u64 / PAGE as u64) * 8).map_err(err)?;
+        let (mut present, mut large) = (0u64, 0u64);
+        let mut flags = [0u8; 8];
+        for e in entries.chunks_exact(8) {
+            let e = u64::from_le_bytes(e.try_into().expect("8 bytes"));
+            let pfn = e & ((1 << 55) - 1);
+            if e >> 63 == 0 || pfn == 0 {
+                continue;
+            }
+            kpageflags.read_exact_at(&mut flags, pfn * 8).map_err(err)?;
+            present += 1;
+            if u64::from_le_bytes(flags) & (KPF_COMPOUND_HEAD | KPF_COMPOUND_TAIL) != 0 {
+                large += 1;
+            }
+        }
+        Ok(if present == 0 { None } else { Some(large as f64 / present as f64) })
+    })();
+    // SAFETY: the map made above, unmapped once.
+    unsafe { libc::munmap(map, len) };
+    result
+}
+
 /// Reads dataset `name` of `file` with h5py into one numpy array allocated and touched
 /// beforehand (`read_direct`): `warmups` reads, then `reps` timed ones; returns the best MB/s.
 /// A fresh `d[:]` array per read would time first touches of new memory (slow on this machine
@@ -277,6 +340,7 @@ fn read_case(base: &Path, label: &str, run: &Path, name: &str, npy: &str) -> Res
     let warm_h5_m = h5py_read(&mh5, name, 1, 3)?;
     let warm_h5_req = per_mib(&m.stats().since(&before), 4 * size);
     let warm_h5_p = h5py_read(&plain_h5, name, 1, 3)?;
+    let folios = (large_folio_share(&mnpy)?, large_folio_share(&plain_npy)?);
     m.unmount().map_err(err)?;
 
     // Daemon path: a fresh mount (empty view cache) over shard files in the page cache.
@@ -321,6 +385,8 @@ fn read_case(base: &Path, label: &str, run: &Path, name: &str, npy: &str) -> Res
     row("cold dd bs=1M .npy (plain: cp of it)", cold_dd_m, cold_dd_p, Some(cold_req));
     row("cold dd bs=1M .npy (plain: shard columns)", cold_dd_m, cold_dd_s, None);
     row("cold h5py read_direct run.h5 (plain: cp)", cold_h5_m, cold_h5_p, None);
+    let pct = |s: Option<f64>| s.map_or("n/a".to_string(), |s| format!("{:.1}%", 100.0 * s));
+    println!("{:<44} {:>9} {:>9}", "warm .npy pages in large folios", pct(folios.0), pct(folios.1));
     std::fs::remove_file(&plain_h5).map_err(err)?;
     std::fs::remove_file(&plain_npy).map_err(err)?;
     Ok(())
