@@ -95,7 +95,10 @@ enum Cmd {
         /// Keep the daemon's counters in FILE, rewritten whenever they change: requests by
         /// kind (`op.read 12`), bytes served (`read_bytes`), live refreshes, their time and
         /// the shard log bytes and index rows they read and merged (`refreshes`, `refresh_nanos`,
-        /// `refresh_log_bytes`, `refresh_rows_merged`).
+        /// `refresh_log_bytes`, `refresh_rows_merged`); then one `warning TEXT` line per
+        /// damage the daemon worked around, including damage found only when a read first
+        /// touched it (a stored index chunk failing its checksum), which a daemon in the
+        /// background cannot print.
         #[arg(long, value_name = "FILE")]
         stats: Option<PathBuf>,
         /// Row order of every dataset: `event-id` (ascending event ids through the global

@@ -264,7 +264,8 @@ fn short_files_are_named_with_what_was_expected_and_os_causes_print_once() {
 
 /// A byte flipped in the second 1 MiB chunk of a stored index (FORMAT.md revision 5): the
 /// mount opens (the chunk is checked when first served, not at open) and serves the demo's
-/// values from the shards; `verify` is exit 1 naming the file and the chunk.
+/// values from the shards, and its `--stats` file then carries a warning naming the file and
+/// the chunk; `verify` is exit 1 naming them too.
 #[test]
 fn a_damaged_index_chunk_is_served_from_the_shards_through_a_mount_and_verify_names_it() {
     let t = tempfile::tempdir().unwrap();
@@ -288,12 +289,26 @@ fn a_damaged_index_chunk_is_served_from_the_shards_through_a_mount_and_verify_na
     }
     let mnt = base.join("mnt");
     std::fs::create_dir(&mnt).unwrap();
-    let m = smdfs(&["mount", s(&run), s(&mnt)]);
+    let stats = base.join("stats");
+    let m = smdfs(&["mount", s(&run), s(&mnt), "--stats", s(&stats)]);
     let _guard = Cleanup(mnt.clone());
     assert!(m.status.success(), "mount: {}", stderr(&m));
     let npy = std::fs::read(mnt.join("arrays/energy.npy"));
+    // The detached daemon found the damage on the first read: its stats file says so.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let warned = loop {
+        let text = std::fs::read_to_string(&stats).unwrap_or_default();
+        if let Some(w) = text.lines().find(|l| l.starts_with("warning ")) {
+            break w.to_string();
+        }
+        if std::time::Instant::now() > deadline {
+            break String::new();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
     let u = smdfs(&["umount", s(&mnt)]);
     assert!(u.status.success());
+    assert!(warned.contains("g00000.idx") && warned.contains("chunk 1"), "stats file warning: {warned:?}");
     let npy = npy.unwrap();
     let vals: Vec<f64> = npy[128..].chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect();
     assert_eq!(vals.len() as u64, n);

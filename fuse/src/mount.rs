@@ -132,13 +132,16 @@ pub fn mount_live(live: Live, mountpoint: &Path, opts: &MountOptions) -> Result<
         let w = live.watch(opts.refresh, move |changed| invalidate(&notifier, changed));
         Some(w.map_err(|source| ViewError::Io { what, source })?)
     };
-    let stats_writer =
-        match &opts.stats_file {
-            Some(path) => Some(StatsWriter::start(Arc::clone(live.stats()), path, STATS_EVERY).map_err(|source| {
+    let stats_writer = match &opts.stats_file {
+        Some(path) => {
+            let of = Arc::clone(&live);
+            let warnings = move || of.current().run().warnings();
+            Some(StatsWriter::start(Arc::clone(live.stats()), warnings, path, STATS_EVERY).map_err(|source| {
                 ViewError::Io { what: format!("writing the counters to {}", path.display()), source }
-            })?),
-            None => None,
-        };
+            })?)
+        }
+        None => None,
+    };
     let mut mounted = Mounted {
         session: Some(std::mem::ManuallyDrop::new(session)),
         mountpoint,

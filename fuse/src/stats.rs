@@ -194,7 +194,9 @@ impl StatsSnapshot {
 }
 
 /// Writes a mount's counters to a file whenever they change (checked every `every`), and
-/// once more when dropped.
+/// once more when dropped; after them, one `warning TEXT` line per warning of the run the
+/// mount serves — among them damage found only when a read first touched it (a stored
+/// index chunk failing its checksum), which a detached daemon has no terminal to print on.
 #[derive(Debug)]
 pub struct StatsWriter {
     _thread: Background,
@@ -209,18 +211,35 @@ fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// The stats file: the counters, then a `warning TEXT` line per warning (on one line each).
+fn render_file(counters: &StatsSnapshot, warnings: &[String]) -> String {
+    let mut s = counters.render();
+    for w in warnings {
+        s.push_str("warning ");
+        s.push_str(&w.replace('\n', " "));
+        s.push('\n');
+    }
+    s
+}
+
 impl StatsWriter {
-    /// Starts writing `stats` to `path` (written once right away, so a bad path fails here).
-    pub fn start(stats: Arc<Stats>, path: &Path, every: Duration) -> std::io::Result<StatsWriter> {
+    /// Starts writing `stats` and what `warnings` returns to `path` (written once right away,
+    /// so a bad path fails here).
+    pub fn start(
+        stats: Arc<Stats>,
+        warnings: impl Fn() -> Vec<String> + Send + 'static,
+        path: &Path,
+        every: Duration,
+    ) -> std::io::Result<StatsWriter> {
         let path = path.to_path_buf();
-        let mut last = stats.snapshot();
-        write_atomic(&path, &last.render())?;
+        let mut last = (stats.snapshot(), warnings());
+        write_atomic(&path, &render_file(&last.0, &last.1))?;
         let thread = Background::spawn("smdfs-stats", move |stop| loop {
             let stopped = stop.sleep(every);
-            let now = stats.snapshot();
+            let now = (stats.snapshot(), warnings());
             if now != last || stopped {
                 // Best effort: the counters are diagnostics, never a reason to stop serving.
-                let _ = write_atomic(&path, &now.render());
+                let _ = write_atomic(&path, &render_file(&now.0, &now.1));
                 last = now;
             }
             if stopped {
@@ -253,14 +272,31 @@ mod tests {
     }
 
     #[test]
-    fn the_writer_rewrites_the_file_when_counters_change() {
+    fn the_writer_rewrites_the_file_when_counters_or_warnings_change() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("stats");
         let s = Arc::new(Stats::default());
-        let w = StatsWriter::start(Arc::clone(&s), &path, Duration::from_millis(10)).unwrap();
-        assert!(std::fs::read_to_string(&path).unwrap().contains("op.read 0"));
+        let warnings = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let w = {
+            let warnings = Arc::clone(&warnings);
+            let every = Duration::from_millis(10);
+            StatsWriter::start(Arc::clone(&s), move || warnings.lock().unwrap().clone(), &path, every).unwrap()
+        };
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("op.read 0") && !text.contains("warning"), "{text}");
+        // A warning alone (no counter moved) is written within a few periods.
+        warnings.lock().unwrap().push("index/g00000.idx: chunk 1\nfails its crc32c".into());
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !std::fs::read_to_string(&path).unwrap().contains("warning") {
+            assert!(std::time::Instant::now() < deadline, "the warning never reached the file");
+            std::thread::sleep(Duration::from_millis(5));
+        }
         s.count(Op::Read);
         drop(w);
-        assert!(std::fs::read_to_string(&path).unwrap().contains("op.read 1"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("op.read 1"), "{text}");
+        assert!(text.lines().any(|l| l == "warning index/g00000.idx: chunk 1 fails its crc32c"), "{text}");
+        // Warning lines are not counters.
+        assert!(StatsSnapshot::parse(&text).iter().all(|(k, _)| k != "warning"));
     }
 }
