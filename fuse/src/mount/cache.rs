@@ -15,7 +15,8 @@
 //! counts the bytes replies took from each block of each shard column ([`View::shard_ranges`]
 //! names them exactly), so a block is not dropped while a reader still needs part of it,
 //! whatever order the reads come in (event-id order reads a shard's column in several
-//! interleaved stretches when its clients' batches interleave). Bytes read twice count
+//! interleaved stretches when its clients' batches interleave). A reply's bytes are summed per block
+//! first, so a reply of small interleaved rows costs one table update per block, not per row. Bytes read twice count
 //! twice (the block may go a little early: a page is then read again, never wrong). Blocks
 //! partly read are forgotten beyond `MAX_BLOCKS` (they then stay cached). Dropping never
 //! changes the bytes a read returns: a dropped page is read again on its next touch.
@@ -76,27 +77,55 @@ fn mem_total() -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// Adds the bytes `read` of a column of `len` committed bytes to `taken` (per block) and
-/// calls `full(block)` for each block all of whose bytes have now been taken.
-fn take(
-    taken: &mut HashMap<(usize, u32, u64), u64>,
-    key: (usize, u32),
-    read: Range<u64>,
-    len: u64,
-    mut full: impl FnMut(u64),
-) {
+/// Calls `piece(block, bytes)` for each block that bytes `read` of a column of `len`
+/// committed bytes touch, with how many of them fall in it (bytes past `len` do not count).
+fn blocks_of(read: Range<u64>, len: u64, mut piece: impl FnMut(u64, u64)) {
     let mut at = read.start;
     while at < read.end.min(len) {
         let block = at / RELEASE_BLOCK;
-        let (bstart, bend) = (block * RELEASE_BLOCK, ((block + 1) * RELEASE_BLOCK).min(len));
-        let upto = read.end.min(bend);
-        let n = taken.entry((key.0, key.1, block)).or_insert(0);
-        *n += upto - at;
-        if *n >= bend - bstart {
-            taken.remove(&(key.0, key.1, block));
-            full(block);
-        }
+        let upto = read.end.min(((block + 1) * RELEASE_BLOCK).min(len));
+        piece(block, upto - at);
         at = upto;
+    }
+}
+
+/// Adds `bytes` taken from `block` of column `key` (of `len` committed bytes) to `taken` and
+/// calls `full(block)` if every byte of the block has now been taken.
+fn take_block(
+    taken: &mut HashMap<(usize, u32, u64), u64>,
+    key: (usize, u32),
+    block: u64,
+    bytes: u64,
+    len: u64,
+    full: impl FnOnce(u64),
+) {
+    let size = ((block + 1) * RELEASE_BLOCK).min(len) - block * RELEASE_BLOCK;
+    let n = taken.entry((key.0, key.1, block)).or_insert(0);
+    *n += bytes;
+    if *n >= size {
+        taken.remove(&(key.0, key.1, block));
+        full(block);
+    }
+}
+
+/// The bytes one reply took, summed per (shard, column, block) before they reach the shared
+/// table: a reply of event-id ordered small rows names a new stretch of a shard column every
+/// row or few rows, and one table update per stretch cost more than the copy itself.
+#[derive(Clone, Debug, Default)]
+struct Taken {
+    /// (shard, column, block, column length, bytes); a reply touches few blocks.
+    blocks: Vec<(usize, u32, u64, u64, u64)>,
+}
+
+impl Taken {
+    fn add(&mut self, shard: usize, col: u32, read: Range<u64>, len: u64) {
+        blocks_of(read, len, |block, bytes| {
+            let hit = self.blocks.iter_mut().rev().find(|b| b.0 == shard && b.1 == col && b.2 == block);
+            match hit {
+                Some(b) => b.4 += bytes,
+                None => self.blocks.push((shard, col, block, len, bytes)),
+            }
+        });
     }
 }
 
@@ -145,19 +174,23 @@ impl ShardCache {
             return;
         }
         let shards = view.run().shards();
+        let mut reply = Taken::default();
+        view.shard_ranges(vino, offset, n, |s, col, read| {
+            let len = shards.get(s).and_then(|sh| sh.lens.get(col as usize)).copied().unwrap_or(0);
+            reply.add(s, col, read, len);
+        });
         let mut jobs = Vec::new();
         {
             let mut taken = smdfs::sync::lock(&self.taken);
             if taken.len() >= MAX_BLOCKS {
                 taken.clear();
             }
-            view.shard_ranges(vino, offset, n, |s, col, read| {
-                let len = shards.get(s).and_then(|sh| sh.lens.get(col as usize)).copied().unwrap_or(0);
-                take(&mut taken, (s, col), read, len, |block| {
+            for (s, col, block, len, bytes) in reply.blocks {
+                take_block(&mut taken, (s, col), block, bytes, len, |block| {
                     let start = block * RELEASE_BLOCK;
                     jobs.push((Arc::clone(view), s, col, start..(start + RELEASE_BLOCK).min(len)));
                 });
-            });
+            }
         }
         if jobs.is_empty() {
             return;
@@ -175,6 +208,50 @@ mod tests {
     use super::*;
 
     const B: u64 = RELEASE_BLOCK;
+
+    /// Adds the bytes `read` of a column of `len` committed bytes to `taken` (per block) and
+    /// calls `full(block)` for each block all of whose bytes have now been taken.
+    fn take(
+        taken: &mut HashMap<(usize, u32, u64), u64>,
+        key: (usize, u32),
+        read: Range<u64>,
+        len: u64,
+        mut full: impl FnMut(u64),
+    ) {
+        blocks_of(read, len, |block, bytes| take_block(taken, key, block, bytes, len, &mut full));
+    }
+
+    #[test]
+    fn a_reply_of_interleaved_small_rows_sums_to_one_entry_per_block() {
+        // Event-id order of two shards alternating row by row: 64-byte stretches, each
+        // shard's column read from 100 bytes before the end of block 0 to 28 bytes into block 1.
+        let len = 2 * B;
+        let mut reply = Taken::default();
+        let mut at = B - 100;
+        while at < B + 28 {
+            reply.add(0, 3, at..at + 64, len);
+            reply.add(1, 3, at..at + 64, len);
+            at += 64;
+        }
+        let mut blocks = reply.blocks.clone();
+        blocks.sort();
+        assert_eq!(blocks, [(0, 3, 0, len, 100), (0, 3, 1, len, 28), (1, 3, 0, len, 100), (1, 3, 1, len, 28)]);
+        // Applied to the table, they fill what the same stretches one by one fill.
+        let (mut summed, mut one_by_one) = (HashMap::new(), HashMap::new());
+        let (mut full_a, mut full_b) = (Vec::new(), Vec::new());
+        take(&mut summed, (0, 3), 0..B - 100, len, |b| full_a.push(b));
+        take(&mut one_by_one, (0, 3), 0..B - 100, len, |b| full_b.push(b));
+        for (s, col, block, len, bytes) in reply.blocks {
+            take_block(&mut summed, (s, col), block, bytes, len, |b| full_a.push(b));
+        }
+        let mut at = B - 100;
+        while at < B + 28 {
+            take(&mut one_by_one, (0, 3), at..at + 64, len, |b| full_b.push(b));
+            take(&mut one_by_one, (1, 3), at..at + 64, len, |b| full_b.push(b));
+            at += 64;
+        }
+        assert_eq!((full_a, summed), (full_b, one_by_one));
+    }
 
     #[test]
     fn a_block_is_full_once_every_byte_of_it_was_taken_in_any_order() {
