@@ -15,9 +15,10 @@
 //! counts the bytes replies took from each block of each shard column ([`View::shard_ranges`]
 //! names them exactly), so a block is not dropped while a reader still needs part of it,
 //! whatever order the reads come in (event-id order reads a shard's column in several
-//! interleaved stretches when its clients' batches interleave). A reply's bytes are summed per block
-//! first, so a reply of small interleaved rows costs one table update per block, not per row. Bytes read twice count
-//! twice (the block may go a little early: a page is then read again, never wrong). Blocks
+//! interleaved stretches when its clients' batches interleave). A reply's bytes are summed
+//! per block first, so a reply of small interleaved rows costs one table update per block,
+//! not per row. Bytes read twice count twice (the block may go a little early: a page is
+//! then read again, never wrong). Blocks
 //! partly read are forgotten beyond `MAX_BLOCKS` (they then stay cached). Dropping never
 //! changes the bytes a read returns: a dropped page is read again on its next touch.
 //!
