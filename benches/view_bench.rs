@@ -31,7 +31,7 @@
 //!    over and over; errors (must be 0) and aggregate throughput.
 //!
 //! Run: `cargo run --release -p smdfs-benches --bin view_bench -- [--mount-events N,N]
-//! [--read-mib 2048] [--demo-events 1000000] [--live-events 10000000,30000000]
+//! [--read-mib 2048] [--demo-events 1000000] [--live-events 10000000,100000000]
 //! [--load-secs 30] [--big-mib 14336] [--only mount,read,live,load,big] [--dir DIR]` (default
 //! `--only mount,read,live,load`).
 //! Needs root (/dev/fuse, `drop_caches`) and `.venv` with h5py (scripts/setup.sh).
@@ -70,7 +70,7 @@ fn parse_args() -> Result<Args, String> {
         mount_events: vec![100_000, 10_000_000],
         read_mib: 2048,
         demo_events: 1_000_000,
-        live_events: vec![10_000_000, 30_000_000],
+        live_events: vec![10_000_000, 100_000_000],
         load_secs: 30,
         big_mib: 14 * 1024,
         only: vec!["mount".into(), "read".into(), "live".into(), "load".into()],
