@@ -13,6 +13,10 @@
 Run it with ``python script.py`` (threads mode: this process writes every event, servers are
 threads) or ``mpirun -n P python script.py`` (MPI mode: the last ``servers`` ranks write
 shards, the others are clients). The hot path (``event``) is one call into Rust.
+
+Processes forked from the writer without exec (a ``multiprocessing`` pool with the ``fork``
+start method) do not hold the run's writer lock: once the writer finishes or is killed, the
+run is no longer *writing* even while they live, and a new writer may replace it.
 """
 
 from __future__ import annotations

@@ -291,6 +291,55 @@ def test_a_sigkilled_writer_leaves_a_committed_prefix(tmp_path, smdfs_bin):
         np.testing.assert_array_equal(f["count"][:], -i)
 
 
+FORKED = """
+import os, sys, time
+from smdfs import SmallData
+smd = SmallData(sys.argv[1], servers=2, batch_size=100)
+child = os.fork()  # a worker forked without exec (multiprocessing's "fork" start method)
+if child == 0:
+    time.sleep(60)
+    os._exit(0)
+for i in range(5000):
+    smd.event(i, energy=i * 0.5)
+print(child, flush=True)
+while True:
+    smd.event(5000 + i, energy=0.0)
+    i += 1
+"""
+
+
+def test_a_forked_child_does_not_keep_a_killed_writer_s_run_writing(tmp_path, smdfs_bin):
+    d = tmp_path / "forked"
+    script = tmp_path / "forked.py"
+    script.write_text(FORKED)
+    p = subprocess.Popen([PY, script, d], stdout=subprocess.PIPE, text=True)
+    child = None
+    try:
+        child = int(p.stdout.readline())
+        time.sleep(0.3)
+        p.send_signal(signal.SIGKILL)
+        p.wait(timeout=30)
+        # The forked child still lives; the run is no longer being written.
+        os.kill(child, 0)
+        info = subprocess.run([smdfs_bin, "info", d], capture_output=True, text=True)
+        state = [line.split()[1] for line in info.stdout.splitlines() if line.startswith("state")]
+        assert state and state[0] != "writing", info.stdout + info.stderr
+        # And a new writer may replace it.
+        smd = SmallData(str(d), servers=1, overwrite=True)
+        smd.event(1, energy=1.0)
+        smd.done()
+    finally:
+        if p.poll() is None:
+            p.kill()
+        if child is not None:
+            try:
+                os.kill(child, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    with smdfs.open(str(d)) as r:
+        assert len(r) == 1
+
+
 def test_help_and_docstrings():
     import pydoc
 

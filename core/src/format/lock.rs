@@ -2,22 +2,78 @@
 //! open-file-description (`F_OFD_SETLK`) write lock on it. OFD locks belong to the open file
 //! (not the process), vanish when the writer dies, and are tested by readers with
 //! `F_OFD_GETLK` without being taken, so a reader's probe never blocks a starting writer.
+//!
+//! A child forked without exec (Python's `multiprocessing` with the `fork` start method, a
+//! worker pool made after the run started) would share the lock's open file description
+//! and keep the run *writing* after the writer finished or was killed, refusing the next
+//! writer for as long as the child lives. So the lock's descriptor is registered with a
+//! fork handler that, in every child, points that descriptor at `/dev/null` (`dup3`): the
+//! child holds no lock and its copy of [`WriterLock`] closes a harmless descriptor.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering::SeqCst};
+use std::sync::Once;
 
 use crate::error::{Error, IoContext, Result};
 
 /// Name of the writer lock file.
 pub const LOCK_FILE: &str = "writer.lock";
 
-/// The exclusive writer lock; released when dropped or when the process dies.
+/// The exclusive writer lock; released when dropped or when the process dies, and never
+/// inherited by a forked child.
 #[derive(Debug)]
 pub struct WriterLock {
     _file: File,
     path: PathBuf,
+    /// This lock's slot in [`HELD`] (`None`: all slots were taken; a child forked while it
+    /// is held then shares it).
+    slot: Option<usize>,
+}
+
+/// Descriptors of the writer locks this process holds, for the fork handler. Atomics, not a
+/// mutex: a forked child must not wait on a lock another thread held at the fork.
+static HELD: [AtomicI32; 64] = [const { AtomicI32::new(-1) }; 64];
+static FORK_HANDLER: Once = Once::new();
+
+/// Runs in the child of every `fork`: each writer lock descriptor now refers to `/dev/null`,
+/// so the lock's open file description is the parent's alone. Only async-signal-safe calls.
+extern "C" fn drop_inherited_locks() {
+    for slot in &HELD {
+        let fd = slot.swap(-1, SeqCst);
+        if fd < 0 {
+            continue;
+        }
+        // SAFETY: open, dup3 and close are async-signal-safe; `fd` is a descriptor this
+        // process had open at the fork (its slot is cleared before the parent closes it).
+        unsafe {
+            let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+            if null >= 0 {
+                libc::dup3(null, fd, libc::O_CLOEXEC);
+                libc::close(null);
+            }
+        }
+    }
+}
+
+/// Registers `fd` for [`drop_inherited_locks`]; returns its slot.
+fn register(fd: i32) -> Option<usize> {
+    FORK_HANDLER.call_once(|| {
+        // SAFETY: registers a handler with no parent/prepare part; it runs in the child only.
+        unsafe { libc::pthread_atfork(None, None, Some(drop_inherited_locks)) };
+    });
+    HELD.iter().position(|slot| slot.compare_exchange(-1, fd, SeqCst, SeqCst).is_ok())
+}
+
+impl Drop for WriterLock {
+    fn drop(&mut self) {
+        // Before the file closes: a child forked from now on must not touch its number.
+        if let Some(k) = self.slot {
+            HELD[k].store(-1, SeqCst);
+        }
+    }
 }
 
 impl WriterLock {
@@ -32,7 +88,8 @@ impl WriterLock {
         let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         f.set_len(0).at(&path)?;
         writeln!(f, "pid {} host {}", std::process::id(), host.trim()).at(&path)?;
-        Ok(WriterLock { _file: f, path })
+        let slot = register(f.as_raw_fd());
+        Ok(WriterLock { _file: f, path, slot })
     }
 
     /// The lock file's path.
@@ -63,5 +120,51 @@ pub fn writer_alive(dir: &Path) -> bool {
     match ofd_lock(&f, libc::F_OFD_GETLK, libc::F_RDLCK as libc::c_short) {
         Ok(l) => l.l_type != libc::F_UNLCK as libc::c_short,
         Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A child forked while the lock is held (and still alive) does not keep the run
+    /// writing once the writer lets go: the next writer gets the lock.
+    #[test]
+    fn a_forked_child_does_not_hold_the_writer_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = WriterLock::acquire(dir.path()).unwrap();
+        assert!(writer_alive(dir.path()));
+        let mut ready = [0i32; 2];
+        // SAFETY: a pipe into a live array of two descriptors.
+        assert_eq!(unsafe { libc::pipe(ready.as_mut_ptr()) }, 0);
+        // SAFETY: the child only writes, sleeps and exits (async-signal-safe calls).
+        let child = unsafe { libc::fork() };
+        assert!(child >= 0, "fork: {}", std::io::Error::last_os_error());
+        if child == 0 {
+            // SAFETY: as above. The fork handlers ran before `fork` returned here: say so.
+            unsafe {
+                libc::write(ready[1], b"x".as_ptr().cast(), 1);
+                libc::sleep(30);
+                libc::_exit(0);
+            }
+        }
+        let mut byte = 0u8;
+        // SAFETY: reads one byte into a live variable; closes our pipe ends once.
+        unsafe {
+            libc::read(ready[0], (&mut byte as *mut u8).cast(), 1);
+            libc::close(ready[0]);
+            libc::close(ready[1]);
+        }
+        let still_held = writer_alive(dir.path());
+        drop(lock);
+        let after = (writer_alive(dir.path()), WriterLock::acquire(dir.path()).map(|_| ()));
+        // SAFETY: our child; reaped below.
+        unsafe { libc::kill(child, libc::SIGKILL) };
+        let mut status = 0;
+        // SAFETY: waits for our own child.
+        unsafe { libc::waitpid(child, &mut status, 0) };
+        assert!(still_held, "the parent still holds the lock while it lives");
+        assert!(!after.0, "the forked child kept the run writing");
+        assert!(after.1.is_ok(), "the next writer was refused: {:?}", after.1);
     }
 }
