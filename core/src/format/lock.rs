@@ -26,7 +26,8 @@ pub const LOCK_FILE: &str = "writer.lock";
 /// inherited by a forked child.
 #[derive(Debug)]
 pub struct WriterLock {
-    _file: File,
+    /// The locked file (held open: closing it releases the lock).
+    file: File,
     path: PathBuf,
     /// This lock's slot in [`HELD`] (`None`: all slots were taken; a child forked while it
     /// is held then shares it).
@@ -69,9 +70,11 @@ fn register(fd: i32) -> Option<usize> {
 
 impl Drop for WriterLock {
     fn drop(&mut self) {
-        // Before the file closes: a child forked from now on must not touch its number.
+        // Before the file closes: a child forked from now on must not touch its number. Only
+        // if the slot is still ours: in a forked child the handler emptied it, and another
+        // lock the child took since may hold it.
         if let Some(k) = self.slot {
-            HELD[k].store(-1, SeqCst);
+            let _ = HELD[k].compare_exchange(self.file.as_raw_fd(), -1, SeqCst, SeqCst);
         }
     }
 }
@@ -89,7 +92,7 @@ impl WriterLock {
         f.set_len(0).at(&path)?;
         writeln!(f, "pid {} host {}", std::process::id(), host.trim()).at(&path)?;
         let slot = register(f.as_raw_fd());
-        Ok(WriterLock { _file: f, path, slot })
+        Ok(WriterLock { file: f, path, slot })
     }
 
     /// The lock file's path.
