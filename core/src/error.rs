@@ -147,6 +147,18 @@ pub enum Error {
     /// buffer of the wrong size, a call on a closed or finished handle, clients alive at done.
     #[error("{0}")]
     Usage(String),
+    /// A writer made in process `pid` was used in a process forked from it without exec
+    /// (`here`): its server threads (and MPI) are not in this process.
+    #[error(
+        "this writer was started in process {pid} and cannot be used in process {here}, forked from it: \
+         its server threads are not in this process; start a writer in each process, or use MPI ranks"
+    )]
+    Forked {
+        /// The process that made the writer.
+        pid: u32,
+        /// This process.
+        here: u32,
+    },
     /// MPI mode: MPI itself failed, or another rank of the job failed (then `rank` names it
     /// and `why` is its message; every rank returns the error, so the job fails as one).
     #[error("MPI{}: {why}", rank.map(|r| format!(" rank {r}")).unwrap_or_default())]

@@ -26,6 +26,7 @@
 
 pub mod demo;
 pub mod error;
+mod fork;
 #[doc(hidden)]
 pub mod format;
 #[cfg(feature = "hdf5")]

@@ -10,7 +10,7 @@ use std::path::Path;
 /// A layer's rank: a module may import only layers of lower rank, or its own.
 fn rank(layer: &str) -> Option<u32> {
     Some(match layer {
-        "error" | "sync" => 0,
+        "error" | "sync" | "fork" => 0,
         "model" => 1,
         "format" => 2,
         "shard" => 3,

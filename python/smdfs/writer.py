@@ -15,8 +15,10 @@ threads) or ``mpirun -n P python script.py`` (MPI mode: the last ``servers`` ran
 shards, the others are clients). The hot path (``event``) is one call into Rust.
 
 Processes forked from the writer without exec (a ``multiprocessing`` pool with the ``fork``
-start method) do not hold the run's writer lock: once the writer finishes or is killed, the
-run is no longer *writing* even while they live, and a new writer may replace it.
+start method) cannot write through it — its server threads are not in them: every call
+there raises ``smdfs.Error`` naming both processes (start a writer in each process, or use
+MPI ranks). Nor do they hold the run's writer lock: once the writer finishes or is killed,
+the run is no longer *writing* even while they live, and a new writer may replace it.
 """
 
 from __future__ import annotations

@@ -340,6 +340,44 @@ def test_a_forked_child_does_not_keep_a_killed_writer_s_run_writing(tmp_path, sm
         assert len(r) == 1
 
 
+CHILD_WRITES = """
+import os, sys
+import smdfs
+from smdfs import SmallData
+smd = SmallData(sys.argv[1], servers=2, batch_size=10)
+for i in range(100):
+    smd.event(2 * i, energy=float(i))
+child = os.fork()
+if child == 0:
+    try:
+        for i in range(10000):
+            smd.event(2 * i + 1, energy=-1.0)
+        print("child wrote", flush=True)
+    except smdfs.Error as e:
+        print("child refused:", e, flush=True)
+    sys.exit(0)  # a normal exit: the writer's copy is dropped in the child
+os.waitpid(child, 0)
+for i in range(100, 200):
+    smd.event(2 * i, energy=float(i))
+smd.done()
+print("parent done", flush=True)
+"""
+
+
+def test_a_forked_child_writing_through_the_parent_s_writer_gets_a_typed_error(tmp_path):
+    d = tmp_path / "child_writes"
+    script = tmp_path / "child_writes.py"
+    script.write_text(CHILD_WRITES)
+    out = subprocess.run([PY, script, d], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("child refused: this writer was started in process"), out.stdout
+    assert "start a writer in each process" in lines[0]
+    assert lines[1] == "parent done", out.stdout
+    with smdfs.open(str(d)) as r:
+        np.testing.assert_array_equal(r["energy"][:], np.arange(200.0))
+
+
 def test_help_and_docstrings():
     import pydoc
 

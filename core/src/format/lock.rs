@@ -3,19 +3,12 @@
 //! (not the process), vanish when the writer dies, and are tested by readers with
 //! `F_OFD_GETLK` without being taken, so a reader's probe never blocks a starting writer.
 //!
-//! A child forked without exec (Python's `multiprocessing` with the `fork` start method, a
-//! worker pool made after the run started) would share the lock's open file description
-//! and keep the run *writing* after the writer finished or was killed, refusing the next
-//! writer for as long as the child lives. So the lock's descriptor is registered with a
-//! fork handler that, in every child, points that descriptor at `/dev/null` (`dup3`): the
-//! child holds no lock and its copy of [`WriterLock`] closes a harmless descriptor.
+//! A child forked without exec does not share the lock: see [`crate::fork`].
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI32, Ordering::SeqCst};
-use std::sync::Once;
 
 use crate::error::{Error, IoContext, Result};
 
@@ -29,43 +22,9 @@ pub struct WriterLock {
     /// The locked file (held open: closing it releases the lock).
     file: File,
     path: PathBuf,
-    /// This lock's slot in [`HELD`] (`None`: all slots were taken; a child forked while it
-    /// is held then shares it).
+    /// This lock's slot with the fork handler (`crate::fork`; `None`: all slots were taken,
+    /// a child forked while it is held then shares it).
     slot: Option<usize>,
-}
-
-/// Descriptors of the writer locks this process holds, for the fork handler. Atomics, not a
-/// mutex: a forked child must not wait on a lock another thread held at the fork.
-static HELD: [AtomicI32; 64] = [const { AtomicI32::new(-1) }; 64];
-static FORK_HANDLER: Once = Once::new();
-
-/// Runs in the child of every `fork`: each writer lock descriptor now refers to `/dev/null`,
-/// so the lock's open file description is the parent's alone. Only async-signal-safe calls.
-extern "C" fn drop_inherited_locks() {
-    for slot in &HELD {
-        let fd = slot.swap(-1, SeqCst);
-        if fd < 0 {
-            continue;
-        }
-        // SAFETY: open, dup3 and close are async-signal-safe; `fd` is a descriptor this
-        // process had open at the fork (its slot is cleared before the parent closes it).
-        unsafe {
-            let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
-            if null >= 0 {
-                libc::dup3(null, fd, libc::O_CLOEXEC);
-                libc::close(null);
-            }
-        }
-    }
-}
-
-/// Registers `fd` for [`drop_inherited_locks`]; returns its slot.
-fn register(fd: i32) -> Option<usize> {
-    FORK_HANDLER.call_once(|| {
-        // SAFETY: registers a handler with no parent/prepare part; it runs in the child only.
-        unsafe { libc::pthread_atfork(None, None, Some(drop_inherited_locks)) };
-    });
-    HELD.iter().position(|slot| slot.compare_exchange(-1, fd, SeqCst, SeqCst).is_ok())
 }
 
 impl Drop for WriterLock {
@@ -74,7 +33,7 @@ impl Drop for WriterLock {
         // if the slot is still ours: in a forked child the handler emptied it, and another
         // lock the child took since may hold it.
         if let Some(k) = self.slot {
-            let _ = HELD[k].compare_exchange(self.file.as_raw_fd(), -1, SeqCst, SeqCst);
+            crate::fork::release_lock(k, self.file.as_raw_fd());
         }
     }
 }
@@ -91,7 +50,7 @@ impl WriterLock {
         let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         f.set_len(0).at(&path)?;
         writeln!(f, "pid {} host {}", std::process::id(), host.trim()).at(&path)?;
-        let slot = register(f.as_raw_fd());
+        let slot = crate::fork::hold_lock(f.as_raw_fd());
         Ok(WriterLock { file: f, path, slot })
     }
 

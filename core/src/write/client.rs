@@ -199,6 +199,7 @@ impl Client {
 
     /// Opens an event: values are appended as they are set.
     fn open(&mut self) -> Result<()> {
+        self.shared.origin.check()?;
         if self.finished {
             return Err(self.refuse());
         }
@@ -270,6 +271,7 @@ impl Client {
     /// Hands the current batch to the server (blocks while the server's queue is full, or
     /// in MPI mode while `max_batches_in_flight` sends are unfinished).
     pub fn flush(&mut self) -> Result<()> {
+        self.shared.origin.check()?;
         if self.batch.is_empty() {
             return Ok(());
         }
@@ -347,6 +349,8 @@ impl Client {
             return Ok(());
         }
         self.finished = true;
+        // In a forked child nothing of the writer may run (no server, no MPI to wait on).
+        self.shared.origin.check()?;
         let r = self.flush();
         // MPI mode: a send buffer must outlive its send.
         #[cfg(feature = "mpi")]

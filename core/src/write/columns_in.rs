@@ -42,6 +42,7 @@ impl Client {
     /// of the call is written (everything written before stays). Events are copied into the
     /// batch per column, not per row; a call larger than a batch is handed over in pieces.
     pub fn events(&mut self, ids: &[u64], columns: &[Column<'_>]) -> Result<()> {
+        self.shared.origin.check()?;
         if self.is_finished() {
             return Err(self.refused());
         }

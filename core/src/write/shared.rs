@@ -6,6 +6,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::error::{Error, Result};
+use crate::fork::Origin;
 use crate::model::batch::Batch;
 use crate::model::dtype::Element;
 use crate::model::handle::{self, Resolved};
@@ -36,6 +37,8 @@ pub(crate) struct Shared {
     pub(crate) pool_cap: usize,
     /// Crash tests: the fault plan the shard writers run under (`None` in production).
     pub(crate) faults: Option<Arc<Faults>>,
+    /// The process the writer was made in: a forked child may not use it.
+    pub(crate) origin: Origin,
 }
 
 /// The batching limits a builder sets.
@@ -61,6 +64,7 @@ impl Shared {
             in_flight: l.in_flight,
             pool_cap: l.in_flight + 2,
             faults: l.faults,
+            origin: Origin::here(),
         })
     }
 

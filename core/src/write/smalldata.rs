@@ -396,6 +396,7 @@ impl SmallData {
     }
 
     fn reduced(&self, name: &str) -> Result<Accumulator> {
+        self.shared.origin.check()?;
         let not_found = || Error::NotFound { what: "reduction", name: name.into() };
         match &self.engine {
             Engine::Threads { .. } => lock(&self.shared.reductions).get(name).copied().ok_or_else(not_found),
@@ -434,6 +435,7 @@ impl SmallData {
     /// runs on clients alone (a summary block) can reduce values of any type without the
     /// servers. Threads mode: `[mine]`.
     pub fn allgather_clients(&self, mine: &[u8]) -> Result<Vec<Vec<u8>>> {
+        self.shared.origin.check()?;
         match &self.engine {
             Engine::Threads { .. } => Ok(vec![mine.to_vec()]),
             #[cfg(feature = "mpi")]
@@ -445,6 +447,7 @@ impl SmallData {
     /// replaces it. Stored in the manifest at once, so a crashed run keeps it. In MPI mode
     /// every rank may call it (the same program does); rank 0's values are stored.
     pub fn save_summary<'v, F: AsRef<[Field<'v>]>>(&self, fields: F) -> Result<()> {
+        self.shared.origin.check()?;
         let mut summary = lock(&self.summary);
         for (path, v) in fields.as_ref() {
             validate_path(path)?;
@@ -474,6 +477,7 @@ impl SmallData {
     /// close their shards, rank 0 merges the index maps and writes the manifest; every rank
     /// returns the same report, or an error if any rank failed (naming that rank).
     pub fn done(mut self) -> Result<DoneReport> {
+        self.shared.origin.check()?;
         let live = self.shared.live_clients.load(Ordering::Acquire);
         let alive = if live > 0 {
             Err(Error::Usage(format!(
@@ -505,6 +509,13 @@ impl SmallData {
 
 impl Drop for SmallData {
     fn drop(&mut self) {
+        if self.shared.origin.forked() {
+            // A forked child's copy: the servers (threads, MPI) are the parent's. Leave them
+            // untouched — joining a thread that is not here would wait forever.
+            let parents = std::mem::replace(&mut self.engine, Engine::Threads { senders: vec![], servers: vec![] });
+            std::mem::forget(parents);
+            return;
+        }
         match &mut self.engine {
             Engine::Threads { senders, servers } => {
                 // Without done(): stop the servers so their threads end; the manifest stays
