@@ -10,8 +10,8 @@ use std::path::Path;
 /// A layer's rank: a module may import only layers of lower rank, or its own.
 fn rank(layer: &str) -> Option<u32> {
     Some(match layer {
-        "error" | "sync" | "fork" => 0,
-        "model" => 1,
+        "error" | "sync" => 0,
+        "model" | "fork" => 1,
         "format" => 2,
         "shard" => 3,
         "index" => 4,
