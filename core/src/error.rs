@@ -147,14 +147,17 @@ pub enum Error {
     /// buffer of the wrong size, a call on a closed or finished handle, clients alive at done.
     #[error("{0}")]
     Usage(String),
-    /// A writer made in process `pid` was used in a process forked from it without exec
-    /// (`here`): its server threads (and MPI) are not in this process.
+    /// An object that owns threads (a writer, a prefetching or streaming reader) made in
+    /// process `pid` was used in a process forked from it without exec (`here`), where its
+    /// threads do not exist.
     #[error(
-        "this writer was started in process {pid} and cannot be used in process {here}, forked from it: \
-         its server threads are not in this process; start a writer in each process, or use MPI ranks"
+        "this {what} was started in process {pid} and cannot be used in process {here}, forked from it: \
+         its threads are not in this process; start a {what} in each process"
     )]
     Forked {
-        /// The process that made the writer.
+        /// What it is ("writer", "prefetching reader", …).
+        what: &'static str,
+        /// The process that made it.
         pid: u32,
         /// This process.
         here: u32,

@@ -1,10 +1,14 @@
-//! What a process forked without exec inherits from a writer, and keeps from it. Such a
-//! child (Python's `multiprocessing` with the `fork` start method, `os.fork()`) gets a copy
-//! of the writer's memory but none of its threads, and shares its open file descriptions.
-//! One handler, run in every child by `fork` itself ([`install`]), makes that safe:
-//! - it bumps this process's fork **generation**: a writer records the generation it was
-//!   made in ([`Origin`]) and refuses every call from a later one with [`Error::Forked`] —
-//!   its server threads are not in the child, so a batch handed to them would wait forever;
+//! What a process forked without exec inherits from smdfs, and keeps from it. Such a child
+//! (Python's `multiprocessing` with the `fork` start method, `os.fork()`, a PyTorch
+//! `DataLoader` worker) gets a copy of the parent's memory but none of its threads, and shares
+//! its open file descriptions. One handler, run in every child by `fork` itself, makes that
+//! safe:
+//! - it bumps this process's fork **generation**. An object that owns threads — a writer
+//!   (its servers), a prefetching or streaming reader (its workers) — records the generation
+//!   it was made in ([`Origin`], [`Threads`]) and refuses every call from a later one with
+//!   [`Error::Forked`]: its threads are not in the child, so waiting on them would wait
+//!   forever, and a lock they held at the fork would never be released. Dropping such an
+//!   object in the child lets its (absent) threads go without a wait;
 //! - it points every **writer lock** descriptor ([`hold_lock`]) at `/dev/null`, so the lock's
 //!   open file description stays the writer's alone: a child that outlives a finished or
 //!   killed writer does not keep its run *writing*.
@@ -14,6 +18,7 @@
 
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering::SeqCst};
 use std::sync::Once;
+use std::thread::JoinHandle;
 
 use crate::error::{Error, Result};
 
@@ -52,32 +57,92 @@ fn install() {
     });
 }
 
-/// Where a writer was made: the process, and its fork generation then.
+/// Where an object that owns threads was made: the process, and its fork generation then.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Origin {
+pub struct Origin {
+    what: &'static str,
     pid: u32,
     generation: u64,
 }
 
 impl Origin {
-    /// This process, now.
-    pub(crate) fn here() -> Origin {
+    /// A `what` (named in the error: "writer", "prefetching reader", …) made in this process now.
+    pub fn here(what: &'static str) -> Origin {
         install();
-        Origin { pid: std::process::id(), generation: GENERATION.load(SeqCst) }
+        Origin { what, pid: std::process::id(), generation: GENERATION.load(SeqCst) }
     }
 
     /// True in a process forked from the origin since.
-    pub(crate) fn forked(&self) -> bool {
+    #[inline]
+    pub fn forked(&self) -> bool {
         GENERATION.load(std::sync::atomic::Ordering::Relaxed) != self.generation
     }
 
     /// [`Error::Forked`] in a process forked from the origin since.
     #[inline]
-    pub(crate) fn check(&self) -> Result<()> {
+    pub fn check(&self) -> Result<()> {
         if self.forked() {
-            return Err(Error::Forked { pid: self.pid, here: std::process::id() });
+            return Err(self.error());
         }
         Ok(())
+    }
+
+    /// The [`Error::Forked`] a call in a forked child gets.
+    pub fn error(&self) -> Error {
+        Error::Forked { what: self.what, pid: self.pid, here: std::process::id() }
+    }
+}
+
+/// The threads an object started, and where: joined when the object is done with them —
+/// except in a forked child, where they do not exist and are let go without a wait.
+#[derive(Debug)]
+pub struct Threads {
+    origin: Origin,
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl Threads {
+    /// No threads yet, for a `what` made in this process now.
+    pub fn new(what: &'static str) -> Threads {
+        Threads { origin: Origin::here(what), handles: Vec::new() }
+    }
+
+    /// Adds a started thread.
+    pub fn push(&mut self, h: JoinHandle<()>) {
+        self.handles.push(h);
+    }
+
+    /// How many threads were started.
+    pub fn len(&self) -> usize {
+        self.handles.len()
+    }
+
+    /// True before any thread was started.
+    pub fn is_empty(&self) -> bool {
+        self.handles.is_empty()
+    }
+
+    /// Where they were started.
+    pub fn origin(&self) -> &Origin {
+        &self.origin
+    }
+
+    /// [`Error::Forked`] in a process forked since they started.
+    #[inline]
+    pub fn check(&self) -> Result<()> {
+        self.origin.check()
+    }
+
+    /// Waits for every thread to end (the caller told them to stop); in a forked child
+    /// forgets them instead.
+    pub fn join_all(&mut self) {
+        if self.origin.forked() {
+            std::mem::forget(std::mem::take(&mut self.handles));
+            return;
+        }
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
     }
 }
 

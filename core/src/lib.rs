@@ -26,7 +26,8 @@
 
 pub mod demo;
 pub mod error;
-mod fork;
+#[doc(hidden)]
+pub mod fork;
 #[doc(hidden)]
 pub mod format;
 #[cfg(feature = "hdf5")]

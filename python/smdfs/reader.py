@@ -9,7 +9,10 @@ Nothing is read until a dataset is indexed:
 * any other selection is gathered in Rust, in parallel, with the GIL released;
 * ragged fields (``bytes``, ``str`` or 1-D arrays of varying length) read as lists of values,
   or as flat values plus offsets (``ds.flat(...)``);
-* ``run.iter_batches(...)`` reads batches ahead on a background thread (training loops).
+* ``run.iter_batches(...)`` reads batches ahead on a background thread (training loops);
+  start it in the process that iterates it: in a process forked from the one that started it
+  (a ``fork``-started ``DataLoader`` worker) it raises ``smdfs.Error`` instead of waiting for a
+  thread that is not there.
 
 Dataset names follow the mounted ``run.h5`` (see ``Run.keys()``): ``timestamp``, one name per
 field (``det/image``), ``<G>/timestamp`` and ``<G>/<field>`` for a named alignment group,

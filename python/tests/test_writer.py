@@ -378,6 +378,46 @@ def test_a_forked_child_writing_through_the_parent_s_writer_gets_a_typed_error(t
         np.testing.assert_array_equal(r["energy"][:], np.arange(200.0))
 
 
+CHILD_READS = """
+import os, sys
+import smdfs
+from smdfs.compat.splitdataloader import SplitDataLoader, write_split_data
+run = smdfs.open(sys.argv[1])
+batches = run.iter_batches(["energy"], batch_size=100, shuffle=False)
+next(batches)
+write_split_data(sys.argv[2], (bytes([i % 256]) * 8 for i in range(400)), splits=4)
+records = SplitDataLoader(sys.argv[2]).iterate_binwise(shuffle=True)
+next(records)
+child = os.fork()
+if child == 0:
+    for name, it in (("batches", batches), ("records", records)):
+        try:
+            for _ in it:
+                pass
+            print(name, "ran out", flush=True)
+        except smdfs.Error as e:
+            print(name, "refused:", e, flush=True)
+    sys.exit(0)
+os.waitpid(child, 0)
+print("parent", sum(len(b["energy"]) for b in batches) + 100, sum(1 for _ in records) + 1, flush=True)
+"""
+
+
+def test_readers_with_threads_refuse_in_a_forked_child_and_go_on_in_the_parent(tmp_path):
+    d = tmp_path / "run"
+    with SmallData(str(d), servers=2, batch_size=50) as smd:
+        for i in range(1000):
+            smd.event(i, energy=float(i))
+    script = tmp_path / "child_reads.py"
+    script.write_text(CHILD_READS)
+    out = subprocess.run([PY, script, d, tmp_path / "split"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("batches refused: this batch reader was started in process"), out.stdout
+    assert lines[1].startswith("records refused: this split-records bin iterator was started"), out.stdout
+    assert lines[2] == "parent 1000 400", out.stdout
+
+
 def test_help_and_docstrings():
     import pydoc
 

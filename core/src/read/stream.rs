@@ -3,9 +3,9 @@
 
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use crate::error::{Error, Result};
+use crate::fork::Threads;
 use crate::read::field::Block;
 use crate::read::run::Run;
 
@@ -14,7 +14,8 @@ use crate::read::run::Run;
 pub struct Prefetch {
     rx: Receiver<Result<Block>>,
     back: SyncSender<Block>,
-    handle: Option<JoinHandle<()>>,
+    /// The reading thread (absent in a forked child: every call there is `Error::Forked`).
+    thread: Threads,
 }
 
 impl Prefetch {
@@ -25,6 +26,7 @@ impl Prefetch {
         let (back, back_rx) = sync_channel::<Block>(depth.max(1) + 1);
         let field = field.to_string();
         let block_rows = block_rows.max(1);
+        let mut thread = Threads::new("prefetching reader");
         let handle = std::thread::Builder::new()
             .name("smdfs-prefetch".into())
             .spawn(move || {
@@ -42,7 +44,8 @@ impl Prefetch {
                 }
             })
             .map_err(|e| Error::thread("prefetch", format!("cannot start: {e}")))?;
-        Ok(Prefetch { rx, back, handle: Some(handle) })
+        thread.push(handle);
+        Ok(Prefetch { rx, back, thread })
     }
 
     /// Returns a block's buffers for reuse.
@@ -54,6 +57,9 @@ impl Prefetch {
 impl Iterator for Prefetch {
     type Item = Result<Block>;
     fn next(&mut self) -> Option<Result<Block>> {
+        if let Err(e) = self.thread.check() {
+            return Some(Err(e));
+        }
         self.rx.recv().ok()
     }
 }
@@ -64,8 +70,6 @@ impl Drop for Prefetch {
         while self.rx.try_recv().is_ok() {}
         let (_tx, rx) = sync_channel(0);
         drop(std::mem::replace(&mut self.rx, rx));
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
+        self.thread.join_all();
     }
 }

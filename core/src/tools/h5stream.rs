@@ -24,11 +24,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
 
 use hdf5::types::TypeDescriptor;
 
 use crate::error::{Error, Result};
+use crate::fork::{Origin, Threads};
 use crate::h5::ffi;
 
 /// How a dataset's rows are read.
@@ -185,7 +185,7 @@ impl H5File {
             pool: Mutex::new(Vec::new()),
         });
         let (tx, rx) = sync_channel::<Result<RowBlock>>(window as usize);
-        let mut handles = Vec::with_capacity(threads);
+        let mut handles = Threads::new("HDF5 stream");
         for t in 0..threads {
             let (file, d, shared, tx) = (self.clone(), d.clone(), shared.clone(), tx.clone());
             let ordered = opts.ordered;
@@ -220,7 +220,7 @@ impl H5File {
         Ok(BlockStream {
             rx: Some(rx),
             shared,
-            handles,
+            threads: handles,
             ordered: opts.ordered,
             pending: BTreeMap::new(),
             expect: 0,
@@ -234,7 +234,7 @@ impl H5File {
         let (tx, rx) = channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
         let pool = Arc::new(Mutex::new(Vec::new()));
-        let mut handles = Vec::new();
+        let mut handles = Threads::new("HDF5 request queue");
         for t in 0..threads.max(1) {
             let (file, rx) = (self.clone(), rx.clone());
             let h = std::thread::Builder::new()
@@ -251,7 +251,7 @@ impl H5File {
                 .map_err(|e| Error::thread("HDF5 request", format!("cannot start: {e}")))?;
             handles.push(h);
         }
-        Ok(Requests { file: self.clone(), tx: Some(tx), handles, pool })
+        Ok(Requests { file: self.clone(), tx: Some(tx), threads: handles, pool })
     }
 }
 
@@ -300,7 +300,8 @@ struct StreamShared {
 pub struct BlockStream {
     rx: Option<Receiver<Result<RowBlock>>>,
     shared: Arc<StreamShared>,
-    handles: Vec<JoinHandle<()>>,
+    /// The workers (absent in a forked child: every call there is `Error::Forked`).
+    threads: Threads,
     ordered: bool,
     pending: BTreeMap<u64, RowBlock>,
     expect: u64,
@@ -311,8 +312,12 @@ pub struct BlockStream {
 impl BlockStream {
     /// Gives a block's buffer back to the pool, so later blocks reuse its memory.
     pub fn recycle(&self, block: RowBlock) {
+        // In a forked child a worker may have held the pool's lock at the fork.
+        if self.threads.origin().forked() {
+            return;
+        }
         let mut pool = self.shared.pool.lock().unwrap_or_else(|e| e.into_inner());
-        if pool.len() < self.handles.len() * 2 + 8 {
+        if pool.len() < self.threads.len() * 2 + 8 {
             pool.push(block.data);
         }
     }
@@ -329,6 +334,9 @@ impl Iterator for BlockStream {
     fn next(&mut self) -> Option<Result<RowBlock>> {
         if self.expect >= self.blocks {
             return None;
+        }
+        if let Err(e) = self.threads.check() {
+            return Some(Err(e));
         }
         let rx = self.rx.as_ref()?;
         if !self.ordered {
@@ -361,9 +369,7 @@ impl Drop for BlockStream {
         self.shared.stop.store(true, Ordering::Relaxed);
         self.shared.moved.notify_all();
         drop(self.rx.take()); // a worker blocked on a full queue gets an error and exits
-        for h in self.handles.drain(..) {
-            let _ = h.join();
-        }
+        self.threads.join_all();
     }
 }
 
@@ -379,13 +385,15 @@ struct Job {
 pub struct Requests {
     file: Arc<H5File>,
     tx: Option<Sender<Job>>,
-    handles: Vec<JoinHandle<()>>,
+    /// The workers (absent in a forked child: every call there is `Error::Forked`).
+    threads: Threads,
     pool: Arc<Mutex<Vec<Vec<u8>>>>,
 }
 
 impl Requests {
     /// Requests rows `rows` of `dataset` into a pooled buffer.
     pub fn request(&self, dataset: &str, rows: Range<u64>) -> Result<Request> {
+        self.threads.check()?;
         let buf = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop().unwrap_or_default();
         self.request_into(dataset, rows, buf)
     }
@@ -393,6 +401,7 @@ impl Requests {
     /// Requests rows `rows` of `dataset` into `buf` (resized to fit; its allocation is reused).
     /// Range and dataset errors are returned here, before anything is queued.
     pub fn request_into(&self, dataset: &str, rows: Range<u64>, mut buf: Vec<u8>) -> Result<Request> {
+        self.threads.check()?;
         let info = self.file.dataset(dataset)?;
         if rows.start > rows.end || rows.end > info.rows() {
             return Err(Error::OutOfRange { what: "row", index: rows.end, len: info.rows() });
@@ -401,11 +410,15 @@ impl Requests {
         let (reply, rx) = channel();
         let tx = self.tx.as_ref().ok_or_else(|| Error::Usage("request queue closed".into()))?;
         tx.send(Job { info, rows, buf, reply }).map_err(|_| Error::thread("HDF5 request", "stopped"))?;
-        Ok(Request { rx })
+        Ok(Request { rx, origin: *self.threads.origin() })
     }
 
     /// Gives a buffer back to the pool used by [`Requests::request`].
     pub fn recycle(&self, buf: Vec<u8>) {
+        // In a forked child a worker may have held the pool's lock at the fork.
+        if self.threads.origin().forked() {
+            return;
+        }
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
         if pool.len() < 64 {
             pool.push(buf);
@@ -416,9 +429,7 @@ impl Requests {
 impl Drop for Requests {
     fn drop(&mut self) {
         drop(self.tx.take());
-        for h in self.handles.drain(..) {
-            let _ = h.join();
-        }
+        self.threads.join_all();
     }
 }
 
@@ -426,16 +437,22 @@ impl Drop for Requests {
 #[derive(Debug)]
 pub struct Request {
     rx: Receiver<Result<Vec<u8>>>,
+    /// Where the workers that answer it run.
+    origin: Origin,
 }
 
 impl Request {
     /// Blocks until the rows are read; returns the buffer holding exactly them.
     pub fn wait(self) -> Result<Vec<u8>> {
+        self.origin.check()?;
         self.rx.recv().map_err(|_| Error::thread("HDF5 request", "stopped"))?
     }
 
     /// The rows if they are read, `None` if not yet (then poll again or wait).
     pub fn poll(&mut self) -> Option<Result<Vec<u8>>> {
+        if let Err(e) = self.origin.check() {
+            return Some(Err(e));
+        }
         match self.rx.try_recv() {
             Ok(r) => Some(r),
             Err(TryRecvError::Empty) => None,

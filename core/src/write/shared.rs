@@ -64,7 +64,7 @@ impl Shared {
             in_flight: l.in_flight,
             pool_cap: l.in_flight + 2,
             faults: l.faults,
-            origin: Origin::here(),
+            origin: Origin::here("writer"),
         })
     }
 

@@ -12,7 +12,8 @@
         ...
 
 Records are memory-mapped: ``loader[i]`` is two loads from the index and one copy, and
-``iterate_binwise`` reads the next bins ahead on a background thread. Shuffling draws its
+``iterate_binwise`` reads the next bins ahead on a background thread (an iterator started
+before a ``fork`` raises ``smdfs.Error`` in the child: start it there). Shuffling draws its
 seed from :mod:`random`, so ``random.seed(s)`` makes the order repeatable.
 
 Differences from splitdataloader: writing into a directory that already holds records raises

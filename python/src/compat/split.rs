@@ -108,7 +108,8 @@ struct Filling {
 /// The copier thread: fills bins' bytes objects from the maps, in the order they are sent.
 struct Copier {
     jobs: Option<SyncSender<(Vec<Copy>, SyncSender<()>)>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// The copier (absent in a forked child: every call there is `Error::Forked`).
+    thread: smdfs::fork::Threads,
 }
 
 impl Copier {
@@ -129,16 +130,16 @@ impl Copier {
                 }
             })
             .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(format!("starting the copier thread: {e}")))?;
-        Ok(Copier { jobs: Some(jobs), thread: Some(thread) })
+        let mut threads = smdfs::fork::Threads::new("split-records bin iterator");
+        threads.push(thread);
+        Ok(Copier { jobs: Some(jobs), thread: threads })
     }
 }
 
 impl Drop for Copier {
     fn drop(&mut self) {
         self.jobs.take();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.thread.join_all();
     }
 }
 
@@ -193,6 +194,7 @@ impl BinIter {
 impl BinIter {
     /// The next bin's records as a list of bytes, or None after the last bin.
     fn next_bin<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyList>>> {
+        self.copier.thread.check().map_err(to_py)?;
         if self.pending.is_none() {
             self.pending = self.start_next(py)?;
         }
@@ -208,7 +210,11 @@ impl BinIter {
 
 impl Drop for BinIter {
     fn drop(&mut self) {
-        // The copier may still be writing into the pending bin's bytes objects.
+        // The copier may still be writing into the pending bin's bytes objects (not in a
+        // forked child: the copier is not there).
+        if self.copier.thread.origin().forked() {
+            return;
+        }
         if let Some(p) = self.pending.take() {
             let _ = smdfs::sync::lock(&p.done).recv();
         }

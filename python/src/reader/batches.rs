@@ -6,8 +6,8 @@
 
 use std::sync::mpsc::{sync_channel, Receiver, TryRecvError};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 
+use smdfs::fork::Threads;
 use smdfs::{Error, Loc, Result, Run};
 
 use super::columns::Column;
@@ -40,7 +40,8 @@ pub(crate) struct Batch {
 /// A running prefetch thread; dropping it stops the thread.
 pub(crate) struct Batches {
     rx: Mutex<Option<Receiver<Result<Batch>>>>,
-    handle: Option<JoinHandle<()>>,
+    /// The reading thread (absent in a forked child: every call there is `Error::Forked`).
+    thread: Threads,
 }
 
 impl Batches {
@@ -55,6 +56,7 @@ impl Batches {
     ) -> Result<Batches> {
         let (tx, rx) = sync_channel::<Result<Batch>>(depth.max(1));
         let batch_rows = batch_rows.max(1);
+        let mut thread = Threads::new("batch reader");
         let handle = std::thread::Builder::new()
             .name("smdfs-batches".into())
             .spawn(move || {
@@ -95,12 +97,16 @@ impl Batches {
                 }
             })
             .map_err(|e| Error::Usage(format!("cannot start the batch thread: {e}")))?;
-        Ok(Batches { rx: Mutex::new(Some(rx)), handle: Some(handle) })
+        thread.push(handle);
+        Ok(Batches { rx: Mutex::new(Some(rx)), thread })
     }
 
     /// The next batch if one is ready now: `Ok(None)` at the end, `Err(())` when the
     /// caller must wait ([`Batches::next_batch`]).
     pub(crate) fn ready(&self) -> std::result::Result<Option<Result<Batch>>, ()> {
+        if let Err(e) = self.thread.check() {
+            return Ok(Some(Err(e)));
+        }
         let rx = self.rx.lock().unwrap_or_else(|e| e.into_inner());
         match rx.as_ref().map(|r| r.try_recv()) {
             None | Some(Err(TryRecvError::Disconnected)) => Ok(None),
@@ -111,6 +117,9 @@ impl Batches {
 
     /// The next batch (blocks until it is read); `None` at the end.
     pub(crate) fn next_batch(&self) -> Option<Result<Batch>> {
+        if let Err(e) = self.thread.check() {
+            return Some(Err(e));
+        }
         // A poisoned lock only means another consumer panicked: the channel is still sound.
         let rx = self.rx.lock().unwrap_or_else(|e| e.into_inner());
         rx.as_ref()?.recv().ok()
@@ -121,9 +130,7 @@ impl Drop for Batches {
     fn drop(&mut self) {
         // Dropping the receiver makes the thread's next send fail, so it ends.
         drop(self.rx.get_mut().unwrap_or_else(|e| e.into_inner()).take());
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
+        self.thread.join_all();
     }
 }
 

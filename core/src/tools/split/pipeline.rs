@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
 
 use crate::error::{Error, Result};
+use crate::fork::Threads;
 use crate::sync::lock;
 
 struct PipeState<X> {
@@ -29,7 +29,8 @@ struct PipeShared<X> {
 pub(super) struct Pipeline<X> {
     shared: Arc<PipeShared<X>>,
     bins: usize,
-    handles: Vec<JoinHandle<()>>,
+    /// The workers (absent in a forked child: every call there is `Error::Forked`).
+    threads: Threads,
 }
 
 impl<X: Send + 'static> Pipeline<X> {
@@ -49,7 +50,7 @@ impl<X: Send + 'static> Pipeline<X> {
         let order = Arc::new(order);
         let work = Arc::new(work);
         let depth = depth.max(1);
-        let mut pipe = Pipeline { shared, bins, handles: Vec::new() };
+        let mut pipe = Pipeline { shared, bins, threads: Threads::new("split-records prefetch") };
         for t in 0..threads.max(1) {
             let (sh, inner, order, work) =
                 (Arc::clone(&pipe.shared), Arc::clone(&inner), Arc::clone(&order), Arc::clone(&work));
@@ -77,7 +78,7 @@ impl<X: Send + 'static> Pipeline<X> {
                     sh.ready.notify_all();
                 })
                 .map_err(|e| Error::thread("split prefetch", format!("cannot start: {e}")))?;
-            pipe.handles.push(h);
+            pipe.threads.push(h);
         }
         Ok(pipe)
     }
@@ -86,6 +87,10 @@ impl<X: Send + 'static> Pipeline<X> {
 impl<X> Pipeline<X> {
     /// The next bin's result in order; `None` after the last.
     pub(super) fn next_bin(&mut self) -> Option<Result<Vec<X>>> {
+        // In a forked child no worker fills bins (and one may have held the lock at the fork).
+        if let Err(e) = self.threads.check() {
+            return Some(Err(e));
+        }
         let mut st = lock(&self.shared.state);
         if st.consumed >= self.bins {
             return None;
@@ -106,12 +111,14 @@ impl<X> Pipeline<X> {
 impl<X> Drop for Pipeline<X> {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Release);
+        if self.threads.origin().forked() {
+            self.threads.join_all();
+            return;
+        }
         {
             let _st = lock(&self.shared.state);
             self.shared.space.notify_all();
         }
-        for h in self.handles.drain(..) {
-            let _ = h.join();
-        }
+        self.threads.join_all();
     }
 }
