@@ -16,8 +16,7 @@
 //! The handler uses atomics only (a child must not wait on a lock another thread held at
 //! the fork) and async-signal-safe calls.
 
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering::SeqCst};
-use std::sync::Once;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::SeqCst};
 use std::thread::JoinHandle;
 
 use crate::error::{Error, Result};
@@ -26,7 +25,10 @@ use crate::error::{Error, Result};
 static GENERATION: AtomicU64 = AtomicU64::new(0);
 /// Descriptors of the writer locks this process holds (-1: a free slot).
 static LOCKS: [AtomicI32; 64] = [const { AtomicI32::new(-1) }; 64];
-static INSTALL: Once = Once::new();
+/// Whether the handler is registered. A flag, not a `Once`: a child forked while another
+/// thread ran a `Once` would find it running forever. (A fork racing the very first
+/// registration, on another thread, may run without the handler.)
+static INSTALLED: AtomicBool = AtomicBool::new(false);
 
 /// Runs in the child of every `fork`, before `fork` returns there.
 extern "C" fn in_child() {
@@ -50,11 +52,11 @@ extern "C" fn in_child() {
 
 /// Registers the child handler with `pthread_atfork` (once per process).
 fn install() {
-    INSTALL.call_once(|| {
+    if !INSTALLED.swap(true, SeqCst) {
         // SAFETY: registers a child-only handler; it lives as long as the process (this code
         // is never unloaded: CPython does not unload extension modules).
         unsafe { libc::pthread_atfork(None, None, Some(in_child)) };
-    });
+    }
 }
 
 /// Where an object that owns threads was made: the process, and its fork generation then.
