@@ -64,7 +64,9 @@ if smd.summary:
         lo=smd.min(np.array([count, -count])), prod=smd.prod(2),
     )
 smd.done()
-print("rank", smd.rank, "done", smd.events)
+# One write per line: with PYTHONUNBUFFERED a multi-argument print writes each piece
+# separately, and mpirun interleaves the ranks' pieces.
+sys.stdout.write(f"rank {smd.rank} done {smd.events}\\n")
 """
 
 
