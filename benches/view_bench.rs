@@ -171,50 +171,34 @@ fn large_folio_share(path: &Path) -> Result<Option<f64>, String> {
     if len == 0 {
         return Ok(None);
     }
-    // SAFETY: a read-only map of a file this function holds open, unmapped below;
-    // only read through volatile loads while mapped.
-    let map = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ,
-            libc::MAP_SHARED,
-            std::os::fd::AsRawFd::as_raw_fd(&file),
-            0,
-        )
-    };
-    if map == libc::MAP_FAILED {
-        return Err(format!("mmap {}: {}", path.display(), std::io::Error::last_os_error()));
-    }
+    // SAFETY: a read-only map of a file nothing writes while it is mapped (the view is
+    // read-only; the plain copy is this benchmark's own).
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| format!("mmap {}: {e}", path.display()))?;
     let pages = len.div_ceil(PAGE);
-    let result = (|| {
-        for i in 0..pages {
-            // SAFETY: inside the map.
-            unsafe { std::ptr::read_volatile((map as *const u8).add(i * PAGE)) };
+    for i in 0..pages {
+        // A volatile load, so the touch that faults the page in is not optimised away.
+        // SAFETY: `i * PAGE` is inside the map.
+        unsafe { std::ptr::read_volatile(map.as_ptr().add(i * PAGE)) };
+    }
+    let pagemap = std::fs::File::open("/proc/self/pagemap").map_err(err)?;
+    let kpageflags = std::fs::File::open("/proc/kpageflags").map_err(|e| format!("/proc/kpageflags: {e}"))?;
+    let mut entries = vec![0u8; pages * 8];
+    pagemap.read_exact_at(&mut entries, (map.as_ptr() as u64 / PAGE as u64) * 8).map_err(err)?;
+    let (mut present, mut large) = (0u64, 0u64);
+    let mut flags = [0u8; 8];
+    for e in entries.chunks_exact(8) {
+        let e = u64::from_le_bytes(e.try_into().expect("8 bytes"));
+        let pfn = e & ((1 << 55) - 1);
+        if e >> 63 == 0 || pfn == 0 {
+            continue;
         }
-        let pagemap = std::fs::File::open("/proc/self/pagemap").map_err(err)?;
-        let kpageflags = std::fs::File::open("/proc/kpageflags").map_err(|e| format!("/proc/kpageflags: {e}"))?;
-        let mut entries = vec![0u8; pages * 8];
-        pagemap.read_exact_at(&mut entries, (map as u64 / PAGE as u64) * 8).map_err(err)?;
-        let (mut present, mut large) = (0u64, 0u64);
-        let mut flags = [0u8; 8];
-        for e in entries.chunks_exact(8) {
-            let e = u64::from_le_bytes(e.try_into().expect("8 bytes"));
-            let pfn = e & ((1 << 55) - 1);
-            if e >> 63 == 0 || pfn == 0 {
-                continue;
-            }
-            kpageflags.read_exact_at(&mut flags, pfn * 8).map_err(err)?;
-            present += 1;
-            if u64::from_le_bytes(flags) & (KPF_COMPOUND_HEAD | KPF_COMPOUND_TAIL) != 0 {
-                large += 1;
-            }
+        kpageflags.read_exact_at(&mut flags, pfn * 8).map_err(err)?;
+        present += 1;
+        if u64::from_le_bytes(flags) & (KPF_COMPOUND_HEAD | KPF_COMPOUND_TAIL) != 0 {
+            large += 1;
         }
-        Ok(if present == 0 { None } else { Some(large as f64 / present as f64) })
-    })();
-    // SAFETY: the map made above, unmapped once.
-    unsafe { libc::munmap(map, len) };
-    result
+    }
+    Ok(if present == 0 { None } else { Some(large as f64 / present as f64) })
 }
 
 /// Reads dataset `name` of `file` with h5py into one numpy array allocated and touched
