@@ -67,6 +67,7 @@ fn every_writer_call_in_a_forked_child_fails_at_once_and_the_parent_run_complete
             every &= forked(c.event(2 * i + 1, fields! { "energy" => -1.0 }));
         }
         every &= forked(c.flush());
+        every &= matches!(smd.scalar::<f64>("energy"), Err(Error::Forked { .. }));
         let mut other = smd.client();
         every &= forked(other.event(1, fields! { "energy" => -1.0 }));
         drop(other);

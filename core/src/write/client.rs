@@ -30,7 +30,7 @@ use crate::model::handle;
 use crate::model::reduce::{contribute, Reducible, Reductions};
 use crate::model::schema::{FieldId, FieldSpec, GroupId, RUN_GROUP_ID};
 use crate::model::value::Value;
-use crate::sync::{lock, write};
+use crate::sync::lock;
 use crate::write::shared::Shared;
 use crate::write::threads::{self, ToServer};
 
@@ -251,7 +251,7 @@ impl Client {
     /// (for writers that name an event's group with the event). A field already seen must
     /// already be in `group`.
     pub fn aligned_group(&mut self, group: &str, path: &str) -> Result<()> {
-        write(&self.shared.registry).assign_group(path, group)
+        self.shared.registry_mut()?.assign_group(path, group)
     }
 
     /// Sets the fill value (a scalar of the field's dtype) of a field the run has not seen
@@ -259,7 +259,7 @@ impl Client {
     /// that learn the field's dtype only from its first value). A field already seen must
     /// already have it.
     pub fn fill(&mut self, path: &str, value: &Value<'_>) -> Result<()> {
-        write(&self.shared.registry).set_fill(path, value.data().to_vec())
+        self.shared.registry_mut()?.set_fill(path, value.data().to_vec())
     }
 
     /// Contributes a value to the named reduction (read with `smd.sum/min/max(name)` after
@@ -399,6 +399,10 @@ impl Client {
 
 impl Drop for Client {
     fn drop(&mut self) {
+        // A forked child's copy: nothing to hand over, and no error slot to lock.
+        if self.shared.origin.forked() {
+            return;
+        }
         if let Err(e) = self.finish_inner() {
             self.shared.set_server_error(self.server, format!("client flush on drop failed: {e}"));
         }

@@ -3,7 +3,7 @@
 //! callbacks and the batching limits. Built once by the builder; both engines use it.
 
 use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, RwLockWriteGuard};
 
 use crate::error::{Error, Result};
 use crate::fork::Origin;
@@ -78,12 +78,19 @@ impl Shared {
     pub(crate) fn set_server_error(&self, shard: usize, why: String) {
         lock(&self.errors[shard]).get_or_insert(why);
     }
+
+    /// The field registry, to add or change a field. Refused in a forked child: another
+    /// thread may have held its lock at the fork, and the child's writer is unusable anyway.
+    pub(crate) fn registry_mut(&self) -> Result<RwLockWriteGuard<'_, Registry>> {
+        self.origin.check()?;
+        Ok(write(&self.registry))
+    }
 }
 
 /// Field handles: resolving one registers the field (its first sight) or checks it.
 impl Shared {
     fn resolve(&self, path: &str, proto: &Value<'_>) -> Result<Resolved> {
-        let id = write(&self.registry).resolve(path, proto)?;
+        let id = self.registry_mut()?.resolve(path, proto)?;
         Ok(Resolved { id, path: path.into() })
     }
 

@@ -9,7 +9,6 @@ use crate::error::{Error, Result};
 use crate::model::handle::Resolved;
 use crate::model::schema::FieldId;
 use crate::model::value::{Kind, Value};
-use crate::sync::write;
 use crate::write::client::{Client, Meta, NONE};
 
 impl Client {
@@ -69,7 +68,7 @@ impl Client {
             }
             return Ok(mi);
         }
-        let id = write(&self.shared.registry).resolve(path, v)?;
+        let id = self.shared.registry_mut()?.resolve(path, v)?;
         let mi = match self.by_id.get(id as usize) {
             Some(&m) if m != NONE => m as usize,
             _ => self.add_meta(id),
