@@ -45,22 +45,31 @@ fn in_child(limit: Duration, body: impl FnOnce() -> bool) -> Option<i32> {
     }
 }
 
+/// The child's own copy of `x` (fork copied the memory); the child ends with `_exit` and
+/// never touches the original again.
+fn childs_copy<T>(x: &mut T) -> T {
+    // SAFETY: see above: in the child the original is never used or dropped after this.
+    unsafe { std::ptr::read(x) }
+}
+
+fn forked<T: std::fmt::Debug>(r: Option<smdfs::Result<T>>) -> bool {
+    matches!(r, Some(Err(Error::Forked { .. })))
+}
+
 #[test]
 fn every_writer_call_in_a_forked_child_fails_at_once_and_the_parent_run_completes() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     // Small batches and one in flight: a child handing batches to servers that are not
     // there would block on the first full queue.
-    let smd = SmallData::builder(&run).servers(2).batch_events(8).max_batches_in_flight(1).build().unwrap();
+    let mut smd = SmallData::builder(&run).servers(2).batch_events(8).max_batches_in_flight(1).build().unwrap();
     let mut c = smd.client();
     for i in 0..100u64 {
         c.event(2 * i, fields! { "energy" => i as f64 }).unwrap();
     }
-    let (c_here, smd_here) = (&mut c, &smd);
+    let (c_here, smd_here) = (&mut c, &mut smd);
     let code = in_child(Duration::from_secs(30), move || {
-        // SAFETY: the child's own copies of the parent's writer and client (fork copied the
-        // memory); the child ends with `_exit` and never touches the originals again.
-        let (mut c, smd) = unsafe { (std::ptr::read(c_here), std::ptr::read(smd_here)) };
+        let (mut c, smd) = (childs_copy(c_here), childs_copy(smd_here));
         let forked = |r: smdfs::Result<()>| matches!(r, Err(Error::Forked { .. }));
         let mut every = true;
         for i in 0..10_000u64 {
@@ -104,17 +113,6 @@ fn the_forked_error_names_both_processes_and_what_to_do() {
     c.event(1, fields! { "energy" => 1.0 }).unwrap();
     drop(c);
     smd.done().unwrap();
-}
-
-/// The child's own copy of `x` (fork copied the memory); the child ends with `_exit` and
-/// never touches the original again.
-fn childs_copy<T>(x: &mut T) -> T {
-    // SAFETY: see above: in the child the original is never used or dropped after this.
-    unsafe { std::ptr::read(x) }
-}
-
-fn forked<T: std::fmt::Debug>(r: Option<smdfs::Result<T>>) -> bool {
-    matches!(r, Some(Err(Error::Forked { .. })))
 }
 
 #[test]
